@@ -1,0 +1,140 @@
+//! HTTP: parse and validate requests, hand turns to the session layer, shape replies.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use crate::error::ApiError;
+use crate::session::{Proxy, TurnRequest};
+
+/// Request fields the proxy owns; every other field goes to llama-server unchanged.
+const OWN_FIELDS: [&str; 5] = ["mode", "session_id", "user_id", "turn", "system_prompt"];
+
+/// The proxy's routes: `POST /completion`, `GET /health`, `GET /policies`,
+/// `POST /admin/policies/reload`.
+pub fn router(proxy: Arc<Proxy>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/completion", post(completion))
+        .route("/health", get(health))
+        .route("/policies", get(policies))
+        .route("/admin/policies/reload", post(reload))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(proxy)
+}
+
+async fn completion(State(proxy): State<Arc<Proxy>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "unreadable_body" };
+        ApiError::new(status, code, e.body_text())
+    })?;
+    let request = parse_turn(&body, &proxy)?;
+    let reply = proxy.turn(request).await.inspect_err(|e| {
+        if e.status.is_server_error() {
+            tracing::warn!("turn failed: {e}");
+        }
+    })?;
+    let mut response = Json(Value::Object(reply.body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(policy) = HeaderValue::from_str(&reply.policy) {
+        headers.insert("x-discedge-policy", policy);
+    }
+    if reply.replayed {
+        headers.insert("x-discedge-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Validates the proxy's own fields; the rest is llama-server's business.
+pub fn parse_turn(body: &[u8], proxy: &Proxy) -> Result<TurnRequest, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::bad_request("invalid_json", "body must be a JSON object"));
+    };
+    let mode = optional_string(&fields, "mode")?.unwrap_or_else(|| proxy.defaults.mode.clone());
+    let session_id = optional_string(&fields, "session_id")?;
+    if let Some(id) = &session_id {
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "session_id must be 1 to 64 ASCII letters and digits",
+            )
+            .with("field", "session_id"));
+        }
+    }
+    let user_id = optional_string(&fields, "user_id")?.unwrap_or_else(|| proxy.defaults.user_id.clone());
+    if user_id.is_empty() || user_id.len() > 128 {
+        return Err(ApiError::bad_request("invalid_field", "user_id must be 1 to 128 bytes").with("field", "user_id"));
+    }
+    let turn = match fields.get("turn") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(value.as_u64().filter(|&t| t >= 1).and_then(|t| u32::try_from(t).ok()).ok_or_else(
+            || ApiError::bad_request("invalid_field", "turn must be an integer >= 1").with("field", "turn"),
+        )?),
+    };
+    let system_prompt = optional_string(&fields, "system_prompt")?;
+    if fields.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::bad_request("unsupported", "stream: true is not supported yet").with("field", "stream"));
+    }
+    let prompt = match fields.remove("prompt") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_request("missing_field", "prompt is required").with("field", "prompt"));
+        }
+        Some(prompt) => prompt,
+    };
+    for field in OWN_FIELDS {
+        fields.remove(field);
+    }
+    Ok(TurnRequest {
+        mode,
+        session_id,
+        user_id,
+        turn,
+        prompt,
+        system_prompt,
+        forward: fields,
+        request_json: String::from_utf8_lossy(body).into_owned(),
+    })
+}
+
+fn optional_string(fields: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ApiError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_request("invalid_field", format!("{name} must be a string")).with("field", name)),
+    }
+}
+
+/// 200 once at least one policy is loaded, so orchestration waits for a usable proxy.
+async fn health(State(proxy): State<Arc<Proxy>>) -> Response {
+    let policies = proxy.policies.names();
+    let status = if policies.is_empty() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = json!({
+        "status": if policies.is_empty() { "no policies loaded" } else { "ok" },
+        "policies": policies,
+        "store": proxy.store.kind(),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn policies(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
+    Json(json!({ "policies": proxy.policies.list() }))
+}
+
+/// Reloads the plugins folder now (for deployments that run with --no-watch).
+async fn reload(State(proxy): State<Arc<Proxy>>) -> Result<Json<Value>, ApiError> {
+    let registry = proxy.policies.clone();
+    let report = tokio::task::spawn_blocking(move || registry.reload())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string()))?;
+    Ok(Json(json!({ "report": report, "policies": proxy.policies.list() })))
+}

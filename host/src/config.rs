@@ -1,0 +1,156 @@
+//! Command line and environment: every setting an operator may need, none hard-coded.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::policy::runtime::ChatTemplate;
+
+#[derive(Debug, Parser)]
+#[command(name = "discedge", version, about = "Context proxy for LLMs at the edge")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Time the policy step (instantiate + prepare + commit) of each loaded policy and print figures.
+    Bench(BenchArgs),
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// A redb file under --data-dir, durable across restarts.
+    Embedded,
+    /// Process memory: lost on exit (tests, demos).
+    Memory,
+}
+
+/// Chat templates the policies render conversations with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TemplatePreset {
+    /// `<|im_start|>ROLE\n...<|im_end|>\n` (Qwen, SmolLM).
+    Chatml,
+    /// Llama 3: `<|start_header_id|>ROLE<|end_header_id|>\n\n...<|eot_id|>`.
+    Llama3,
+    /// Give --template-bos, --template-prefix and --template-suffix yourself.
+    Custom,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "DISCEDGE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Base URL of the llama.cpp server.
+    #[arg(long, env = "DISCEDGE_LLAMA_URL", default_value = "http://127.0.0.1:8081")]
+    pub llama_url: String,
+    #[arg(long, env = "DISCEDGE_STORE", value_enum, default_value = "embedded")]
+    pub store: StoreKind,
+    /// Folder for the embedded store and the compiled-policy cache.
+    #[arg(long, env = "DISCEDGE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Folder of policy components: `NAME.wasm` serves mode NAME; watched for changes.
+    #[arg(long, env = "DISCEDGE_PLUGINS_DIR", default_value = "plugins/dist")]
+    pub plugins_dir: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "DISCEDGE_MAX_BODY_BYTES", default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+    /// Longest wait for llama-server on one request, in seconds.
+    #[arg(long, env = "DISCEDGE_LLM_TIMEOUT_SECS", default_value_t = 300)]
+    pub llm_timeout_secs: u64,
+    /// Longest one policy call may take (host calls included), in milliseconds.
+    #[arg(long, env = "DISCEDGE_POLICY_TIMEOUT_MS", default_value_t = 5000)]
+    pub policy_timeout_ms: u64,
+    /// Memory one policy instance may use, in MiB.
+    #[arg(long, env = "DISCEDGE_POLICY_MEMORY_MIB", default_value_t = 64)]
+    pub policy_memory_mib: usize,
+    /// Policy instances alive at once (requests in flight beyond this get 503).
+    #[arg(long, env = "DISCEDGE_POLICY_INSTANCES", default_value_t = 128)]
+    pub policy_instances: u32,
+    /// Do not reload policies when the plugins folder changes (use POST /admin/policies/reload).
+    #[arg(long, env = "DISCEDGE_NO_WATCH")]
+    pub no_watch: bool,
+}
+
+/// What the proxy assumes about the model when building prompts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    #[arg(long, env = "DISCEDGE_CHAT_TEMPLATE", value_enum, default_value = "chatml")]
+    pub chat_template: TemplatePreset,
+    /// With --chat-template custom: text opening the conversation.
+    #[arg(long, env = "DISCEDGE_TEMPLATE_BOS", default_value = "")]
+    pub template_bos: String,
+    /// With --chat-template custom: text before each message; `{role}` is the role.
+    #[arg(long, env = "DISCEDGE_TEMPLATE_PREFIX")]
+    pub template_prefix: Option<String>,
+    /// With --chat-template custom: text after each message.
+    #[arg(long, env = "DISCEDGE_TEMPLATE_SUFFIX")]
+    pub template_suffix: Option<String>,
+    /// System prompt for new sessions that do not send `system_prompt`.
+    #[arg(long, env = "DISCEDGE_SYSTEM_PROMPT")]
+    pub system_prompt: Option<String>,
+    /// Context window when llama-server's /props does not tell.
+    #[arg(long, env = "DISCEDGE_N_CTX", default_value_t = 2048)]
+    pub n_ctx: u32,
+    /// Tokens kept free for the reply when a request sets no positive `n_predict`.
+    #[arg(long, env = "DISCEDGE_REPLY_BUDGET", default_value_t = 256)]
+    pub reply_budget: u32,
+    /// `user_id` of requests that send none.
+    #[arg(long, env = "DISCEDGE_DEFAULT_USER", default_value = "anonymous")]
+    pub default_user: String,
+    /// `mode` of requests that send none.
+    #[arg(long, env = "DISCEDGE_DEFAULT_MODE", default_value = "raw")]
+    pub default_mode: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, env = "DISCEDGE_PLUGINS_DIR", default_value = "plugins/dist")]
+    pub plugins_dir: PathBuf,
+    /// Tokens of stored context to time the policies with.
+    #[arg(long, default_value_t = 2000)]
+    pub context_tokens: usize,
+    /// Timed repetitions per policy.
+    #[arg(long, default_value_t = 2000)]
+    pub iterations: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+impl ModelArgs {
+    /// The template record handed to policies.
+    pub fn template(&self) -> Result<ChatTemplate, String> {
+        let (bos, prefix, suffix) = match self.chat_template {
+            TemplatePreset::Chatml => ("", "<|im_start|>{role}\n", "<|im_end|>\n"),
+            TemplatePreset::Llama3 => {
+                ("<|begin_of_text|>", "<|start_header_id|>{role}<|end_header_id|>\n\n", "<|eot_id|>")
+            }
+            TemplatePreset::Custom => {
+                let (Some(prefix), Some(suffix)) = (&self.template_prefix, &self.template_suffix) else {
+                    return Err("--chat-template custom needs --template-prefix and --template-suffix".into());
+                };
+                return Ok(ChatTemplate {
+                    bos: self.template_bos.clone(),
+                    message_prefix: prefix.clone(),
+                    message_suffix: suffix.clone(),
+                });
+            }
+        };
+        Ok(ChatTemplate { bos: bos.into(), message_prefix: prefix.into(), message_suffix: suffix.into() })
+    }
+}
+
+impl ServeArgs {
+    pub fn llm_timeout(&self) -> Duration {
+        Duration::from_secs(self.llm_timeout_secs)
+    }
+}

@@ -1,0 +1,242 @@
+//! Host glue for policy components: the engine, the per-call store, the host imports.
+//! Nothing here knows about HTTP or sessions.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "context-policy",
+});
+
+pub use discedge::policy::host::LogLevel;
+pub use discedge::policy::types::{
+    ChatTemplate, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+};
+
+/// What a policy may ask of the outside world, provided by the proxy (llama-server) or a test.
+pub trait HostServices: Send + Sync + 'static {
+    fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String>;
+    fn detokenize(&self, tokens: &[u32]) -> Result<String, String>;
+}
+
+/// Limits every policy call runs under, so a faulty policy cannot stall or starve the node.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall time for one call, host imports included.
+    pub call_timeout: Duration,
+    /// Linear memory per instance.
+    pub memory_bytes: usize,
+    /// Policy instances alive at once (the pooling allocator's size).
+    pub instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { call_timeout: Duration::from_secs(5), memory_bytes: 64 << 20, instances: 128 }
+    }
+}
+
+/// How often the epoch ticker fires; the call timeout is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Bytes of a policy's stderr kept for error reports (panic messages).
+const STDERR_BYTES: usize = 8 * 1024;
+
+/// One wasmtime engine and linker shared by every policy, set up once per process.
+pub struct PolicyRuntime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: Limits,
+}
+
+/// Per-call state: the store's data. Never shared between calls, so a trap poisons nothing else.
+pub struct CallState {
+    policy: Arc<str>,
+    services: Arc<dyn HostServices>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl discedge::policy::types::Host for CallState {}
+
+impl discedge::policy::host::Host for CallState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let policy = &*self.policy;
+        match level {
+            LogLevel::Trace => tracing::trace!(policy, "{message}"),
+            LogLevel::Debug => tracing::debug!(policy, "{message}"),
+            LogLevel::Info => tracing::info!(policy, "{message}"),
+            LogLevel::Warn => tracing::warn!(policy, "{message}"),
+            LogLevel::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+
+    fn tokenize(&mut self, text: String, parse_special: bool) -> Result<Vec<u32>, String> {
+        self.services.tokenize(&text, parse_special)
+    }
+
+    fn detokenize(&mut self, tokens: Vec<u32>) -> Result<String, String> {
+        self.services.detokenize(&tokens)
+    }
+}
+
+impl PolicyRuntime {
+    /// Builds the engine (pooling allocator when the machine allows it, epoch interruption for
+    /// timeouts) and starts the epoch ticker thread.
+    pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
+        let engine = match Engine::new(&config(&limits, true)) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                Engine::new(&config(&limits, false)).map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ContextPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let weak = engine.weak();
+        thread::Builder::new().name("policy-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })?;
+        Ok(Arc::new(Self { engine, linker, limits }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Links a compiled component against the host once, so each call only instantiates.
+    pub fn prepare_component(&self, component: &Component) -> anyhow::Result<ContextPolicyPre<CallState>> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        ContextPolicyPre::new(pre).map_err(|e| anyhow::anyhow!("{e:#}"))
+    }
+
+    /// A fresh store and instance for one call (or one prepare/commit pair).
+    pub fn instantiate(
+        &self,
+        pre: &ContextPolicyPre<CallState>,
+        policy: Arc<str>,
+        services: Arc<dyn HostServices>,
+    ) -> Result<PolicyInstance, CallFailure> {
+        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).stdout(stderr.clone()).build();
+        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(16).build();
+        let state = CallState { policy, services, wasi, table: ResourceTable::new(), limits, stderr };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(self.ticks());
+        let bindings = pre.instantiate(&mut store).map_err(|e| failure(&store, e))?;
+        Ok(PolicyInstance { store, bindings, ticks: self.ticks() })
+    }
+
+    fn ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}
+
+fn config(limits: &Limits, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.instances)
+            .total_core_instances(limits.instances * 4)
+            .total_memories(limits.instances * 2)
+            .total_tables(limits.instances * 4)
+            .max_memory_size(limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Why a policy call did not return a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
+    /// The policy declined with one of the contract's errors.
+    #[error("{0:?}")]
+    Declined(PolicyError),
+    /// The policy trapped (panic, timeout, memory limit) or could not be instantiated.
+    #[error("{0}")]
+    Trapped(String),
+}
+
+/// Describes a trap with whatever the guest wrote to stderr (a panic message, say).
+fn failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
+    let what = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "timed out".to_owned(),
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("failed: {error:#}"),
+    };
+    let stderr = store.data().stderr.contents();
+    let stderr = String::from_utf8_lossy(&stderr);
+    match stderr.trim() {
+        "" => CallFailure::Trapped(what),
+        text => CallFailure::Trapped(format!("{what}: {text}")),
+    }
+}
+
+/// A live policy instance for one request; dropped afterwards (a trap poisons only this one).
+pub struct PolicyInstance {
+    store: Store<CallState>,
+    bindings: ContextPolicy,
+    ticks: u64,
+}
+
+impl PolicyInstance {
+    fn reset_deadline(&mut self) {
+        self.store.set_epoch_deadline(self.ticks);
+    }
+
+
+    pub fn info(&mut self) -> Result<PolicyInfo, CallFailure> {
+        self.reset_deadline();
+        let result = self.bindings.discedge_policy_policy().call_info(&mut self.store);
+        result.map_err(|e| failure(&self.store, e))
+    }
+
+    pub fn prepare(
+        &mut self,
+        records: &[Vec<u8>],
+        input: &TurnInput,
+        settings: &Settings,
+    ) -> Result<Prepared, CallFailure> {
+        self.reset_deadline();
+        let result = self.bindings.discedge_policy_policy().call_prepare(&mut self.store, records, input, settings);
+        result.map_err(|e| failure(&self.store, e))?.map_err(CallFailure::Declined)
+    }
+
+    pub fn commit(
+        &mut self,
+        input: &TurnInput,
+        settings: &Settings,
+        carry: &[u8],
+        reply: &Reply,
+    ) -> Result<Option<Vec<u8>>, CallFailure> {
+        self.reset_deadline();
+        let result = self.bindings.discedge_policy_policy().call_commit(&mut self.store, input, settings, carry, reply);
+        result.map_err(|e| failure(&self.store, e))?.map_err(CallFailure::Declined)
+    }
+}

@@ -1,0 +1,96 @@
+//! Wires the parts together for `discedge serve`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{ServeArgs, StoreKind};
+use crate::llm::{BlockingTokenizer, LlamaServer, LlmBackend};
+use crate::policy::{self, Limits, PolicyRegistry, PolicyRuntime};
+use crate::session::{Proxy, TurnDefaults};
+use crate::store::{ContextStore, EmbeddedStore, MemoryStore};
+
+/// A proxy ready to serve, and what must live as long as it does.
+pub struct Node {
+    pub proxy: Arc<Proxy>,
+    /// Reloads policies on file changes while alive.
+    pub watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Opens the store, starts the policy runtime and loads the plugins folder.
+pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
+    let store: Arc<dyn ContextStore> = match args.store {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&args.data_dir)?),
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+    };
+    let llm: Arc<dyn LlmBackend> = Arc::new(LlamaServer::new(&args.llama_url, args.llm_timeout()));
+    let services = Arc::new(BlockingTokenizer::new(llm.clone(), tokio::runtime::Handle::current()));
+    let runtime = PolicyRuntime::new(Limits {
+        call_timeout: Duration::from_millis(args.policy_timeout_ms),
+        memory_bytes: args.policy_memory_mib << 20,
+        instances: args.policy_instances,
+    })?;
+    let registry = Arc::new(PolicyRegistry::new(
+        runtime,
+        args.plugins_dir.clone(),
+        Some(args.data_dir.join("policy-cache")),
+        services.clone(),
+    ));
+    let loading = registry.clone();
+    let report = tokio::task::spawn_blocking(move || loading.reload()).await?;
+    for (file, why) in &report.failed {
+        tracing::warn!("{file}: {why}");
+    }
+    if registry.is_empty() {
+        tracing::warn!(
+            dir = %args.plugins_dir.display(),
+            "no policies loaded: build them with scripts/build-plugins.sh; /health answers 503 until then"
+        );
+    }
+    let watcher = if args.no_watch {
+        None
+    } else {
+        std::fs::create_dir_all(&args.plugins_dir).ok();
+        Some(policy::watch(registry.clone()).context("cannot watch the plugins folder")?)
+    };
+    let defaults = TurnDefaults {
+        template: args.model.template().map_err(anyhow::Error::msg)?,
+        system_prompt: args.model.system_prompt.clone(),
+        n_ctx: args.model.n_ctx,
+        reply_budget: args.model.reply_budget,
+        user_id: args.model.default_user.clone(),
+        mode: args.model.default_mode.clone(),
+    };
+    let proxy = Arc::new(Proxy::new(store, llm, registry, services, defaults));
+    Ok(Node { proxy, watcher })
+}
+
+/// Runs the HTTP server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let node = build(&args).await?;
+    let app = crate::api::router(node.proxy.clone(), args.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        llama = %args.llama_url,
+        store = node.proxy.store.kind(),
+        policies = ?node.proxy.policies.names(),
+        "discedge serving"
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    drop(node);
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,419 @@
+//! One conversation turn, start to finish: lock the session, load it, check the turn, let the
+//! policy build the prompt, ask the model, let the policy fold the reply in, commit.
+//! Nothing is written unless every step succeeded, so a failed turn leaves the session as it was.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::llm::LlmBackend;
+use crate::policy::runtime::{ChatTemplate, PolicyError, Prepared, Prompt, Reply, Settings, TurnInput};
+use crate::policy::{CallFailure, HostServices, LoadedPolicy, PolicyInstance, PolicyRegistry};
+use crate::store::{ContextStore, SessionHead};
+
+/// Settings that apply when a request does not say otherwise.
+#[derive(Debug, Clone)]
+pub struct TurnDefaults {
+    pub template: ChatTemplate,
+    pub system_prompt: Option<String>,
+    /// Context window if llama-server's `/props` does not tell.
+    pub n_ctx: u32,
+    pub reply_budget: u32,
+    pub user_id: String,
+    pub mode: String,
+}
+
+/// Everything a turn needs, shared by all requests.
+pub struct Proxy {
+    pub store: Arc<dyn ContextStore>,
+    pub llm: Arc<dyn LlmBackend>,
+    pub policies: Arc<PolicyRegistry>,
+    /// What policies call back into (tokenizer); blocking, used from blocking threads only.
+    pub services: Arc<dyn HostServices>,
+    pub defaults: TurnDefaults,
+    locks: SessionLocks,
+}
+
+/// A client's `/completion` request, validated.
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    pub mode: String,
+    pub session_id: Option<String>,
+    pub user_id: String,
+    /// `None` only for a new session, which starts at turn 1.
+    pub turn: Option<u32>,
+    pub prompt: Value,
+    pub system_prompt: Option<String>,
+    /// The llama.cpp fields, passed to llama-server unchanged (all but the proxy's own).
+    pub forward: Map<String, Value>,
+    /// The body as received, for policies that read fields of their own.
+    pub request_json: String,
+}
+
+/// The reply to send, and which policy version produced it.
+#[derive(Debug)]
+pub struct TurnReply {
+    pub body: Map<String, Value>,
+    pub policy: String,
+    /// True when a retried turn was answered from the store without calling the model.
+    pub replayed: bool,
+}
+
+/// Reply fields not kept for replays: large, and only describe the original call.
+const NOT_REPLAYED: [&str; 2] = ["prompt", "generation_settings"];
+
+impl Proxy {
+    pub fn new(
+        store: Arc<dyn ContextStore>,
+        llm: Arc<dyn LlmBackend>,
+        policies: Arc<PolicyRegistry>,
+        services: Arc<dyn HostServices>,
+        defaults: TurnDefaults,
+    ) -> Self {
+        Self { store, llm, policies, services, defaults, locks: SessionLocks::default() }
+    }
+
+    /// Serves one turn.
+    pub async fn turn(&self, request: TurnRequest) -> Result<TurnReply, ApiError> {
+        let policy = self.policies.get(&request.mode).ok_or_else(|| {
+            ApiError::bad_request("unknown_mode", format!("unknown mode {:?}", request.mode))
+                .with("modes", self.policies.names())
+        })?;
+        if policy.info.stores_context && !request.prompt.is_string() {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("prompt must be a string (the new user message) in mode {:?}", request.mode),
+            ));
+        }
+        let session_id = match &request.session_id {
+            Some(id) => id.clone(),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
+        if !policy.info.stores_context {
+            let turn = request.turn.unwrap_or(1);
+            return self.stateless_turn(&policy, request, session_id, turn).await;
+        }
+        let turn = match (request.turn, &request.session_id) {
+            (Some(turn), _) => turn,
+            (None, None) => 1,
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request("missing_field", "turn is required when continuing a session"));
+            }
+        };
+        let _lock = self.locks.lock(&session_id).await;
+        let stored = self.store.load(&session_id).await?;
+        let prompt_text = request.prompt.as_str().unwrap_or_default();
+        let prompt_sha256 = hex::encode(Sha256::digest(prompt_text.as_bytes()));
+        let (previous, records) = match stored {
+            None if turn == 1 => (None, Vec::new()),
+            None => {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_session", format!("no session {session_id:?}"))
+                    .with("session_id", session_id));
+            }
+            Some(stored) => {
+                let head = stored.head;
+                if head.user_id != request.user_id {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "session_of_another_user",
+                        format!("session {session_id:?} belongs to another user"),
+                    ));
+                }
+                if head.mode != request.mode {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "mode_mismatch",
+                        format!("session {session_id:?} is kept by mode {:?}, not {:?}", head.mode, request.mode),
+                    )
+                    .with("mode", head.mode));
+                }
+                if turn == head.turn && head.last_prompt_sha256 == prompt_sha256 {
+                    return replay(&head, &session_id, &policy);
+                }
+                if turn != head.turn + 1 {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "turn_mismatch",
+                        format!("turn {turn} does not follow stored turn {}", head.turn),
+                    )
+                    .with("expected_turn", head.turn + 1));
+                }
+                (Some(head), stored.records)
+            }
+        };
+
+        let input = TurnInput {
+            session_id: session_id.clone(),
+            user_id: request.user_id.clone(),
+            turn,
+            prompt: prompt_text.to_owned(),
+        };
+        let settings = self.settings(&request, turn == 1).await;
+        let (instance, prepared, input, settings) =
+            self.prepare(&policy, records, input, settings).await?;
+        let (reply, llm_reply) = self.ask_model(&request, &prepared, &policy).await?;
+        let record = self.commit(&policy, instance, input, settings, prepared.carry, llm_reply).await?;
+
+        let now = unix_ms();
+        let head = SessionHead {
+            user_id: request.user_id.clone(),
+            mode: request.mode.clone(),
+            turn,
+            records: previous.as_ref().map_or(0, |h| h.records) + u32::from(record.is_some()),
+            last_prompt_sha256: prompt_sha256,
+            last_reply: replay_copy(&reply),
+            created_ms: previous.as_ref().map_or(now, |h| h.created_ms),
+            updated_ms: now,
+        };
+        self.store.commit_turn(&session_id, &head, record.as_deref()).await?;
+        Ok(TurnReply {
+            body: with_session_fields(reply, &session_id, &request.user_id, &request.mode, turn),
+            policy: policy.label(),
+            replayed: false,
+        })
+    }
+
+    /// A policy that keeps nothing: no lock, no load, no store.
+    async fn stateless_turn(
+        &self,
+        policy: &Arc<LoadedPolicy>,
+        request: TurnRequest,
+        session_id: String,
+        turn: u32,
+    ) -> Result<TurnReply, ApiError> {
+        let input = TurnInput {
+            session_id: session_id.clone(),
+            user_id: request.user_id.clone(),
+            turn,
+            prompt: match &request.prompt {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            },
+        };
+        let settings = self.settings(&request, turn == 1).await;
+        let (_instance, prepared, _, _) = self.prepare(policy, Vec::new(), input, settings).await?;
+        let (reply, _) = self.ask_model(&request, &prepared, policy).await?;
+        Ok(TurnReply {
+            body: with_session_fields(reply, &session_id, &request.user_id, &request.mode, turn),
+            policy: policy.label(),
+            replayed: false,
+        })
+    }
+
+    async fn settings(&self, request: &TurnRequest, first_turn: bool) -> Settings {
+        let n_ctx = match self.llm.context_size().await {
+            Ok(Some(n)) => n,
+            _ => self.defaults.n_ctx,
+        };
+        let reply_budget = request
+            .forward
+            .get("n_predict")
+            .and_then(Value::as_i64)
+            .filter(|&n| n > 0)
+            .map_or(self.defaults.reply_budget, |n| n.min(i64::from(u32::MAX)) as u32);
+        let system_prompt = if first_turn {
+            request.system_prompt.clone().or_else(|| self.defaults.system_prompt.clone())
+        } else {
+            None
+        };
+        Settings {
+            n_ctx,
+            reply_budget,
+            template: self.defaults.template.clone(),
+            system_prompt,
+            request_json: request.request_json.clone(),
+        }
+    }
+
+    /// Instantiates the policy and runs `prepare` on a blocking thread (it may call the tokenizer).
+    async fn prepare(
+        &self,
+        policy: &Arc<LoadedPolicy>,
+        records: Vec<Vec<u8>>,
+        input: TurnInput,
+        settings: Settings,
+    ) -> Result<(PolicyInstance, Prepared, TurnInput, Settings), ApiError> {
+        let (policy2, runtime, services) = (policy.clone(), self.policies.runtime().clone(), self.services.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut instance = policy2.instantiate(&runtime, services)?;
+            let prepared = instance.prepare(&records, &input, &settings)?;
+            Ok((instance, prepared, input, settings))
+        })
+        .await
+        .map_err(|e| joined(e, policy))?
+        .map_err(|e| policy_error(e, policy))
+    }
+
+    async fn commit(
+        &self,
+        policy: &Arc<LoadedPolicy>,
+        mut instance: PolicyInstance,
+        input: TurnInput,
+        settings: Settings,
+        carry: Vec<u8>,
+        reply: Reply,
+    ) -> Result<Option<Vec<u8>>, ApiError> {
+        tokio::task::spawn_blocking(move || instance.commit(&input, &settings, &carry, &reply))
+            .await
+            .map_err(|e| joined(e, policy))?
+            .map_err(|e| policy_error(e, policy))
+    }
+
+    /// Sends the prepared prompt with the client's own llama.cpp fields.
+    async fn ask_model(
+        &self,
+        request: &TurnRequest,
+        prepared: &Prepared,
+        policy: &LoadedPolicy,
+    ) -> Result<(Map<String, Value>, Reply), ApiError> {
+        let mut body = request.forward.clone();
+        let prompt = match &prepared.prompt {
+            Prompt::Unchanged => request.prompt.clone(),
+            Prompt::Text(text) => Value::String(text.clone()),
+            Prompt::Tokens(ids) => Value::Array(ids.iter().map(|&id| Value::from(id)).collect()),
+        };
+        body.insert("prompt".into(), prompt);
+        let client_wants_tokens = body.get("return_tokens").and_then(Value::as_bool).unwrap_or(false);
+        if prepared.want_reply_tokens {
+            body.insert("return_tokens".into(), Value::Bool(true));
+        }
+        let mut reply = self.llm.complete(&body).await?;
+        let bad_reply = |what: &str| {
+            ApiError::new(StatusCode::BAD_GATEWAY, "llm_failed", format!("llama-server reply has no {what}"))
+                .with("policy", policy.label())
+        };
+        let content = reply.get("content").and_then(Value::as_str).ok_or_else(|| bad_reply("content"))?.to_owned();
+        let tokens = if prepared.want_reply_tokens {
+            reply
+                .get("tokens")
+                .and_then(Value::as_array)
+                .and_then(|ids| ids.iter().map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok())).collect())
+                .ok_or_else(|| bad_reply("token ids (return_tokens)"))?
+        } else {
+            Vec::new()
+        };
+        let stop_type = reply.get("stop_type").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if prepared.want_reply_tokens && !client_wants_tokens {
+            reply.remove("tokens");
+        }
+        Ok((reply, Reply { content, tokens, stop_type }))
+    }
+}
+
+/// Answers a retried turn from the store.
+fn replay(head: &SessionHead, session_id: &str, policy: &LoadedPolicy) -> Result<TurnReply, ApiError> {
+    let reply: Map<String, Value> = serde_json::from_str(&head.last_reply).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_corrupt", format!("stored reply unreadable: {e}"))
+    })?;
+    Ok(TurnReply {
+        body: with_session_fields(reply, session_id, &head.user_id, &head.mode, head.turn),
+        policy: policy.label(),
+        replayed: true,
+    })
+}
+
+fn replay_copy(reply: &Map<String, Value>) -> String {
+    let kept: Map<String, Value> =
+        reply.iter().filter(|(k, _)| !NOT_REPLAYED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    Value::Object(kept).to_string()
+}
+
+fn with_session_fields(
+    mut reply: Map<String, Value>,
+    session_id: &str,
+    user_id: &str,
+    mode: &str,
+    turn: u32,
+) -> Map<String, Value> {
+    reply.insert("session_id".into(), session_id.into());
+    reply.insert("user_id".into(), user_id.into());
+    reply.insert("mode".into(), mode.into());
+    reply.insert("turn".into(), turn.into());
+    reply
+}
+
+fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> ApiError {
+    let error = match failure {
+        CallFailure::Declined(PolicyError::BadInput(m)) => ApiError::bad_request("policy_rejected_input", m),
+        CallFailure::Declined(PolicyError::ContextFull(m)) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "context_full", m)
+        }
+        CallFailure::Declined(PolicyError::HostFailed(m)) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "policy_host_call_failed", m)
+        }
+        CallFailure::Declined(PolicyError::Internal(m)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "policy_failed", format!("policy {}: {m}", policy.name))
+        }
+        CallFailure::Trapped(m) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "policy_trapped",
+            format!("policy {} {m}", policy.name),
+        ),
+    };
+    error.with("policy", policy.label())
+}
+
+fn joined(e: tokio::task::JoinError, policy: &LoadedPolicy) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "policy_trapped", format!("policy {} call aborted: {e}", policy.name))
+        .with("policy", policy.label())
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One async mutex per session in use, so two requests for a session run one after the other.
+/// Entries are dropped when the last holder leaves, so the map does not grow with old sessions.
+#[derive(Default)]
+struct SessionLocks {
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+struct SessionGuard {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    session_id: String,
+}
+
+impl SessionLocks {
+    async fn lock(&self, session_id: &str) -> SessionGuard {
+        let lock = self.locks.lock().unwrap().entry(session_id.to_owned()).or_default().clone();
+        let guard = lock.clone().lock_owned().await;
+        SessionGuard { guard: Some(guard), lock, locks: self.locks.clone(), session_id: session_id.to_owned() }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.locks.lock().unwrap();
+        // The map and this guard hold the only references: nobody else waits for this session.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.session_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn session_locks_serialize_and_clean_up() {
+        let locks = SessionLocks::default();
+        let first = locks.lock("a").await;
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("a")).await;
+        assert!(waiting.is_err(), "a second holder must wait");
+        let other = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("b")).await;
+        assert!(other.is_ok(), "other sessions do not wait");
+        drop(other);
+        drop(first);
+        assert!(locks.locks.lock().unwrap().is_empty(), "idle sessions leave no entry");
+    }
+}

@@ -1,0 +1,151 @@
+//! The default store: a redb database file on the node's disk, durable across restarts.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
+
+/// Session id -> JSON of its [`SessionHead`].
+const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
+/// (session id, record number) -> record bytes; a turn's commit inserts one row.
+const RECORDS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("records");
+
+/// Sessions in one redb file; every commit is an fsynced transaction.
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `dir/sessions.redb`; fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("sessions.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(unavailable)?;
+        txn.open_table(HEADS).map_err(unavailable)?;
+        txn.open_table(RECORDS).map_err(unavailable)?;
+        txn.commit().map_err(unavailable)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs blocking database work off the async executor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn decode_head(bytes: &[u8]) -> Result<SessionHead, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("session head: {e}")))
+}
+
+#[async_trait]
+impl ContextStore for EmbeddedStore {
+    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let id = session_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let heads = txn.open_table(HEADS).map_err(unavailable)?;
+            let Some(head) = heads.get(id.as_str()).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let head = decode_head(head.value())?;
+            let table = txn.open_table(RECORDS).map_err(unavailable)?;
+            let mut records = Vec::with_capacity(head.records as usize);
+            for row in table.range((id.as_str(), 0)..(id.as_str(), head.records)).map_err(unavailable)? {
+                let (_, value) = row.map_err(unavailable)?;
+                records.push(value.value().to_vec());
+            }
+            if records.len() != head.records as usize {
+                return Err(StoreError::Corrupt(format!(
+                    "head says {} records, found {}",
+                    head.records,
+                    records.len()
+                )));
+            }
+            Ok(Some(StoredSession { head, records }))
+        })
+        .await
+    }
+
+    async fn commit_turn(
+        &self,
+        session_id: &str,
+        head: &SessionHead,
+        record: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let id = session_id.to_owned();
+        let head = head.clone();
+        let record = record.map(<[u8]>::to_vec);
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
+                let stored = match heads.get(id.as_str()).map_err(unavailable)? {
+                    Some(bytes) => Some(decode_head(bytes.value())?),
+                    None => None,
+                };
+                check_next_turn(stored.as_ref(), &head)?;
+                if let Some(record) = &record {
+                    let number = stored.as_ref().map_or(0, |h| h.records);
+                    let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
+                    records.insert((id.as_str(), number), record.as_slice()).map_err(unavailable)?;
+                }
+                let bytes = serde_json::to_vec(&head).expect("a head always serializes");
+                heads.insert(id.as_str(), bytes.as_slice()).map_err(unavailable)?;
+            }
+            // Dropping an uncommitted transaction (any `?` above) aborts it: nothing half-written.
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contract;
+
+    #[tokio::test]
+    async fn appends_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        contract::appends_and_loads(&EmbeddedStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn refuses_out_of_order_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        contract::refuses_out_of_order_turns(&EmbeddedStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.commit_turn("s1", &contract::head(1, 1), Some(b"one")).await.unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let s = store.load("s1").await.unwrap().unwrap();
+        assert_eq!(s.head.turn, 1);
+        assert_eq!(s.records, vec![b"one".to_vec()]);
+    }
+}

@@ -1,0 +1,67 @@
+//! A store in process memory: for tests and throwaway runs; everything is lost on exit.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
+
+/// Sessions in a map; same semantics as the durable stores.
+#[derive(Default)]
+pub struct MemoryStore {
+    sessions: Mutex<HashMap<String, StoredSession>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ContextStore for MemoryStore {
+    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError> {
+        Ok(self.sessions.lock().unwrap().get(session_id).cloned())
+    }
+
+    async fn commit_turn(
+        &self,
+        session_id: &str,
+        head: &SessionHead,
+        record: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut sessions = self.sessions.lock().unwrap();
+        let existing = sessions.get(session_id);
+        check_next_turn(existing.map(|s| &s.head), head)?;
+        let session = sessions.entry(session_id.to_owned()).or_insert_with(|| StoredSession {
+            head: head.clone(),
+            records: Vec::new(),
+        });
+        session.head = head.clone();
+        if let Some(record) = record {
+            session.records.push(record.to_vec());
+        }
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contract;
+
+    #[tokio::test]
+    async fn appends_and_loads() {
+        contract::appends_and_loads(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn refuses_out_of_order_turns() {
+        contract::refuses_out_of_order_turns(&MemoryStore::new()).await;
+    }
+}

@@ -1,0 +1,125 @@
+//! Where sessions live between turns.
+//!
+//! A session is a small [`SessionHead`] plus an append-only log of opaque per-turn records
+//! written by the session's policy. Stores never interpret records, so a new policy needs no
+//! store change, and a store can replicate one record per turn instead of the whole context.
+
+mod embedded;
+mod memory;
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Everything about a session except its records; rewritten on every committed turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionHead {
+    /// The user that created the session; no one else may read or extend it.
+    pub user_id: String,
+    /// The policy (mode) that wrote the records; records of one policy mean nothing to another.
+    pub mode: String,
+    /// The last committed turn (1-based).
+    pub turn: u32,
+    /// How many records the log holds (a policy may commit a turn without a record).
+    pub records: u32,
+    /// SHA-256 (hex) of the last turn's prompt, to recognise a client's retry of that turn.
+    pub last_prompt_sha256: String,
+    /// The last turn's reply as returned to the client, replayed on a retry without calling the model.
+    pub last_reply: String,
+    /// Unix milliseconds of the first and the latest commit.
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// A session as loaded for a turn: its head and all its records, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub head: SessionHead,
+    pub records: Vec<Vec<u8>>,
+}
+
+/// Why a store call failed; none of these leave a session half-written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone committed this session's turn first (another node, or a race the lock missed).
+    #[error("session was changed concurrently: stored turn is {stored_turn}")]
+    Conflict { stored_turn: u32 },
+    /// The store cannot be reached or failed to write; retrying later may work.
+    #[error("context store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes could not be read back; needs an operator.
+    #[error("stored session is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The seam between the proxy and where context is kept (embedded on disk, in memory, FReD).
+#[async_trait]
+pub trait ContextStore: Send + Sync + 'static {
+    /// Loads a session's head and records, or `None` if it was never committed.
+    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError>;
+
+    /// Commits one turn atomically: appends `record` (if any) as the next record and replaces
+    /// the head, but only if the stored turn is still `head.turn - 1`; otherwise nothing changes
+    /// and the result is [`StoreError::Conflict`]. Only the delta is written, never the history.
+    async fn commit_turn(
+        &self,
+        session_id: &str,
+        head: &SessionHead,
+        record: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+
+    /// A short name for logs and `/health` (e.g. "embedded", "memory").
+    fn kind(&self) -> &'static str;
+}
+
+/// Checks the precondition every store shares: the stored turn must be the one before `head.turn`.
+pub(crate) fn check_next_turn(stored: Option<&SessionHead>, head: &SessionHead) -> Result<(), StoreError> {
+    let stored_turn = stored.map_or(0, |h| h.turn);
+    if stored_turn + 1 == head.turn {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict { stored_turn })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! One set of checks every [`ContextStore`] must pass.
+    use super::*;
+
+    pub fn head(turn: u32, records: u32) -> SessionHead {
+        SessionHead {
+            user_id: "alice".into(),
+            mode: "raw".into(),
+            turn,
+            records,
+            last_prompt_sha256: format!("sha{turn}"),
+            last_reply: format!("{{\"content\":\"reply {turn}\"}}"),
+            created_ms: 1,
+            updated_ms: turn as u64,
+        }
+    }
+
+    pub async fn appends_and_loads(store: &dyn ContextStore) {
+        assert!(store.load("s1").await.unwrap().is_none());
+        store.commit_turn("s1", &head(1, 1), Some(b"one")).await.unwrap();
+        store.commit_turn("s1", &head(2, 1), None).await.unwrap();
+        store.commit_turn("s1", &head(3, 2), Some(b"three")).await.unwrap();
+        let s = store.load("s1").await.unwrap().unwrap();
+        assert_eq!(s.head, head(3, 2));
+        assert_eq!(s.records, vec![b"one".to_vec(), b"three".to_vec()]);
+        assert!(store.load("s2").await.unwrap().is_none(), "sessions are separate");
+    }
+
+    pub async fn refuses_out_of_order_turns(store: &dyn ContextStore) {
+        let err = store.commit_turn("s1", &head(2, 1), Some(b"x")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { stored_turn: 0 }), "{err}");
+        store.commit_turn("s1", &head(1, 1), Some(b"one")).await.unwrap();
+        let err = store.commit_turn("s1", &head(1, 2), Some(b"again")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { stored_turn: 1 }), "{err}");
+        let s = store.load("s1").await.unwrap().unwrap();
+        assert_eq!(s.records, vec![b"one".to_vec()], "a refused commit appends nothing");
+    }
+}
