@@ -70,7 +70,7 @@ impl Conversation {
         let input = turn_input(self.turn, prompt);
         let mut instance = self.policy.instantiate(&self.runtime, self.services.clone()).map_err(|e| e.to_string())?;
         let prepared = instance.prepare(&self.records, &input, &self.settings).map_err(|e| e.to_string())?;
-        let reply = fake_reply(&*self.services, reply_text);
+        let reply = fake_reply(reply_text);
         let record = instance.commit(&input, &self.settings, &prepared.carry, &reply).map_err(|e| e.to_string())?;
         self.records.extend(record);
         Ok(prepared)
@@ -81,8 +81,9 @@ fn turn_input(turn: u32, prompt: &str) -> TurnInput {
     TurnInput { session_id: "bench".into(), user_id: "bench".into(), turn, prompt: prompt.into() }
 }
 
-fn fake_reply(services: &dyn HostServices, text: &str) -> Reply {
-    Reply { content: text.into(), tokens: services.tokenize(text, false).unwrap_or_default(), stop_type: "limit".into() }
+/// What the model would return, tokenized by the fake tokenizer (not through the policy's host).
+fn fake_reply(text: &str) -> Reply {
+    Reply { content: text.into(), tokens: ByteTokenizer.tokenize(text, true).unwrap_or_default(), stop_type: "limit".into() }
 }
 
 /// The prompt's length in tokens as the fake tokenizer counts it.

@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Folder for the embedded store and the compiled-policy cache.
     #[arg(long, env = "DISCEDGE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Where compiled policies are cached (default: DATA_DIR/policy-cache).
+    #[arg(long, env = "DISCEDGE_POLICY_CACHE_DIR")]
+    pub policy_cache_dir: Option<PathBuf>,
     /// Folder of policy components: `NAME.wasm` serves mode NAME; watched for changes.
     #[arg(long, env = "DISCEDGE_PLUGINS_DIR", default_value = "plugins/dist")]
     pub plugins_dir: PathBuf,

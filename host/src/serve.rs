@@ -34,7 +34,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
     let registry = Arc::new(PolicyRegistry::new(
         runtime,
         args.plugins_dir.clone(),
-        Some(args.data_dir.join("policy-cache")),
+        Some(args.policy_cache_dir.clone().unwrap_or_else(|| args.data_dir.join("policy-cache"))),
         services.clone(),
     ));
     let loading = registry.clone();

@@ -1,0 +1,70 @@
+//! A session on the embedded store survives a restart of the proxy process.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{complete, llama_url, shipped_plugins, turn_body};
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the real `discedge serve` binary and waits for /health.
+async fn spawn_proxy(data_dir: &std::path::Path, port: u16) -> Proxy {
+    let child = Command::new(env!("CARGO_BIN_EXE_discedge"))
+        .arg("serve")
+        .env("DISCEDGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DISCEDGE_LLAMA_URL", llama_url())
+        .env("DISCEDGE_STORE", "embedded")
+        .env("DISCEDGE_DATA_DIR", data_dir)
+        .env("DISCEDGE_PLUGINS_DIR", shipped_plugins())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("discedge binary runs");
+    let proxy = Proxy(child);
+    let url = format!("http://127.0.0.1:{port}/health");
+    for _ in 0..600 {
+        if let Ok(reply) = reqwest::get(&url).await {
+            if reply.status() == 200 {
+                return proxy;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("proxy on port {port} never became healthy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_continues_after_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let first = spawn_proxy(data.path(), port).await;
+    let (status, one) = complete(&url, &turn_body("tokenized", None, 1, "Remember the word pineapple.")).await;
+    assert_eq!(status, 200, "{one}");
+    let session = one["session_id"].as_str().unwrap().to_owned();
+    let (status, two) = complete(&url, &turn_body("tokenized", Some(&session), 2, "And the word lantern.")).await;
+    assert_eq!(status, 200, "{two}");
+    drop(first);
+
+    let _second = spawn_proxy(data.path(), port).await;
+    let (status, three) = complete(&url, &turn_body("tokenized", Some(&session), 3, "Which words did I say?")).await;
+    assert_eq!(status, 200, "{three}");
+    let prompt = three["prompt"].as_str().unwrap();
+    assert!(prompt.contains("pineapple") && prompt.contains("lantern"), "context lost across restart:\n{prompt}");
+    // The turn counter survived too: turn 3 again (a new prompt) is a conflict, turn 4 is next.
+    let (status, conflict) = complete(&url, &turn_body("tokenized", Some(&session), 3, "something else")).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["expected_turn"], 4);
+}

@@ -1,0 +1,47 @@
+//! Shared, dependency-free pieces of the shipped context policies.
+//!
+//! This is plain Rust with no WIT bindings, so everything here is unit-tested natively
+//! (`cargo test -p policy-common`) and each policy component only adds the thin glue that
+//! talks to the host.
+
+mod messages;
+mod template;
+mod tokens;
+mod window;
+mod wire;
+
+pub use messages::{Message, decode_messages, encode_messages};
+pub use template::{Template, opening, render_message, reply_opening, system_prompt, user_turn};
+pub use tokens::{TokenRecord, close_turn};
+pub use window::{choose_window, low_water};
+
+/// Decodes every record of a session, naming the index of the first one that cannot be read,
+/// so an operator can find the broken record in the store.
+pub fn decode_records<T>(
+    records: &[Vec<u8>],
+    decode: impl Fn(&[u8]) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| decode(record).map_err(|e| format!("record {i}: {e}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_records_names_the_bad_index() {
+        let good = TokenRecord {
+            pinned: 0,
+            window_start: 0,
+            tokens: vec![1],
+        }
+        .encode();
+        let records = vec![good.clone(), good, vec![9]];
+        let err = decode_records(&records, TokenRecord::decode).unwrap_err();
+        assert!(err.starts_with("record 2:"), "{err}");
+    }
+}

@@ -1,0 +1,216 @@
+//! The token record format used by the `tokenized` and `truncate` policies.
+//!
+//! Layout (all u32 little-endian): `pinned`, `window_start`, then every token id.
+//! Storing ids rather than text means a stored turn is never re-tokenized, so the next
+//! prompt starts with exactly the ids the model already evaluated and llama-server's
+//! prompt cache hits.
+
+use crate::wire::{Reader, put_u32};
+
+/// One committed turn as token ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// How many leading `tokens` are the conversation opening (bos and system message), which
+    /// must never be dropped. Only the first record of a session has any.
+    pub pinned: u32,
+    /// Index of the oldest record the prompt kept when this turn was served (truncate's
+    /// window); 0 for policies that never drop anything.
+    pub window_start: u32,
+    /// The turn's ids: opening (if any), user message, reply opening, generated ids, suffix.
+    pub tokens: Vec<u32>,
+}
+
+impl TokenRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 * (2 + self.tokens.len()));
+        put_u32(&mut out, self.pinned);
+        put_u32(&mut out, self.window_start);
+        for &id in &self.tokens {
+            put_u32(&mut out, id);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if !bytes.len().is_multiple_of(4) {
+            return Err(format!(
+                "token record of {} bytes is not a whole number of u32s",
+                bytes.len()
+            ));
+        }
+        let mut r = Reader::new(bytes);
+        let pinned = r.u32("pinned count")?;
+        let window_start = r.u32("window start")?;
+        let mut tokens = Vec::with_capacity(r.remaining() / 4);
+        while r.remaining() > 0 {
+            tokens.push(r.u32("token")?);
+        }
+        if pinned as usize > tokens.len() {
+            return Err(format!(
+                "pins {pinned} tokens but holds only {}",
+                tokens.len()
+            ));
+        }
+        Ok(Self {
+            pinned,
+            window_start,
+            tokens,
+        })
+    }
+
+    /// The conversation opening this record pins.
+    pub fn pinned_tokens(&self) -> &[u32] {
+        &self.tokens[..self.pinned_len()]
+    }
+
+    /// The tokens a sliding window may drop.
+    pub fn unpinned_tokens(&self) -> &[u32] {
+        &self.tokens[self.pinned_len()..]
+    }
+
+    /// Clamped, so a hand-built record with a bad `pinned` cannot make the slices panic.
+    fn pinned_len(&self) -> usize {
+        (self.pinned as usize).min(self.tokens.len())
+    }
+}
+
+/// Turns the record a token policy carried from `prepare` into the one to store: appends the
+/// ids the model generated and the tokenized message suffix. The suffix closes the assistant
+/// message, since the model stops at it (or at the limit) and llama-server does not return the
+/// stop token; so the stored ids are exactly what the model saw and made.
+pub fn close_turn(
+    carry: &[u8],
+    reply_ids: &[u32],
+    reply_text: &str,
+    suffix_ids: &[u32],
+) -> Result<Vec<u8>, String> {
+    let mut record = TokenRecord::decode(carry).map_err(|e| format!("carry: {e}"))?;
+    if reply_ids.is_empty() && !reply_text.is_empty() {
+        // Storing nothing would silently drop the reply from the conversation.
+        return Err("the reply has text but no token ids (was `return_tokens` honoured?)".into());
+    }
+    record.tokens.extend_from_slice(reply_ids);
+    // A model that stopped at its end-of-turn token has generated the suffix's start already
+    // (llama-server returns that id in `tokens`): append only the rest, or the stored tokens
+    // would differ from what the model saw and the next turn's prompt cache would miss.
+    let generated = generated_suffix_len(reply_ids, suffix_ids);
+    record.tokens.extend_from_slice(&suffix_ids[generated..]);
+    Ok(record.encode())
+}
+
+/// The longest start of `suffix` that `reply` ends with.
+fn generated_suffix_len(reply: &[u32], suffix: &[u32]) -> usize {
+    (1..=suffix.len().min(reply.len()))
+        .rev()
+        .find(|&n| reply.ends_with(&suffix[..n]))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for record in [
+            TokenRecord::default(),
+            TokenRecord {
+                pinned: 2,
+                window_start: 0,
+                tokens: vec![1, 2, 3],
+            },
+            TokenRecord {
+                pinned: 0,
+                window_start: 7,
+                tokens: vec![0, u32::MAX, 151_645],
+            },
+        ] {
+            assert_eq!(TokenRecord::decode(&record.encode()).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn layout_is_as_documented() {
+        let record = TokenRecord {
+            pinned: 1,
+            window_start: 2,
+            tokens: vec![258],
+        };
+        assert_eq!(record.encode(), [1, 0, 0, 0, 2, 0, 0, 0, 2, 1, 0, 0]);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(TokenRecord::decode(&[]).unwrap_err().contains("truncated"));
+        assert!(TokenRecord::decode(&[0; 4]).is_err());
+        assert!(
+            TokenRecord::decode(&[0; 9])
+                .unwrap_err()
+                .contains("whole number")
+        );
+        let over_pinned = TokenRecord {
+            pinned: 2,
+            window_start: 0,
+            tokens: vec![5],
+        }
+        .encode();
+        assert!(
+            TokenRecord::decode(&over_pinned)
+                .unwrap_err()
+                .contains("pins 2")
+        );
+    }
+
+    #[test]
+    fn splits_pinned_from_unpinned() {
+        let record = TokenRecord {
+            pinned: 2,
+            window_start: 0,
+            tokens: vec![1, 2, 3, 4],
+        };
+        assert_eq!(record.pinned_tokens(), [1, 2]);
+        assert_eq!(record.unpinned_tokens(), [3, 4]);
+        let bad = TokenRecord {
+            pinned: 9,
+            ..record
+        };
+        assert_eq!(bad.unpinned_tokens(), [] as [u32; 0]);
+    }
+
+    #[test]
+    fn close_turn_appends_reply_then_suffix() {
+        let carry = TokenRecord {
+            pinned: 1,
+            window_start: 3,
+            tokens: vec![10, 11],
+        }
+        .encode();
+        let stored = close_turn(&carry, &[20, 21], "hi", &[99]).unwrap();
+        let expected = TokenRecord {
+            pinned: 1,
+            window_start: 3,
+            tokens: vec![10, 11, 20, 21, 99],
+        };
+        assert_eq!(TokenRecord::decode(&stored).unwrap(), expected);
+        let stopped_at_end = close_turn(&carry, &[20, 98], "hi", &[98, 99]).unwrap();
+        assert_eq!(
+            TokenRecord::decode(&stopped_at_end).unwrap().tokens,
+            vec![10, 11, 20, 98, 99],
+            "an end marker the model generated is not added twice"
+        );
+        assert!(
+            close_turn(&carry, &[], "", &[99]).is_ok(),
+            "an empty reply is fine"
+        );
+        assert!(
+            close_turn(&carry, &[], "hi", &[99])
+                .unwrap_err()
+                .contains("no token ids")
+        );
+        assert!(
+            close_turn(&[1, 2], &[20], "hi", &[99])
+                .unwrap_err()
+                .starts_with("carry:")
+        );
+    }
+}

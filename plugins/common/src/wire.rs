@@ -1,0 +1,57 @@
+//! Little-endian reading helpers for the record formats, which must reject bad input
+//! with a message rather than panic (a record may come from an older or broken build).
+
+/// A cursor over bytes that fails, naming what it was reading, instead of running off the end.
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { rest: bytes }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        if n > self.rest.len() {
+            return Err(format!(
+                "truncated: {what} needs {n} bytes, {} left",
+                self.rest.len()
+            ));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, String> {
+        let bytes = self.take(4, what)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    /// A u32 byte length, then that many bytes of UTF-8.
+    pub(crate) fn string(&mut self, what: &str) -> Result<String, String> {
+        let len = self.u32(what)? as usize;
+        let bytes = self.take(len, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+    }
+}
+
+/// Appends a u32 byte length and the string's UTF-8.
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
+    put_u32(out, len_u32(s.len()));
+    out.extend_from_slice(s.as_bytes());
+}
+
+pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Lengths in records are u32. Nothing a policy holds in memory comes near 4 GiB, so a longer
+/// one is a bug worth stopping on rather than silently writing a corrupt record.
+pub(crate) fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).expect("record field longer than u32::MAX")
+}

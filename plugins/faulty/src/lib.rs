@@ -1,0 +1,83 @@
+//! TEST FIXTURE, never shipped: a policy that misbehaves when the prompt asks it to, so the
+//! host's tests can check that a guest's panic, endless loop or memory hunger fails only the
+//! one turn, and that an unreadable record is caught.
+//!
+//! Otherwise it is a minimal raw policy: the prompt is the user's text and the record is that
+//! text's bytes.
+
+wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+
+use core::hint::black_box;
+
+use discedge::policy::types::{
+    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+};
+use exports::discedge::policy::policy::Guest;
+
+/// What `OOM` tries to allocate; far more than a host should allow a policy.
+const ONE_GIB: usize = 1 << 30;
+
+struct Component;
+
+impl Guest for Component {
+    fn info() -> PolicyInfo {
+        PolicyInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Test fixture: panics, loops or exhausts memory when the prompt says \
+                          PANIC, LOOP or OOM; stores a bad record for BADREC"
+                .into(),
+            stores_context: true,
+        }
+    }
+
+    fn prepare(
+        _records: Vec<Vec<u8>>,
+        input: TurnInput,
+        _settings: Settings,
+    ) -> Result<Prepared, PolicyError> {
+        let prompt = input.prompt;
+        if prompt.contains("PANIC") {
+            panic!("faulty policy asked to panic");
+        }
+        if prompt.contains("LOOP") {
+            spin_forever();
+        }
+        if prompt.contains("OOM") {
+            hog_memory();
+        }
+        Ok(Prepared {
+            prompt: Prompt::Text(prompt),
+            want_reply_tokens: false,
+            carry: Vec::new(),
+            dropped_records: 0,
+        })
+    }
+
+    fn commit(
+        input: TurnInput,
+        _settings: Settings,
+        _carry: Vec<u8>,
+        _reply: Reply,
+    ) -> Result<Option<Vec<u8>>, PolicyError> {
+        if input.prompt.contains("BADREC") {
+            return Ok(Some(vec![1, 2, 3]));
+        }
+        Ok(Some(input.prompt.into_bytes()))
+    }
+}
+
+/// Burns fuel or epochs until the host interrupts it; `black_box` keeps the loop alive.
+fn spin_forever() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// Allocates 1 GiB filled with ones (so every page is written, not just reserved).
+fn hog_memory() {
+    let block = vec![1u8; ONE_GIB];
+    black_box(&block);
+}
+
+export!(Component);

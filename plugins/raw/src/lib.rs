@@ -1,0 +1,73 @@
+//! The `raw` policy: the session is the list of chat messages, rendered as text every turn.
+//!
+//! The simplest policy that keeps context. llama-server re-tokenizes the whole conversation
+//! each turn, so it is the baseline the token-based policies are measured against.
+
+use policy_common::{
+    Message, Template, decode_messages, decode_records, encode_messages, render_message,
+    reply_opening, system_prompt,
+};
+
+wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+
+use discedge::policy::types::{
+    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+};
+use exports::discedge::policy::policy::Guest;
+
+struct Component;
+
+impl Guest for Component {
+    fn info() -> PolicyInfo {
+        PolicyInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Stores the messages; sends the whole conversation as text".into(),
+            stores_context: true,
+        }
+    }
+
+    fn prepare(
+        records: Vec<Vec<u8>>,
+        input: TurnInput,
+        settings: Settings,
+    ) -> Result<Prepared, PolicyError> {
+        let history = decode_records(&records, decode_messages).map_err(PolicyError::Internal)?;
+        // This turn's new messages; on turn 1 the system message is stored along with them.
+        let mut new: Vec<Message> = Vec::new();
+        if records.is_empty()
+            && let Some(system) = system_prompt(settings.system_prompt.as_deref())
+        {
+            new.push(("system".into(), system.into()));
+        }
+        new.push(("user".into(), input.prompt));
+
+        let t = &settings.template;
+        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
+        let mut text = t.bos.clone();
+        for (role, content) in history.iter().flatten().chain(&new) {
+            text.push_str(&render_message(&t, role, content));
+        }
+        text.push_str(&reply_opening(&t));
+
+        Ok(Prepared {
+            prompt: Prompt::Text(text),
+            want_reply_tokens: false,
+            carry: encode_messages(&new),
+            dropped_records: 0,
+        })
+    }
+
+    fn commit(
+        _input: TurnInput,
+        _settings: Settings,
+        carry: Vec<u8>,
+        reply: Reply,
+    ) -> Result<Option<Vec<u8>>, PolicyError> {
+        let mut messages =
+            decode_messages(&carry).map_err(|e| PolicyError::Internal(format!("carry: {e}")))?;
+        messages.push(("assistant".into(), reply.content));
+        Ok(Some(encode_messages(&messages)))
+    }
+}
+
+export!(Component);

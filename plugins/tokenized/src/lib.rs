@@ -1,0 +1,97 @@
+//! The `tokenized` policy: the session is kept as the token ids the model saw and made.
+//!
+//! Only the new user message is tokenized each turn; stored turns never are again. So each
+//! prompt starts with exactly the previous prompt plus the ids the model generated, and
+//! llama-server's prompt cache only has to evaluate the new message. Nothing is ever dropped:
+//! when the conversation outgrows the context the turn fails (see the `truncate` policy).
+
+use policy_common::{Template, TokenRecord, close_turn, decode_records, opening, user_turn};
+
+wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+
+use discedge::policy::host;
+use discedge::policy::types::{
+    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+};
+use exports::discedge::policy::policy::Guest;
+
+struct Component;
+
+impl Guest for Component {
+    fn info() -> PolicyInfo {
+        PolicyInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            description:
+                "Stores token ids; sends the whole conversation as tokens (cache-friendly)".into(),
+            stores_context: true,
+        }
+    }
+
+    fn prepare(
+        records: Vec<Vec<u8>>,
+        input: TurnInput,
+        settings: Settings,
+    ) -> Result<Prepared, PolicyError> {
+        let history =
+            decode_records(&records, TokenRecord::decode).map_err(PolicyError::Internal)?;
+        let t = &settings.template;
+        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
+        // A new conversation starts with its opening (bos and system message).
+        let mut new_text = if history.is_empty() {
+            opening(&t, settings.system_prompt.as_deref())
+        } else {
+            String::new()
+        };
+        new_text.push_str(&user_turn(&t, &input.prompt));
+        let new_ids = tokenize(&new_text)?;
+
+        let prompt: Vec<u32> = history
+            .iter()
+            .flat_map(|r| &r.tokens)
+            .chain(&new_ids)
+            .copied()
+            .collect();
+        let needed = prompt.len() as u64 + u64::from(settings.reply_budget);
+        if needed > u64::from(settings.n_ctx) {
+            return Err(PolicyError::ContextFull(format!(
+                "the conversation ({} tokens) and the reply budget ({} tokens) need {needed} \
+                 tokens, more than the model's context of {}; start a new session or use \
+                 mode \"truncate\"",
+                prompt.len(),
+                settings.reply_budget,
+                settings.n_ctx,
+            )));
+        }
+
+        Ok(Prepared {
+            prompt: Prompt::Tokens(prompt),
+            want_reply_tokens: true,
+            carry: TokenRecord {
+                pinned: 0,
+                window_start: 0,
+                tokens: new_ids,
+            }
+            .encode(),
+            dropped_records: 0,
+        })
+    }
+
+    fn commit(
+        _input: TurnInput,
+        settings: Settings,
+        carry: Vec<u8>,
+        reply: Reply,
+    ) -> Result<Option<Vec<u8>>, PolicyError> {
+        let suffix = tokenize(&settings.template.message_suffix)?;
+        let record = close_turn(&carry, &reply.tokens, &reply.content, &suffix)
+            .map_err(PolicyError::Internal)?;
+        Ok(Some(record))
+    }
+}
+
+/// The model's tokenizer, parsing control tokens since templates write them as text.
+fn tokenize(text: &str) -> Result<Vec<u32>, PolicyError> {
+    host::tokenize(text, true).map_err(|e| PolicyError::HostFailed(format!("tokenize: {e}")))
+}
+
+export!(Component);

@@ -1,0 +1,144 @@
+//! The `truncate` policy: like `tokenized`, but old turns slide out of a window so a
+//! conversation can go on for ever.
+//!
+//! The conversation opening (bos and system message) is pinned and always sent. The window
+//! start is stored in each record and only moves when the prompt no longer fits, and then by
+//! enough turns that it stays put for a while (see `policy_common::choose_window`): every move
+//! changes the prompt's prefix and costs llama-server a full re-evaluation.
+
+use policy_common::{
+    Template, TokenRecord, choose_window, close_turn, decode_records, opening, user_turn,
+};
+
+wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+
+use discedge::policy::host::{self, LogLevel};
+use discedge::policy::types::{
+    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+};
+use exports::discedge::policy::policy::Guest;
+
+struct Component;
+
+impl Guest for Component {
+    fn info() -> PolicyInfo {
+        PolicyInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Stores token ids; drops the oldest turns when the context fills up, \
+                          keeping the system prompt"
+                .into(),
+            stores_context: true,
+        }
+    }
+
+    fn prepare(
+        records: Vec<Vec<u8>>,
+        input: TurnInput,
+        settings: Settings,
+    ) -> Result<Prepared, PolicyError> {
+        let history =
+            decode_records(&records, TokenRecord::decode).map_err(PolicyError::Internal)?;
+        check_window_state(&history)?;
+        let t = &settings.template;
+        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
+
+        // The opening is tokenized on its own on turn 1, so its length (`pinned`) is known.
+        let opening_ids = match history.first() {
+            Some(first) => first.pinned_tokens().to_vec(),
+            None => {
+                let text = opening(&t, settings.system_prompt.as_deref());
+                if text.is_empty() {
+                    Vec::new()
+                } else {
+                    tokenize(&text)?
+                }
+            }
+        };
+        let new_ids = tokenize(&user_turn(&t, &input.prompt))?;
+
+        let previous_start = history.last().map_or(0, |r| r.window_start as usize);
+        let lens: Vec<usize> = history.iter().map(|r| r.unpinned_tokens().len()).collect();
+        let start = choose_window(
+            &lens,
+            opening_ids.len(),
+            previous_start,
+            new_ids.len(),
+            settings.reply_budget as usize,
+            settings.n_ctx as usize,
+        )
+        .map_err(PolicyError::ContextFull)?;
+        if start > previous_start {
+            let tokens: usize = lens[previous_start..start].iter().sum();
+            let n_ctx = settings.n_ctx;
+            let message = format!(
+                "left records {previous_start}..{start} ({tokens} tokens) out to fit n_ctx {n_ctx}"
+            );
+            host::log(LogLevel::Info, &message);
+        }
+
+        let prompt: Vec<u32> = opening_ids
+            .iter()
+            .chain(history[start..].iter().flat_map(|r| r.unpinned_tokens()))
+            .chain(&new_ids)
+            .copied()
+            .collect();
+        // Turn 1's record holds the opening in front of its new tokens and pins it.
+        let carry = if history.is_empty() {
+            TokenRecord {
+                pinned: opening_ids.len() as u32,
+                window_start: 0,
+                tokens: [opening_ids, new_ids].concat(),
+            }
+        } else {
+            TokenRecord {
+                pinned: 0,
+                window_start: start as u32,
+                tokens: new_ids,
+            }
+        };
+        Ok(Prepared {
+            prompt: Prompt::Tokens(prompt),
+            want_reply_tokens: true,
+            carry: carry.encode(),
+            dropped_records: start as u32,
+        })
+    }
+
+    fn commit(
+        _input: TurnInput,
+        settings: Settings,
+        carry: Vec<u8>,
+        reply: Reply,
+    ) -> Result<Option<Vec<u8>>, PolicyError> {
+        let suffix = tokenize(&settings.template.message_suffix)?;
+        let record = close_turn(&carry, &reply.tokens, &reply.content, &suffix)
+            .map_err(PolicyError::Internal)?;
+        Ok(Some(record))
+    }
+}
+
+/// Rejects records this policy cannot have written: only the first one pins an opening, and a
+/// window never starts after the turn that recorded it.
+fn check_window_state(history: &[TokenRecord]) -> Result<(), PolicyError> {
+    for (i, r) in history.iter().enumerate() {
+        if i > 0 && r.pinned != 0 {
+            return Err(PolicyError::Internal(format!(
+                "record {i}: only the first record may pin"
+            )));
+        }
+        if r.window_start as usize > i {
+            let start = r.window_start;
+            return Err(PolicyError::Internal(format!(
+                "record {i}: window starts at {start}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The model's tokenizer, parsing control tokens since templates write them as text.
+fn tokenize(text: &str) -> Result<Vec<u32>, PolicyError> {
+    host::tokenize(text, true).map_err(|e| PolicyError::HostFailed(format!("tokenize: {e}")))
+}
+
+export!(Component);

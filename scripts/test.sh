@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test. Installs what is missing (scripts/setup.sh), builds the policy components,
+# starts a real llama.cpp server with a real small model (or uses DISCEDGE_TEST_LLAMA_URL, to
+# check a real deployment), then runs the Rust tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build-plugins.sh
+source scripts/llama.sh
+start_llama "${DISCEDGE_TEST_LLAMA_URL:-}"
+export DISCEDGE_TEST_LLAMA_URL="$LLAMA_URL"
+echo "tests use llama-server at $DISCEDGE_TEST_LLAMA_URL"
+cargo test -p discedge -p policy-common
