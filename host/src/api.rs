@@ -25,15 +25,24 @@ pub fn router(proxy: Arc<Proxy>, max_body_bytes: usize) -> Router {
         .route("/health", get(health))
         .route("/policies", get(policies))
         .route("/admin/policies/reload", post(reload))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(proxy)
 }
 
-async fn completion(State(proxy): State<Arc<Proxy>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn completion(
+    State(proxy): State<Arc<Proxy>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
         let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "unreadable_body" };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "unreadable_body"
+        };
         ApiError::new(status, code, e.body_text())
     })?;
     let request = parse_turn(&body, &proxy)?;
@@ -55,10 +64,14 @@ async fn completion(State(proxy): State<Arc<Proxy>>, body: Result<Bytes, BytesRe
 
 /// Validates the proxy's own fields; the rest is llama-server's business.
 pub fn parse_turn(body: &[u8], proxy: &Proxy) -> Result<TurnRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+    })?;
     let Value::Object(mut fields) = value else {
-        return Err(ApiError::bad_request("invalid_json", "body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "body must be a JSON object",
+        ));
     };
     let mode = optional_string(&fields, "mode")?.unwrap_or_else(|| proxy.defaults.mode.clone());
     let session_id = optional_string(&fields, "session_id")?;
@@ -71,23 +84,38 @@ pub fn parse_turn(body: &[u8], proxy: &Proxy) -> Result<TurnRequest, ApiError> {
             .with("field", "session_id"));
         }
     }
-    let user_id = optional_string(&fields, "user_id")?.unwrap_or_else(|| proxy.defaults.user_id.clone());
+    let user_id =
+        optional_string(&fields, "user_id")?.unwrap_or_else(|| proxy.defaults.user_id.clone());
     if user_id.is_empty() || user_id.len() > 128 {
-        return Err(ApiError::bad_request("invalid_field", "user_id must be 1 to 128 bytes").with("field", "user_id"));
+        return Err(
+            ApiError::bad_request("invalid_field", "user_id must be 1 to 128 bytes")
+                .with("field", "user_id"),
+        );
     }
     let turn = match fields.get("turn") {
         None | Some(Value::Null) => None,
-        Some(value) => Some(value.as_u64().filter(|&t| t >= 1).and_then(|t| u32::try_from(t).ok()).ok_or_else(
-            || ApiError::bad_request("invalid_field", "turn must be an integer >= 1").with("field", "turn"),
-        )?),
+        Some(value) => Some(
+            value
+                .as_u64()
+                .filter(|&t| t >= 1)
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_field", "turn must be an integer >= 1")
+                        .with("field", "turn")
+                })?,
+        ),
     };
     let system_prompt = optional_string(&fields, "system_prompt")?;
     if fields.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(ApiError::bad_request("unsupported", "stream: true is not supported yet").with("field", "stream"));
+        return Err(
+            ApiError::bad_request("unsupported", "stream: true is not supported yet")
+                .with("field", "stream"),
+        );
     }
     let prompt = match fields.remove("prompt") {
         None | Some(Value::Null) => {
-            return Err(ApiError::bad_request("missing_field", "prompt is required").with("field", "prompt"));
+            return Err(ApiError::bad_request("missing_field", "prompt is required")
+                .with("field", "prompt"));
         }
         Some(prompt) => prompt,
     };
@@ -106,18 +134,28 @@ pub fn parse_turn(body: &[u8], proxy: &Proxy) -> Result<TurnRequest, ApiError> {
     })
 }
 
-fn optional_string(fields: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ApiError> {
+fn optional_string(
+    fields: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, ApiError> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::bad_request("invalid_field", format!("{name} must be a string")).with("field", name)),
+        Some(_) => Err(
+            ApiError::bad_request("invalid_field", format!("{name} must be a string"))
+                .with("field", name),
+        ),
     }
 }
 
 /// 200 once at least one policy is loaded, so orchestration waits for a usable proxy.
 async fn health(State(proxy): State<Arc<Proxy>>) -> Response {
     let policies = proxy.policies.names();
-    let status = if policies.is_empty() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if policies.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     let body = json!({
         "status": if policies.is_empty() { "no policies loaded" } else { "ok" },
         "policies": policies,
@@ -135,6 +173,14 @@ async fn reload(State(proxy): State<Arc<Proxy>>) -> Result<Json<Value>, ApiError
     let registry = proxy.policies.clone();
     let report = tokio::task::spawn_blocking(move || registry.reload())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string()))?;
-    Ok(Json(json!({ "report": report, "policies": proxy.policies.list() })))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reload_failed",
+                e.to_string(),
+            )
+        })?;
+    Ok(Json(
+        json!({ "report": report, "policies": proxy.policies.list() }),
+    ))
 }

@@ -15,8 +15,14 @@ use crate::policy::{HostServices, Limits, LoadedPolicy, PolicyRegistry, PolicyRu
 /// `<|...|>` control tokens when `parse_special` is set. Deterministic and exactly invertible.
 pub struct ByteTokenizer;
 
-const SPECIALS: [&str; 6] =
-    ["<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"];
+const SPECIALS: [&str; 6] = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+];
 
 impl HostServices for ByteTokenizer {
     fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String> {
@@ -45,7 +51,10 @@ impl HostServices for ByteTokenizer {
             match id {
                 0..=255 => bytes.push(id as u8),
                 _ => bytes.extend_from_slice(
-                    SPECIALS.get(id as usize - 256).ok_or(format!("unknown token {id}"))?.as_bytes(),
+                    SPECIALS
+                        .get(id as usize - 256)
+                        .ok_or(format!("unknown token {id}"))?
+                        .as_bytes(),
                 ),
             }
         }
@@ -68,29 +77,47 @@ impl Conversation {
     pub fn turn(&mut self, prompt: &str, reply_text: &str) -> Result<Prepared, String> {
         self.turn += 1;
         let input = turn_input(self.turn, prompt);
-        let mut instance = self.policy.instantiate(&self.runtime, self.services.clone()).map_err(|e| e.to_string())?;
-        let prepared = instance.prepare(&self.records, &input, &self.settings).map_err(|e| e.to_string())?;
+        let mut instance = self
+            .policy
+            .instantiate(&self.runtime, self.services.clone())
+            .map_err(|e| e.to_string())?;
+        let prepared = instance
+            .prepare(&self.records, &input, &self.settings)
+            .map_err(|e| e.to_string())?;
         let reply = fake_reply(reply_text);
-        let record = instance.commit(&input, &self.settings, &prepared.carry, &reply).map_err(|e| e.to_string())?;
+        let record = instance
+            .commit(&input, &self.settings, &prepared.carry, &reply)
+            .map_err(|e| e.to_string())?;
         self.records.extend(record);
         Ok(prepared)
     }
 }
 
 fn turn_input(turn: u32, prompt: &str) -> TurnInput {
-    TurnInput { session_id: "bench".into(), user_id: "bench".into(), turn, prompt: prompt.into() }
+    TurnInput {
+        session_id: "bench".into(),
+        user_id: "bench".into(),
+        turn,
+        prompt: prompt.into(),
+    }
 }
 
 /// What the model would return, tokenized by the fake tokenizer (not through the policy's host).
 fn fake_reply(text: &str) -> Reply {
-    Reply { content: text.into(), tokens: ByteTokenizer.tokenize(text, true).unwrap_or_default(), stop_type: "limit".into() }
+    Reply {
+        content: text.into(),
+        tokens: ByteTokenizer.tokenize(text, true).unwrap_or_default(),
+        stop_type: "limit".into(),
+    }
 }
 
 /// The prompt's length in tokens as the fake tokenizer counts it.
 pub fn prompt_tokens(prompt: &Prompt) -> usize {
     match prompt {
         Prompt::Unchanged => 0,
-        Prompt::Text(text) => ByteTokenizer.tokenize(text, true).map_or(0, |ids| ids.len()),
+        Prompt::Text(text) => ByteTokenizer
+            .tokenize(text, true)
+            .map_or(0, |ids| ids.len()),
         Prompt::Tokens(ids) => ids.len(),
     }
 }
@@ -102,9 +129,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = PolicyRuntime::new(Limits::default())?;
     let services: Arc<dyn HostServices> = Arc::new(ByteTokenizer);
-    let registry = PolicyRegistry::new(runtime.clone(), args.plugins_dir.clone(), None, services.clone());
+    let registry = PolicyRegistry::new(
+        runtime.clone(),
+        args.plugins_dir.clone(),
+        None,
+        services.clone(),
+    );
     let report = registry.reload();
-    anyhow::ensure!(!registry.is_empty(), "no policies in {}: {:?}", args.plugins_dir.display(), report.failed);
+    anyhow::ensure!(
+        !registry.is_empty(),
+        "no policies in {}: {:?}",
+        args.plugins_dir.display(),
+        report.failed
+    );
     let settings = Settings {
         // Roomy enough that no policy truncates: we time a full context of the given size.
         n_ctx: (args.context_tokens * 4) as u32,
@@ -113,13 +150,18 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         system_prompt: Some("You are a helpful assistant.".into()),
         request_json: "{}".into(),
     };
-    let user = "Tell me more about how matrices are multiplied, step by step, with an example. ".repeat(2);
-    let reply = "Multiply each row of the first matrix by each column of the second and sum. ".repeat(3);
+    let user =
+        "Tell me more about how matrices are multiplied, step by step, with an example. ".repeat(2);
+    let reply =
+        "Multiply each row of the first matrix by each column of the second and sum. ".repeat(3);
     println!(
         "policy step (new store + instantiate + prepare + commit), {} iterations, fake byte tokenizer",
         args.iterations
     );
-    println!("{:<14} {:>14} {:>10} {:>10} {:>10}", "policy", "context tokens", "median", "p90", "p99");
+    println!(
+        "{:<14} {:>14} {:>10} {:>10} {:>10}",
+        "policy", "context tokens", "median", "p90", "p99"
+    );
     for name in registry.names() {
         let policy = registry.get(&name).expect("listed");
         let mut conversation = Conversation {
@@ -132,7 +174,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         };
         let mut context = 0;
         while context < args.context_tokens && conversation.policy.info.stores_context {
-            let prepared = conversation.turn(&user, &reply).map_err(anyhow::Error::msg)?;
+            let prepared = conversation
+                .turn(&user, &reply)
+                .map_err(anyhow::Error::msg)?;
             context = prompt_tokens(&prepared.prompt) + reply.len();
         }
         let (records, turn) = (conversation.records.clone(), conversation.turn);
@@ -141,7 +185,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             conversation.records.clone_from(&records);
             conversation.turn = turn;
             let start = Instant::now();
-            conversation.turn(&user, &reply).map_err(anyhow::Error::msg)?;
+            conversation
+                .turn(&user, &reply)
+                .map_err(anyhow::Error::msg)?;
             times.push(start.elapsed());
         }
         times.sort();

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::policy::runtime::ChatTemplate;
 
 #[derive(Debug, Parser)]
-#[command(name = "discedge", version, about = "Context proxy for LLMs at the edge")]
+#[command(
+    name = "discedge",
+    version,
+    about = "Context proxy for LLMs at the edge"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -49,7 +53,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DISCEDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Base URL of the llama.cpp server.
-    #[arg(long, env = "DISCEDGE_LLAMA_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "DISCEDGE_LLAMA_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub llama_url: String,
     #[arg(long, env = "DISCEDGE_STORE", value_enum, default_value = "embedded")]
     pub store: StoreKind,
@@ -87,7 +95,12 @@ pub struct ServeArgs {
 /// What the proxy assumes about the model when building prompts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    #[arg(long, env = "DISCEDGE_CHAT_TEMPLATE", value_enum, default_value = "chatml")]
+    #[arg(
+        long,
+        env = "DISCEDGE_CHAT_TEMPLATE",
+        value_enum,
+        default_value = "chatml"
+    )]
     pub chat_template: TemplatePreset,
     /// With --chat-template custom: text opening the conversation.
     #[arg(long, env = "DISCEDGE_TEMPLATE_BOS", default_value = "")]
@@ -134,12 +147,18 @@ impl ModelArgs {
     pub fn template(&self) -> Result<ChatTemplate, String> {
         let (bos, prefix, suffix) = match self.chat_template {
             TemplatePreset::Chatml => ("", "<|im_start|>{role}\n", "<|im_end|>\n"),
-            TemplatePreset::Llama3 => {
-                ("<|begin_of_text|>", "<|start_header_id|>{role}<|end_header_id|>\n\n", "<|eot_id|>")
-            }
+            TemplatePreset::Llama3 => (
+                "<|begin_of_text|>",
+                "<|start_header_id|>{role}<|end_header_id|>\n\n",
+                "<|eot_id|>",
+            ),
             TemplatePreset::Custom => {
-                let (Some(prefix), Some(suffix)) = (&self.template_prefix, &self.template_suffix) else {
-                    return Err("--chat-template custom needs --template-prefix and --template-suffix".into());
+                let (Some(prefix), Some(suffix)) = (&self.template_prefix, &self.template_suffix)
+                else {
+                    return Err(
+                        "--chat-template custom needs --template-prefix and --template-suffix"
+                            .into(),
+                    );
                 };
                 return Ok(ChatTemplate {
                     bos: self.template_bos.clone(),
@@ -148,7 +167,11 @@ impl ModelArgs {
                 });
             }
         };
-        Ok(ChatTemplate { bos: bos.into(), message_prefix: prefix.into(), message_suffix: suffix.into() })
+        Ok(ChatTemplate {
+            bos: bos.into(),
+            message_prefix: prefix.into(),
+            message_suffix: suffix.into(),
+        })
     }
 }
 

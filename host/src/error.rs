@@ -20,7 +20,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Map::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -35,7 +40,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -55,8 +66,16 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "turn_mismatch", e.to_string())
                     .with("expected_turn", stored_turn + 1)
             }
-            StoreError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()),
-            StoreError::Corrupt(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_corrupt", e.to_string()),
+            StoreError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            ),
+            StoreError::Corrupt(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_corrupt",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -64,12 +83,16 @@ impl From<StoreError> for ApiError {
 impl From<LlmError> for ApiError {
     fn from(e: LlmError) -> Self {
         match &e {
-            LlmError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "llm_timeout", e.to_string()),
+            LlmError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "llm_timeout", e.to_string())
+            }
             LlmError::Rejected { status, .. } => {
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
                 ApiError::new(status, "llm_rejected", e.to_string())
             }
-            LlmError::Unreachable { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "llm_unreachable", e.to_string()),
+            LlmError::Unreachable { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "llm_unreachable", e.to_string())
+            }
             LlmError::Failed { .. } | LlmError::BadReply(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "llm_failed", e.to_string())
             }

@@ -71,7 +71,13 @@ impl LlamaServer {
 
     async fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<Value, LlmError> {
         let url = format!("{}{path}", self.base);
-        let reply = self.http.post(&url).json(body).send().await.map_err(|e| self.transport(e))?;
+        let reply = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         self.read_json(reply).await
     }
 
@@ -80,11 +86,16 @@ impl LlamaServer {
         let bytes = reply.bytes().await.map_err(|e| self.transport(e))?;
         let value: Option<Value> = serde_json::from_slice(&bytes).ok();
         if (200..300).contains(&status) {
-            return value.ok_or_else(|| LlmError::BadReply(format!("not JSON: {}", preview(&bytes))));
+            return value
+                .ok_or_else(|| LlmError::BadReply(format!("not JSON: {}", preview(&bytes))));
         }
         let message = value
             .as_ref()
-            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| {
+                v.pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| preview(&bytes));
         if (400..500).contains(&status) && status != 408 && status != 429 {
             Err(LlmError::Rejected { status, message })
@@ -97,7 +108,10 @@ impl LlamaServer {
         if e.is_timeout() {
             LlmError::Timeout(self.timeout)
         } else {
-            LlmError::Unreachable { url: self.base.clone(), message: error_chain(&e) }
+            LlmError::Unreachable {
+                url: self.base.clone(),
+                message: error_chain(&e),
+            }
         }
     }
 }
@@ -130,19 +144,29 @@ impl LlmBackend for LlamaServer {
     async fn complete(&self, body: &Map<String, Value>) -> Result<Map<String, Value>, LlmError> {
         match self.post("/completion", body).await? {
             Value::Object(map) => Ok(map),
-            other => Err(LlmError::BadReply(format!("expected an object, got {other}"))),
+            other => Err(LlmError::BadReply(format!(
+                "expected an object, got {other}"
+            ))),
         }
     }
 
     async fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, LlmError> {
         let memo = text.len() <= MEMO_TEXT_BYTES;
         if memo {
-            if let Some(ids) = self.short_texts.lock().unwrap().get(&(text.to_owned(), parse_special)) {
+            if let Some(ids) = self
+                .short_texts
+                .lock()
+                .unwrap()
+                .get(&(text.to_owned(), parse_special))
+            {
                 return Ok(ids.clone());
             }
         }
         let reply = self
-            .post("/tokenize", &json!({"content": text, "parse_special": parse_special, "add_special": false}))
+            .post(
+                "/tokenize",
+                &json!({"content": text, "parse_special": parse_special, "add_special": false}),
+            )
             .await?;
         let ids = reply
             .get("tokens")
@@ -158,7 +182,9 @@ impl LlmBackend for LlamaServer {
     }
 
     async fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError> {
-        let reply = self.post("/detokenize", &json!({ "tokens": tokens })).await?;
+        let reply = self
+            .post("/detokenize", &json!({ "tokens": tokens }))
+            .await?;
         reply
             .get("content")
             .and_then(Value::as_str)
@@ -172,7 +198,12 @@ impl LlmBackend for LlamaServer {
             return Ok(Some(known));
         }
         let url = format!("{}/props", self.base);
-        let reply = self.http.get(&url).send().await.map_err(|e| self.transport(e))?;
+        let reply = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
         let props = self.read_json(reply).await?;
         let n_ctx = props
             .pointer("/default_generation_settings/n_ctx")
@@ -202,10 +233,14 @@ impl BlockingTokenizer {
 
 impl crate::policy::HostServices for BlockingTokenizer {
     fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String> {
-        self.runtime.block_on(self.llm.tokenize(text, parse_special)).map_err(|e| e.to_string())
+        self.runtime
+            .block_on(self.llm.tokenize(text, parse_special))
+            .map_err(|e| e.to_string())
     }
 
     fn detokenize(&self, tokens: &[u32]) -> Result<String, String> {
-        self.runtime.block_on(self.llm.detokenize(tokens)).map_err(|e| e.to_string())
+        self.runtime
+            .block_on(self.llm.detokenize(tokens))
+            .map_err(|e| e.to_string())
     }
 }

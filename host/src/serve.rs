@@ -25,7 +25,10 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
     };
     let llm: Arc<dyn LlmBackend> = Arc::new(LlamaServer::new(&args.llama_url, args.llm_timeout()));
-    let services = Arc::new(BlockingTokenizer::new(llm.clone(), tokio::runtime::Handle::current()));
+    let services = Arc::new(BlockingTokenizer::new(
+        llm.clone(),
+        tokio::runtime::Handle::current(),
+    ));
     let runtime = PolicyRuntime::new(Limits {
         call_timeout: Duration::from_millis(args.policy_timeout_ms),
         memory_bytes: args.policy_memory_mib << 20,
@@ -34,7 +37,11 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
     let registry = Arc::new(PolicyRegistry::new(
         runtime,
         args.plugins_dir.clone(),
-        Some(args.policy_cache_dir.clone().unwrap_or_else(|| args.data_dir.join("policy-cache"))),
+        Some(
+            args.policy_cache_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("policy-cache")),
+        ),
         services.clone(),
     ));
     let loading = registry.clone();
@@ -80,7 +87,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policies = ?node.proxy.policies.names(),
         "discedge serving"
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
     drop(node);
     Ok(())
 }

@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::llm::LlmBackend;
-use crate::policy::runtime::{ChatTemplate, PolicyError, Prepared, Prompt, Reply, Settings, TurnInput};
+use crate::policy::runtime::{
+    ChatTemplate, PolicyError, Prepared, Prompt, Reply, Settings, TurnInput,
+};
 use crate::policy::{CallFailure, HostServices, LoadedPolicy, PolicyInstance, PolicyRegistry};
 use crate::store::{ContextStore, SessionHead};
 
@@ -75,7 +77,14 @@ impl Proxy {
         services: Arc<dyn HostServices>,
         defaults: TurnDefaults,
     ) -> Self {
-        Self { store, llm, policies, services, defaults, locks: SessionLocks::default() }
+        Self {
+            store,
+            llm,
+            policies,
+            services,
+            defaults,
+            locks: SessionLocks::default(),
+        }
     }
 
     /// Serves one turn.
@@ -87,7 +96,10 @@ impl Proxy {
         if policy.info.stores_context && !request.prompt.is_string() {
             return Err(ApiError::bad_request(
                 "invalid_field",
-                format!("prompt must be a string (the new user message) in mode {:?}", request.mode),
+                format!(
+                    "prompt must be a string (the new user message) in mode {:?}",
+                    request.mode
+                ),
             ));
         }
         let session_id = match &request.session_id {
@@ -96,13 +108,18 @@ impl Proxy {
         };
         if !policy.info.stores_context {
             let turn = request.turn.unwrap_or(1);
-            return self.stateless_turn(&policy, request, session_id, turn).await;
+            return self
+                .stateless_turn(&policy, request, session_id, turn)
+                .await;
         }
         let turn = match (request.turn, &request.session_id) {
             (Some(turn), _) => turn,
             (None, None) => 1,
             (None, Some(_)) => {
-                return Err(ApiError::bad_request("missing_field", "turn is required when continuing a session"));
+                return Err(ApiError::bad_request(
+                    "missing_field",
+                    "turn is required when continuing a session",
+                ));
             }
         };
         let _lock = self.locks.lock(&session_id).await;
@@ -112,8 +129,12 @@ impl Proxy {
         let (previous, records) = match stored {
             None if turn == 1 => (None, Vec::new()),
             None => {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_session", format!("no session {session_id:?}"))
-                    .with("session_id", session_id));
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_session",
+                    format!("no session {session_id:?}"),
+                )
+                .with("session_id", session_id));
             }
             Some(stored) => {
                 let head = stored.head;
@@ -128,7 +149,10 @@ impl Proxy {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
                         "mode_mismatch",
-                        format!("session {session_id:?} is kept by mode {:?}, not {:?}", head.mode, request.mode),
+                        format!(
+                            "session {session_id:?} is kept by mode {:?}, not {:?}",
+                            head.mode, request.mode
+                        ),
                     )
                     .with("mode", head.mode));
                 }
@@ -157,7 +181,16 @@ impl Proxy {
         let (instance, prepared, input, settings) =
             self.prepare(&policy, records, input, settings).await?;
         let (reply, llm_reply) = self.ask_model(&request, &prepared, &policy).await?;
-        let record = self.commit(&policy, instance, input, settings, prepared.carry, llm_reply).await?;
+        let record = self
+            .commit(
+                &policy,
+                instance,
+                input,
+                settings,
+                prepared.carry,
+                llm_reply,
+            )
+            .await?;
 
         let now = unix_ms();
         let head = SessionHead {
@@ -170,7 +203,9 @@ impl Proxy {
             created_ms: previous.as_ref().map_or(now, |h| h.created_ms),
             updated_ms: now,
         };
-        self.store.commit_turn(&session_id, &head, record.as_deref()).await?;
+        self.store
+            .commit_turn(&session_id, &head, record.as_deref())
+            .await?;
         Ok(TurnReply {
             body: with_session_fields(reply, &session_id, &request.user_id, &request.mode, turn),
             policy: policy.label(),
@@ -215,9 +250,14 @@ impl Proxy {
             .get("n_predict")
             .and_then(Value::as_i64)
             .filter(|&n| n > 0)
-            .map_or(self.defaults.reply_budget, |n| n.min(i64::from(u32::MAX)) as u32);
+            .map_or(self.defaults.reply_budget, |n| {
+                n.min(i64::from(u32::MAX)) as u32
+            });
         let system_prompt = if first_turn {
-            request.system_prompt.clone().or_else(|| self.defaults.system_prompt.clone())
+            request
+                .system_prompt
+                .clone()
+                .or_else(|| self.defaults.system_prompt.clone())
         } else {
             None
         };
@@ -238,7 +278,11 @@ impl Proxy {
         input: TurnInput,
         settings: Settings,
     ) -> Result<(PolicyInstance, Prepared, TurnInput, Settings), ApiError> {
-        let (policy2, runtime, services) = (policy.clone(), self.policies.runtime().clone(), self.services.clone());
+        let (policy2, runtime, services) = (
+            policy.clone(),
+            self.policies.runtime().clone(),
+            self.services.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let mut instance = policy2.instantiate(&runtime, services)?;
             let prepared = instance.prepare(&records, &input, &settings)?;
@@ -278,37 +322,71 @@ impl Proxy {
             Prompt::Tokens(ids) => Value::Array(ids.iter().map(|&id| Value::from(id)).collect()),
         };
         body.insert("prompt".into(), prompt);
-        let client_wants_tokens = body.get("return_tokens").and_then(Value::as_bool).unwrap_or(false);
+        let client_wants_tokens = body
+            .get("return_tokens")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if prepared.want_reply_tokens {
             body.insert("return_tokens".into(), Value::Bool(true));
         }
         let mut reply = self.llm.complete(&body).await?;
         let bad_reply = |what: &str| {
-            ApiError::new(StatusCode::BAD_GATEWAY, "llm_failed", format!("llama-server reply has no {what}"))
-                .with("policy", policy.label())
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "llm_failed",
+                format!("llama-server reply has no {what}"),
+            )
+            .with("policy", policy.label())
         };
-        let content = reply.get("content").and_then(Value::as_str).ok_or_else(|| bad_reply("content"))?.to_owned();
+        let content = reply
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad_reply("content"))?
+            .to_owned();
         let tokens = if prepared.want_reply_tokens {
             reply
                 .get("tokens")
                 .and_then(Value::as_array)
-                .and_then(|ids| ids.iter().map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok())).collect())
+                .and_then(|ids| {
+                    ids.iter()
+                        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
+                        .collect()
+                })
                 .ok_or_else(|| bad_reply("token ids (return_tokens)"))?
         } else {
             Vec::new()
         };
-        let stop_type = reply.get("stop_type").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let stop_type = reply
+            .get("stop_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if prepared.want_reply_tokens && !client_wants_tokens {
             reply.remove("tokens");
         }
-        Ok((reply, Reply { content, tokens, stop_type }))
+        Ok((
+            reply,
+            Reply {
+                content,
+                tokens,
+                stop_type,
+            },
+        ))
     }
 }
 
 /// Answers a retried turn from the store.
-fn replay(head: &SessionHead, session_id: &str, policy: &LoadedPolicy) -> Result<TurnReply, ApiError> {
+fn replay(
+    head: &SessionHead,
+    session_id: &str,
+    policy: &LoadedPolicy,
+) -> Result<TurnReply, ApiError> {
     let reply: Map<String, Value> = serde_json::from_str(&head.last_reply).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_corrupt", format!("stored reply unreadable: {e}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_corrupt",
+            format!("stored reply unreadable: {e}"),
+        )
     })?;
     Ok(TurnReply {
         body: with_session_fields(reply, session_id, &head.user_id, &head.mode, head.turn),
@@ -318,8 +396,11 @@ fn replay(head: &SessionHead, session_id: &str, policy: &LoadedPolicy) -> Result
 }
 
 fn replay_copy(reply: &Map<String, Value>) -> String {
-    let kept: Map<String, Value> =
-        reply.iter().filter(|(k, _)| !NOT_REPLAYED.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let kept: Map<String, Value> = reply
+        .iter()
+        .filter(|(k, _)| !NOT_REPLAYED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Value::Object(kept).to_string()
 }
 
@@ -339,16 +420,20 @@ fn with_session_fields(
 
 fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> ApiError {
     let error = match failure {
-        CallFailure::Declined(PolicyError::BadInput(m)) => ApiError::bad_request("policy_rejected_input", m),
+        CallFailure::Declined(PolicyError::BadInput(m)) => {
+            ApiError::bad_request("policy_rejected_input", m)
+        }
         CallFailure::Declined(PolicyError::ContextFull(m)) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "context_full", m)
         }
         CallFailure::Declined(PolicyError::HostFailed(m)) => {
             ApiError::new(StatusCode::BAD_GATEWAY, "policy_host_call_failed", m)
         }
-        CallFailure::Declined(PolicyError::Internal(m)) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "policy_failed", format!("policy {}: {m}", policy.name))
-        }
+        CallFailure::Declined(PolicyError::Internal(m)) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "policy_failed",
+            format!("policy {}: {m}", policy.name),
+        ),
         CallFailure::Trapped(m) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "policy_trapped",
@@ -359,12 +444,18 @@ fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> ApiError {
 }
 
 fn joined(e: tokio::task::JoinError, policy: &LoadedPolicy) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "policy_trapped", format!("policy {} call aborted: {e}", policy.name))
-        .with("policy", policy.label())
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "policy_trapped",
+        format!("policy {} call aborted: {e}", policy.name),
+    )
+    .with("policy", policy.label())
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One async mutex per session in use, so two requests for a session run one after the other.
@@ -383,9 +474,20 @@ struct SessionGuard {
 
 impl SessionLocks {
     async fn lock(&self, session_id: &str) -> SessionGuard {
-        let lock = self.locks.lock().unwrap().entry(session_id.to_owned()).or_default().clone();
+        let lock = self
+            .locks
+            .lock()
+            .unwrap()
+            .entry(session_id.to_owned())
+            .or_default()
+            .clone();
         let guard = lock.clone().lock_owned().await;
-        SessionGuard { guard: Some(guard), lock, locks: self.locks.clone(), session_id: session_id.to_owned() }
+        SessionGuard {
+            guard: Some(guard),
+            lock,
+            locks: self.locks.clone(),
+            session_id: session_id.to_owned(),
+        }
     }
 }
 
@@ -408,12 +510,17 @@ mod tests {
     async fn session_locks_serialize_and_clean_up() {
         let locks = SessionLocks::default();
         let first = locks.lock("a").await;
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("a")).await;
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("a")).await;
         assert!(waiting.is_err(), "a second holder must wait");
-        let other = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("b")).await;
+        let other =
+            tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("b")).await;
         assert!(other.is_ok(), "other sessions do not wait");
         drop(other);
         drop(first);
-        assert!(locks.locks.lock().unwrap().is_empty(), "idle sessions leave no entry");
+        assert!(
+            locks.locks.lock().unwrap().is_empty(),
+            "idle sessions leave no entry"
+        );
     }
 }

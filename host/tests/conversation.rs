@@ -31,23 +31,36 @@ async fn ten_turns_keep_context(mode: &str) {
     let mut previous_context = 0;
     for (i, question) in QUESTIONS.iter().enumerate() {
         let turn = i as u32 + 1;
-        let (status, reply) = complete(&proxy.url, &turn_body(mode, session.as_deref(), turn, question)).await;
+        let (status, reply) = complete(
+            &proxy.url,
+            &turn_body(mode, session.as_deref(), turn, question),
+        )
+        .await;
         assert_eq!(status, 200, "{mode} turn {turn}: {reply}");
         assert_eq!(reply["mode"], mode);
         assert_eq!(reply["turn"], turn);
         assert_eq!(reply["user_id"], "tester");
         let id = reply["session_id"].as_str().unwrap().to_owned();
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "session id {id:?}");
+        assert!(
+            id.chars().all(|c| c.is_ascii_alphanumeric()),
+            "session id {id:?}"
+        );
         if let Some(session) = &session {
             assert_eq!(&id, session, "the session keeps its id");
         }
         session = Some(id);
         let context = context_tokens(&reply);
-        assert!(context > previous_context, "{mode} turn {turn}: context {context} <= {previous_context}");
+        assert!(
+            context > previous_context,
+            "{mode} turn {turn}: context {context} <= {previous_context}"
+        );
         previous_context = context;
         let prompt = reply["prompt"].as_str().unwrap();
         for earlier in &QUESTIONS[..=i] {
-            assert!(prompt.contains(earlier), "{mode} turn {turn}: prompt lacks {earlier:?}:\n{prompt}");
+            assert!(
+                prompt.contains(earlier),
+                "{mode} turn {turn}: prompt lacks {earlier:?}:\n{prompt}"
+            );
         }
     }
 }
@@ -74,17 +87,30 @@ async fn client_side_forwards_the_clients_history() {
     let mut history = String::new();
     let mut previous_context = 0;
     for (i, question) in QUESTIONS.iter().enumerate() {
-        history.push_str(&format!("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"));
-        let (status, reply) = complete(&proxy.url, &turn_body("client-side", None, i as u32 + 1, &history)).await;
+        history.push_str(&format!(
+            "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        ));
+        let (status, reply) = complete(
+            &proxy.url,
+            &turn_body("client-side", None, i as u32 + 1, &history),
+        )
+        .await;
         assert_eq!(status, 200, "{reply}");
-        assert_eq!(reply["prompt"].as_str().unwrap(), history, "forwarded unchanged");
+        assert_eq!(
+            reply["prompt"].as_str().unwrap(),
+            history,
+            "forwarded unchanged"
+        );
         let context = context_tokens(&reply);
         assert!(context > previous_context);
         previous_context = context;
         history.push_str(reply["content"].as_str().unwrap());
         history.push_str("<|im_end|>\n");
         let id = reply["session_id"].as_str().unwrap();
-        assert!(proxy.node.proxy.store.load(id).await.unwrap().is_none(), "client-side stores nothing");
+        assert!(
+            proxy.node.proxy.store.load(id).await.unwrap().is_none(),
+            "client-side stores nothing"
+        );
     }
 }
 
@@ -98,6 +124,9 @@ async fn llama_fields_pass_through() {
     let (status, reply) = complete(&proxy.url, &body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["generation_settings"]["n_predict"], 5);
-    assert_eq!(reply["generation_settings"]["stop"][0], "never-generated-stop-word");
+    assert_eq!(
+        reply["generation_settings"]["stop"][0],
+        "never-generated-stop-word"
+    );
     assert!(reply["timings"]["predicted_n"].as_u64().unwrap() <= 5);
 }

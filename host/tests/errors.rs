@@ -57,7 +57,11 @@ impl FakeLlama {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, behaviour, calls }
+        Self {
+            url,
+            behaviour,
+            calls,
+        }
     }
 
     fn set(&self, behaviour: u32) {
@@ -66,13 +70,20 @@ impl FakeLlama {
 }
 
 async fn post_raw(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let reply = common::client().post(format!("{url}/completion")).body(body).send().await.unwrap();
+    let reply = common::client()
+        .post(format!("{url}/completion"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     let status = reply.status().as_u16();
     (status, reply.json().await.expect("error bodies are JSON"))
 }
 
 fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,30 +92,103 @@ async fn bad_input_gets_a_clear_4xx() {
     let proxy = start_proxy(&["--llama-url", &llama.url, "--max-body-bytes", "2000"]).await;
     let url = &proxy.url;
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("malformed JSON", "{\"prompt\": ".into(), 400, "invalid_json"),
+        (
+            "malformed JSON",
+            "{\"prompt\": ".into(),
+            400,
+            "invalid_json",
+        ),
         ("not an object", "[1, 2]".into(), 400, "invalid_json"),
-        ("no prompt", json!({"mode": "raw"}).to_string(), 400, "missing_field"),
-        ("mode not a string", json!({"mode": 3, "prompt": "hi"}).to_string(), 400, "invalid_field"),
-        ("unknown mode", json!({"mode": "nope", "prompt": "hi"}).to_string(), 400, "unknown_mode"),
-        ("turn 0", json!({"mode": "raw", "prompt": "hi", "turn": 0}).to_string(), 400, "invalid_field"),
-        ("turn as text", json!({"mode": "raw", "prompt": "hi", "turn": "1"}).to_string(), 400, "invalid_field"),
-        ("dash in session id", json!({"mode": "raw", "prompt": "hi", "session_id": "a-b", "turn": 1}).to_string(), 400, "invalid_field"),
-        ("user_id not a string", json!({"mode": "raw", "prompt": "hi", "user_id": 7}).to_string(), 400, "invalid_field"),
-        ("token prompt in raw", json!({"mode": "raw", "prompt": [1, 2]}).to_string(), 400, "invalid_field"),
-        ("streaming", json!({"mode": "raw", "prompt": "hi", "stream": true}).to_string(), 400, "unsupported"),
-        ("unknown session", json!({"mode": "raw", "prompt": "hi", "session_id": "nosuch", "turn": 2}).to_string(), 404, "unknown_session"),
-        ("oversized body", json!({"mode": "raw", "prompt": "x".repeat(5000)}).to_string(), 413, "body_too_large"),
+        (
+            "no prompt",
+            json!({"mode": "raw"}).to_string(),
+            400,
+            "missing_field",
+        ),
+        (
+            "mode not a string",
+            json!({"mode": 3, "prompt": "hi"}).to_string(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "unknown mode",
+            json!({"mode": "nope", "prompt": "hi"}).to_string(),
+            400,
+            "unknown_mode",
+        ),
+        (
+            "turn 0",
+            json!({"mode": "raw", "prompt": "hi", "turn": 0}).to_string(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "turn as text",
+            json!({"mode": "raw", "prompt": "hi", "turn": "1"}).to_string(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "dash in session id",
+            json!({"mode": "raw", "prompt": "hi", "session_id": "a-b", "turn": 1}).to_string(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "user_id not a string",
+            json!({"mode": "raw", "prompt": "hi", "user_id": 7}).to_string(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "token prompt in raw",
+            json!({"mode": "raw", "prompt": [1, 2]}).to_string(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "streaming",
+            json!({"mode": "raw", "prompt": "hi", "stream": true}).to_string(),
+            400,
+            "unsupported",
+        ),
+        (
+            "unknown session",
+            json!({"mode": "raw", "prompt": "hi", "session_id": "nosuch", "turn": 2}).to_string(),
+            404,
+            "unknown_session",
+        ),
+        (
+            "oversized body",
+            json!({"mode": "raw", "prompt": "x".repeat(5000)}).to_string(),
+            413,
+            "body_too_large",
+        ),
     ];
     for (what, body, status, expected) in cases {
         let (got, reply) = post_raw(url, body).await;
         assert_eq!(got, status, "{what}: {reply}");
         assert_eq!(code(&reply), expected, "{what}: {reply}");
-        assert!(!reply["error"]["message"].as_str().unwrap().is_empty(), "{what}: no message");
+        assert!(
+            !reply["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}: no message"
+        );
     }
-    assert_eq!(llama.calls.load(Ordering::SeqCst), 0, "no bad request reached the model");
+    assert_eq!(
+        llama.calls.load(Ordering::SeqCst),
+        0,
+        "no bad request reached the model"
+    );
     let (status, reply) = post_raw(url, json!({"mode": "nope", "prompt": "hi"}).to_string()).await;
     assert_eq!(status, 400);
-    assert!(reply["error"]["modes"].as_array().unwrap().contains(&json!("raw")), "lists the modes: {reply}");
+    assert!(
+        reply["error"]["modes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("raw")),
+        "lists the modes: {reply}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -115,16 +199,28 @@ async fn turns_must_follow_and_belong_to_their_user() {
     assert_eq!(status, 200, "{one}");
     let session = one["session_id"].as_str().unwrap();
 
-    let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 3, "skipped one")).await;
+    let (status, reply) = complete(
+        &proxy.url,
+        &turn_body("raw", Some(session), 3, "skipped one"),
+    )
+    .await;
     assert_eq!((status, code(&reply)), (409, "turn_mismatch"), "{reply}");
     assert_eq!(reply["error"]["expected_turn"], 2);
 
     let mut mallory = turn_body("raw", Some(session), 2, "let me in");
     mallory["user_id"] = "mallory".into();
     let (status, reply) = complete(&proxy.url, &mallory).await;
-    assert_eq!((status, code(&reply)), (403, "session_of_another_user"), "{reply}");
+    assert_eq!(
+        (status, code(&reply)),
+        (403, "session_of_another_user"),
+        "{reply}"
+    );
 
-    let (status, reply) = complete(&proxy.url, &turn_body("tokenized", Some(session), 2, "other mode")).await;
+    let (status, reply) = complete(
+        &proxy.url,
+        &turn_body("tokenized", Some(session), 2, "other mode"),
+    )
+    .await;
     assert_eq!((status, code(&reply)), (409, "mode_mismatch"), "{reply}");
 
     let stored = proxy.node.proxy.store.load(session).await.unwrap().unwrap();
@@ -150,9 +246,14 @@ async fn a_retried_turn_is_answered_from_the_store() {
     let again: Value = reply.json().await.unwrap();
     assert_eq!(again["content"], one["content"]);
     assert_eq!(again["session_id"], session);
-    assert_eq!(llama.calls.load(Ordering::SeqCst), calls, "the model was not called again");
+    assert_eq!(
+        llama.calls.load(Ordering::SeqCst),
+        calls,
+        "the model was not called again"
+    );
     // The same turn number with a different prompt is not a retry.
-    let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 1, "different")).await;
+    let (status, reply) =
+        complete(&proxy.url, &turn_body("raw", Some(session), 1, "different")).await;
     assert_eq!((status, code(&reply)), (409, "turn_mismatch"), "{reply}");
 }
 
@@ -167,25 +268,51 @@ async fn a_failing_model_leaves_the_session_unchanged() {
     llama.set(FAIL);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
     assert_eq!((status, code(&reply)), (502, "llm_failed"), "{reply}");
-    assert!(reply["error"]["message"].as_str().unwrap().contains("fake failure"), "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fake failure"),
+        "{reply}"
+    );
 
     llama.set(HANG);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
     assert_eq!((status, code(&reply)), (504, "llm_timeout"), "{reply}");
-    assert_eq!(proxy.node.proxy.store.load(session).await.unwrap(), before, "session unchanged");
+    assert_eq!(
+        proxy.node.proxy.store.load(session).await.unwrap(),
+        before,
+        "session unchanged"
+    );
 
     llama.set(OK);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
-    assert_eq!(status, 200, "the same turn goes through once the model is back: {reply}");
+    assert_eq!(
+        status, 200,
+        "the same turn goes through once the model is back: {reply}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_model_is_a_502() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let proxy = start_proxy(&["--llama-url", &format!("http://{closed}")]).await;
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some("fresh1"), 1, "hello")).await;
     assert_eq!((status, code(&reply)), (502, "llm_unreachable"), "{reply}");
-    assert!(proxy.node.proxy.store.load("fresh1").await.unwrap().is_none(), "no session was created");
+    assert!(
+        proxy
+            .node
+            .proxy
+            .store
+            .load("fresh1")
+            .await
+            .unwrap()
+            .is_none(),
+        "no session was created"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,15 +323,32 @@ async fn concurrent_requests_for_one_session_are_serialized() {
     let session = one["session_id"].as_str().unwrap().to_owned();
     let requests = (0..6).map(|i| {
         let (url, session) = (proxy.url.clone(), session.clone());
-        tokio::spawn(async move { complete(&url, &turn_body("raw", Some(&session), 2, &format!("racer {i}"))).await })
+        tokio::spawn(async move {
+            complete(
+                &url,
+                &turn_body("raw", Some(&session), 2, &format!("racer {i}")),
+            )
+            .await
+        })
     });
     let mut statuses = Vec::new();
     for request in requests {
         statuses.push(request.await.unwrap().0);
     }
     statuses.sort();
-    assert_eq!(statuses, vec![200, 409, 409, 409, 409, 409], "exactly one turn 2 wins");
-    let stored = proxy.node.proxy.store.load(&session).await.unwrap().unwrap();
+    assert_eq!(
+        statuses,
+        vec![200, 409, 409, 409, 409, 409],
+        "exactly one turn 2 wins"
+    );
+    let stored = proxy
+        .node
+        .proxy
+        .store
+        .load(&session)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((stored.head.turn, stored.records.len()), (2, 2));
 }
 
@@ -224,15 +368,35 @@ async fn a_trapping_policy_gets_a_500_and_the_host_keeps_serving() {
         "32",
     ])
     .await;
-    for (trigger, expected) in [("PANIC", "faulty policy asked to panic"), ("LOOP", "timed out"), ("OOM", "")] {
+    for (trigger, expected) in [
+        ("PANIC", "faulty policy asked to panic"),
+        ("LOOP", "timed out"),
+        ("OOM", ""),
+    ] {
         let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, trigger)).await;
-        assert_eq!((status, code(&reply)), (500, "policy_trapped"), "{trigger}: {reply}");
+        assert_eq!(
+            (status, code(&reply)),
+            (500, "policy_trapped"),
+            "{trigger}: {reply}"
+        );
         let message = reply["error"]["message"].as_str().unwrap();
-        assert!(message.contains("faulty") && message.contains(expected), "{trigger}: {message}");
-        assert!(reply["error"]["policy"].as_str().unwrap().starts_with("faulty@"), "{reply}");
+        assert!(
+            message.contains("faulty") && message.contains(expected),
+            "{trigger}: {message}"
+        );
+        assert!(
+            reply["error"]["policy"]
+                .as_str()
+                .unwrap()
+                .starts_with("faulty@"),
+            "{reply}"
+        );
     }
     let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, "behave")).await;
-    assert_eq!(status, 200, "the same policy serves the next request: {reply}");
+    assert_eq!(
+        status, 200,
+        "the same policy serves the next request: {reply}"
+    );
     let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, "hello")).await;
     assert_eq!(status, 200, "other policies are untouched: {reply}");
 }

@@ -17,9 +17,18 @@ fn deploy(source: &Path, dir: &Path, name: &str) {
 }
 
 async fn post(url: &str, body: &Value) -> (u16, String, Value) {
-    let reply = common::client().post(format!("{url}/completion")).json(body).send().await.unwrap();
+    let reply = common::client()
+        .post(format!("{url}/completion"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = reply.status().as_u16();
-    let policy = reply.headers().get("x-discedge-policy").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let policy = reply
+        .headers()
+        .get("x-discedge-policy")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     (status, policy, reply.json().await.unwrap())
 }
 
@@ -30,20 +39,32 @@ async fn a_dropped_in_component_is_a_new_mode() {
     let (status, _) = complete(&proxy.url, &turn_body("fresh", None, 1, "hi")).await;
     assert_eq!(status, 400, "not there yet");
 
-    deploy(&shipped_plugins().join("tokenized.wasm"), plugins.path(), "fresh");
+    deploy(
+        &shipped_plugins().join("tokenized.wasm"),
+        plugins.path(),
+        "fresh",
+    );
     let registry = proxy.node.proxy.policies.clone();
     eventually("the new policy to load", || registry.get("fresh").is_some()).await;
     let (status, reply) = complete(&proxy.url, &turn_body("fresh", None, 1, "Hello there")).await;
     assert_eq!(status, 200, "{reply}");
 
     std::fs::remove_file(plugins.path().join("fresh.wasm")).unwrap();
-    eventually("the removed policy to go", || registry.get("fresh").is_none()).await;
+    eventually("the removed policy to go", || {
+        registry.get("fresh").is_none()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_endpoint_reloads_without_a_watcher() {
     let plugins = plugins_copy(&["raw"]);
-    let proxy = start_proxy(&["--plugins-dir", plugins.path().to_str().unwrap(), "--no-watch"]).await;
+    let proxy = start_proxy(&[
+        "--plugins-dir",
+        plugins.path().to_str().unwrap(),
+        "--no-watch",
+    ])
+    .await;
     deploy(&shipped_plugins().join("raw.wasm"), plugins.path(), "other");
     assert!(proxy.node.proxy.policies.get("other").is_none());
     let reply: Value = common::client()
@@ -93,23 +114,45 @@ async fn a_replaced_component_serves_new_requests_while_old_ones_finish() {
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    deploy(&shipped_plugins().join("tokenized.wasm"), plugins.path(), "swap");
-    eventually("the new version to load", || registry.get("swap").unwrap().label() != old).await;
+    deploy(
+        &shipped_plugins().join("tokenized.wasm"),
+        plugins.path(),
+        "swap",
+    );
+    eventually("the new version to load", || {
+        registry.get("swap").unwrap().label() != old
+    })
+    .await;
     let new = registry.get("swap").unwrap().label();
     let (status, policy, reply) = post(&proxy.url, &turn_body("swap", None, 1, "Hello")).await;
     assert_eq!((status, policy.as_str()), (200, new.as_str()), "{reply}");
 
     // A corrupt file is refused; the version serving keeps serving.
     std::fs::write(plugins.path().join(".bad.tmp"), b"not wasm at all").unwrap();
-    std::fs::rename(plugins.path().join(".bad.tmp"), plugins.path().join("swap.wasm")).unwrap();
+    std::fs::rename(
+        plugins.path().join(".bad.tmp"),
+        plugins.path().join("swap.wasm"),
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(registry.get("swap").unwrap().label(), new, "a bad file does not replace a good version");
+    assert_eq!(
+        registry.get("swap").unwrap().label(),
+        new,
+        "a bad file does not replace a good version"
+    );
 
     deploy(&shipped_plugins().join("raw.wasm"), plugins.path(), "swap");
-    eventually("the original version to return", || registry.get("swap").unwrap().label() == old).await;
+    eventually("the original version to return", || {
+        registry.get("swap").unwrap().label() == old
+    })
+    .await;
 
     let (status, policy, reply) = in_flight.await.unwrap();
-    assert_eq!((status, policy.as_str()), (200, old.as_str()), "the request in flight finished on the old version: {reply}");
+    assert_eq!(
+        (status, policy.as_str()),
+        (200, old.as_str()),
+        "the request in flight finished on the old version: {reply}"
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut served = Vec::new();
     for client in traffic {

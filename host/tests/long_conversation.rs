@@ -27,14 +27,26 @@ async fn fifty_long_turns_stay_inside_the_window() {
         let prompt = reply["prompt"].as_str().unwrap();
         let timings = &reply["timings"];
         let context = timings["prompt_n"].as_u64().unwrap() + timings["cache_n"].as_u64().unwrap();
-        assert!(context + 64 <= 2048, "turn {turn}: {context} prompt tokens + 64 exceed the window");
-        assert!(prompt.contains("You are a concise gardening assistant."), "turn {turn}: system prompt dropped");
-        assert!(prompt.contains(&format!("Turn {turn}.")), "turn {turn}: the new message is missing");
+        assert!(
+            context + 64 <= 2048,
+            "turn {turn}: {context} prompt tokens + 64 exceed the window"
+        );
+        assert!(
+            prompt.contains("You are a concise gardening assistant."),
+            "turn {turn}: system prompt dropped"
+        );
+        assert!(
+            prompt.contains(&format!("Turn {turn}.")),
+            "turn {turn}: the new message is missing"
+        );
         if !prompt.contains("Turn 1.") {
             truncated_once = true;
         }
     }
-    assert!(truncated_once, "50 long turns never needed truncation: the test is too gentle");
+    assert!(
+        truncated_once,
+        "50 long turns never needed truncation: the test is too gentle"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,14 +54,30 @@ async fn tokenized_says_when_the_window_is_full() {
     let proxy = start_proxy(&[]).await;
     let mut session: Option<String> = None;
     for turn in 1..=60 {
-        let mut body = turn_body("tokenized", session.as_deref(), turn, &long_message(turn).repeat(3));
+        let mut body = turn_body(
+            "tokenized",
+            session.as_deref(),
+            turn,
+            &long_message(turn).repeat(3),
+        );
         body["n_predict"] = 8.into();
         let (status, reply) = complete(&proxy.url, &body).await;
         if status == 422 {
             assert_eq!(reply["error"]["code"], "context_full", "{reply}");
             assert!(turn > 3, "full too early, at turn {turn}");
-            let stored = proxy.node.proxy.store.load(session.as_deref().unwrap()).await.unwrap().unwrap();
-            assert_eq!(stored.head.turn, turn - 1, "the refused turn changed nothing");
+            let stored = proxy
+                .node
+                .proxy
+                .store
+                .load(session.as_deref().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                stored.head.turn,
+                turn - 1,
+                "the refused turn changed nothing"
+            );
             return;
         }
         assert_eq!(status, 200, "turn {turn}: {reply}");

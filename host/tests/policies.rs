@@ -26,7 +26,11 @@ impl HostServices for CountingTokenizer {
 }
 
 fn chatml() -> ChatTemplate {
-    ChatTemplate { bos: String::new(), message_prefix: "<|im_start|>{role}\n".into(), message_suffix: "<|im_end|>\n".into() }
+    ChatTemplate {
+        bos: String::new(),
+        message_prefix: "<|im_start|>{role}\n".into(),
+        message_suffix: "<|im_end|>\n".into(),
+    }
 }
 
 fn settings(n_ctx: u32) -> Settings {
@@ -42,7 +46,12 @@ fn settings(n_ctx: u32) -> Settings {
 fn conversation(mode: &str, n_ctx: u32) -> (Conversation, Arc<CountingTokenizer>) {
     let runtime = PolicyRuntime::new(Limits::default()).unwrap();
     let tokenizer = Arc::new(CountingTokenizer::default());
-    let registry = PolicyRegistry::new(runtime.clone(), common::shipped_plugins(), None, tokenizer.clone());
+    let registry = PolicyRegistry::new(
+        runtime.clone(),
+        common::shipped_plugins(),
+        Some(concat!(env!("CARGO_TARGET_TMPDIR"), "/policy-cache").into()),
+        tokenizer.clone(),
+    );
     let report = registry.reload();
     assert!(report.failed.is_empty(), "{report:?}");
     let conversation = Conversation {
@@ -98,22 +107,45 @@ fn tokenized_extends_the_previous_prompt_and_tokenizes_only_new_text() {
         assert!(prepared.want_reply_tokens);
         let prompt = ids(&prepared.prompt);
         if let Some((before, generated)) = &previous {
-            assert!(prompt.starts_with(before), "turn {turn}: prompt does not extend the previous prompt");
-            assert!(prompt[before.len()..].starts_with(generated), "turn {turn}: generated ids not kept as they were");
+            assert!(
+                prompt.starts_with(before),
+                "turn {turn}: prompt does not extend the previous prompt"
+            );
+            assert!(
+                prompt[before.len()..].starts_with(generated),
+                "turn {turn}: generated ids not kept as they were"
+            );
         }
-        let tokenized: usize = tokenizer.texts.lock().unwrap().iter().map(String::len).sum();
-        assert!(tokenized < 120, "turn {turn}: {tokenized} bytes tokenized: stored context was re-tokenized");
+        let tokenized: usize = tokenizer
+            .texts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(String::len)
+            .sum();
+        assert!(
+            tokenized < 120,
+            "turn {turn}: {tokenized} bytes tokenized: stored context was re-tokenized"
+        );
         previous = Some((prompt, ByteTokenizer.tokenize(&reply, false).unwrap()));
     }
     let last = text(&c.turn("Last?", "Yes.").unwrap().prompt);
-    assert!(last.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQuestion 1?"), "{last}");
-    assert_eq!(last.matches("<|im_end|><|im_end|>").count(), 0, "no doubled end markers: {last}");
+    assert!(
+        last.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQuestion 1?"),
+        "{last}"
+    );
+    assert_eq!(
+        last.matches("<|im_end|><|im_end|>").count(),
+        0,
+        "no doubled end markers: {last}"
+    );
 }
 
 #[test]
 fn tokenized_does_not_duplicate_an_end_marker_the_model_generated() {
     let (mut c, _) = conversation("tokenized", 4096);
-    c.turn("Hi", "Hello!<|im_end|>").unwrap_or_else(|e| panic!("{e}"));
+    c.turn("Hi", "Hello!<|im_end|>")
+        .unwrap_or_else(|e| panic!("{e}"));
     // The fake reply's ids include `<|im_end|>` only when tokenized with specials, as llama-server returns it.
     let second = text(&c.turn("Again", "Sure.").unwrap().prompt);
     assert!(!second.contains("<|im_end|><|im_end|>"), "{second}");
@@ -126,20 +158,37 @@ fn truncate_stays_in_the_window_and_keeps_system_prompt_and_new_message() {
     let mut dropped_any = false;
     let mut previous: Option<Vec<u32>> = None;
     for turn in 1..=50 {
-        let question = format!("Question {turn}: tell me something about the number {turn}, please.");
-        let prepared = c.turn(&question, &"An answer with some words in it. ".repeat(2)).unwrap();
+        let question =
+            format!("Question {turn}: tell me something about the number {turn}, please.");
+        let prepared = c
+            .turn(&question, &"An answer with some words in it. ".repeat(2))
+            .unwrap();
         let prompt = ids(&prepared.prompt);
-        assert!(prompt.len() as u32 + 32 <= n_ctx, "turn {turn}: {} tokens + 32 > {n_ctx}", prompt.len());
+        assert!(
+            prompt.len() as u32 + 32 <= n_ctx,
+            "turn {turn}: {} tokens + 32 > {n_ctx}",
+            prompt.len()
+        );
         let text = text(&prepared.prompt);
-        assert!(text.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n"), "turn {turn}: {text}");
-        assert!(text.ends_with(&format!("{question}<|im_end|>\n<|im_start|>assistant\n")), "turn {turn}");
+        assert!(
+            text.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n"),
+            "turn {turn}: {text}"
+        );
+        assert!(
+            text.ends_with(&format!("{question}<|im_end|>\n<|im_start|>assistant\n")),
+            "turn {turn}"
+        );
         if prepared.dropped_records > 0 {
             dropped_any = true;
-            assert!(text.contains("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"), "whole turns only");
+            assert!(
+                text.contains("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"),
+                "whole turns only"
+            );
         }
         if let Some(before) = &previous {
             // Between truncations the prompt extends the previous one, so the prompt cache hits.
-            if prompt.starts_with(&before[..before.len().min(40)]) && prepared.dropped_records == 0 {
+            if prompt.starts_with(&before[..before.len().min(40)]) && prepared.dropped_records == 0
+            {
                 assert!(prompt.starts_with(before), "turn {turn}");
             }
         }
@@ -155,7 +204,10 @@ fn client_side_forwards_and_stores_nothing() {
     let prepared = c.turn("<|im_start|>user\nHi<|im_end|>\n", "Hello").unwrap();
     assert!(matches!(prepared.prompt, Prompt::Unchanged));
     assert!(c.records.is_empty());
-    assert!(tokenizer.texts.lock().unwrap().is_empty(), "nothing tokenized");
+    assert!(
+        tokenizer.texts.lock().unwrap().is_empty(),
+        "nothing tokenized"
+    );
 }
 
 #[test]

@@ -17,7 +17,11 @@ impl Drop for Proxy {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs the real `discedge serve` binary and waits for /health.
@@ -51,20 +55,39 @@ async fn session_continues_after_restart() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let first = spawn_proxy(data.path(), port).await;
-    let (status, one) = complete(&url, &turn_body("tokenized", None, 1, "Remember the word pineapple.")).await;
+    let (status, one) = complete(
+        &url,
+        &turn_body("tokenized", None, 1, "Remember the word pineapple."),
+    )
+    .await;
     assert_eq!(status, 200, "{one}");
     let session = one["session_id"].as_str().unwrap().to_owned();
-    let (status, two) = complete(&url, &turn_body("tokenized", Some(&session), 2, "And the word lantern.")).await;
+    let (status, two) = complete(
+        &url,
+        &turn_body("tokenized", Some(&session), 2, "And the word lantern."),
+    )
+    .await;
     assert_eq!(status, 200, "{two}");
     drop(first);
 
     let _second = spawn_proxy(data.path(), port).await;
-    let (status, three) = complete(&url, &turn_body("tokenized", Some(&session), 3, "Which words did I say?")).await;
+    let (status, three) = complete(
+        &url,
+        &turn_body("tokenized", Some(&session), 3, "Which words did I say?"),
+    )
+    .await;
     assert_eq!(status, 200, "{three}");
     let prompt = three["prompt"].as_str().unwrap();
-    assert!(prompt.contains("pineapple") && prompt.contains("lantern"), "context lost across restart:\n{prompt}");
+    assert!(
+        prompt.contains("pineapple") && prompt.contains("lantern"),
+        "context lost across restart:\n{prompt}"
+    );
     // The turn counter survived too: turn 3 again (a new prompt) is a conflict, turn 4 is next.
-    let (status, conflict) = complete(&url, &turn_body("tokenized", Some(&session), 3, "something else")).await;
+    let (status, conflict) = complete(
+        &url,
+        &turn_body("tokenized", Some(&session), 3, "something else"),
+    )
+    .await;
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"]["expected_turn"], 4);
 }

@@ -150,14 +150,19 @@ impl PolicyRegistry {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) => {
-                report.failed.insert(self.dir.display().to_string(), format!("cannot read folder: {e}"));
+                report.failed.insert(
+                    self.dir.display().to_string(),
+                    format!("cannot read folder: {e}"),
+                );
                 return report;
             }
         };
         let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
         for path in files {
-            let Some(name) = policy_name(&path) else { continue };
+            let Some(name) = policy_name(&path) else {
+                continue;
+            };
             let result = std::fs::read(&path)
                 .map_err(|e| format!("cannot read: {e}"))
                 .and_then(|bytes| {
@@ -186,7 +191,11 @@ impl PolicyRegistry {
                 }
             }
         }
-        report.removed = current.keys().filter(|name| !next.contains_key(*name)).cloned().collect();
+        report.removed = current
+            .keys()
+            .filter(|name| !next.contains_key(*name))
+            .cloned()
+            .collect();
         report.removed.sort();
         for name in &report.removed {
             tracing::info!(policy = %name, "policy removed");
@@ -196,19 +205,34 @@ impl PolicyRegistry {
     }
 
     /// Compiles (or loads precompiled), links, and smoke-calls `info` before anything can use it.
-    fn load(&self, name: &str, path: &Path, bytes: &[u8], sha256: String) -> Result<LoadedPolicy, String> {
+    fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        sha256: String,
+    ) -> Result<LoadedPolicy, String> {
         if !bytes.starts_with(b"\0asm") {
             return Err("not a WebAssembly component (no \\0asm header)".into());
         }
         let component = self.compile(bytes, &sha256)?;
-        let pre = self.runtime.prepare_component(&component).map_err(|e| format!("does not fit the host: {e}"))?;
+        let pre = self
+            .runtime
+            .prepare_component(&component)
+            .map_err(|e| format!("does not fit the host: {e}"))?;
         let name: Arc<str> = Arc::from(name);
         let info = self
             .runtime
             .instantiate(&pre, name.clone(), self.services.clone())
             .and_then(|mut instance| instance.info())
             .map_err(|e| format!("smoke call failed: {e}"))?;
-        Ok(LoadedPolicy { name, info, sha256, path: path.to_owned(), pre })
+        Ok(LoadedPolicy {
+            name,
+            info,
+            sha256,
+            path: path.to_owned(),
+            pre,
+        })
     }
 
     /// Compiling takes tens of milliseconds; a cached precompiled copy loads in about 0.1 ms.
@@ -227,7 +251,8 @@ impl PolicyRegistry {
                 Err(e) => tracing::warn!(file = %file.display(), "ignoring bad cache entry: {e}"),
             }
         }
-        let component = Component::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
+        let component =
+            Component::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
         if let Some(file) = cached {
             if let Err(e) = write_cache(&component, &file) {
                 tracing::warn!(file = %file.display(), "cannot cache compiled policy: {e}");
@@ -255,6 +280,8 @@ pub fn policy_name(path: &Path) -> Option<String> {
     let stem = path.file_stem()?.to_str()?;
     let valid = !stem.is_empty()
         && stem.len() <= 64
-        && stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     valid.then(|| stem.to_owned())
 }

@@ -42,7 +42,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { call_timeout: Duration::from_secs(5), memory_bytes: 64 << 20, instances: 128 }
+        Self {
+            call_timeout: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+            instances: 128,
+        }
     }
 }
 
@@ -70,7 +74,10 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -113,14 +120,20 @@ impl PolicyRuntime {
         ContextPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let weak = engine.weak();
-        thread::Builder::new().name("policy-epoch".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                thread::sleep(EPOCH_TICK);
-            }
-        })?;
-        Ok(Arc::new(Self { engine, linker, limits }))
+        thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits,
+        }))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -128,8 +141,14 @@ impl PolicyRuntime {
     }
 
     /// Links a compiled component against the host once, so each call only instantiates.
-    pub fn prepare_component(&self, component: &Component) -> anyhow::Result<ContextPolicyPre<CallState>> {
-        let pre = self.linker.instantiate_pre(component).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    pub fn prepare_component(
+        &self,
+        component: &Component,
+    ) -> anyhow::Result<ContextPolicyPre<CallState>> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         ContextPolicyPre::new(pre).map_err(|e| anyhow::anyhow!("{e:#}"))
     }
 
@@ -141,14 +160,33 @@ impl PolicyRuntime {
         services: Arc<dyn HostServices>,
     ) -> Result<PolicyInstance, CallFailure> {
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
-        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).stdout(stderr.clone()).build();
-        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(16).build();
-        let state = CallState { policy, services, wasi, table: ResourceTable::new(), limits, stderr };
+        let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .stdout(stderr.clone())
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(16)
+            .build();
+        let state = CallState {
+            policy,
+            services,
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(self.ticks());
-        let bindings = pre.instantiate(&mut store).map_err(|e| failure(&store, e))?;
-        Ok(PolicyInstance { store, bindings, ticks: self.ticks() })
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| failure(&store, e))?;
+        Ok(PolicyInstance {
+            store,
+            bindings,
+            ticks: self.ticks(),
+        })
     }
 
     fn ticks(&self) -> u64 {
@@ -210,10 +248,12 @@ impl PolicyInstance {
         self.store.set_epoch_deadline(self.ticks);
     }
 
-
     pub fn info(&mut self) -> Result<PolicyInfo, CallFailure> {
         self.reset_deadline();
-        let result = self.bindings.discedge_policy_policy().call_info(&mut self.store);
+        let result = self
+            .bindings
+            .discedge_policy_policy()
+            .call_info(&mut self.store);
         result.map_err(|e| failure(&self.store, e))
     }
 
@@ -224,8 +264,15 @@ impl PolicyInstance {
         settings: &Settings,
     ) -> Result<Prepared, CallFailure> {
         self.reset_deadline();
-        let result = self.bindings.discedge_policy_policy().call_prepare(&mut self.store, records, input, settings);
-        result.map_err(|e| failure(&self.store, e))?.map_err(CallFailure::Declined)
+        let result = self.bindings.discedge_policy_policy().call_prepare(
+            &mut self.store,
+            records,
+            input,
+            settings,
+        );
+        result
+            .map_err(|e| failure(&self.store, e))?
+            .map_err(CallFailure::Declined)
     }
 
     pub fn commit(
@@ -236,7 +283,15 @@ impl PolicyInstance {
         reply: &Reply,
     ) -> Result<Option<Vec<u8>>, CallFailure> {
         self.reset_deadline();
-        let result = self.bindings.discedge_policy_policy().call_commit(&mut self.store, input, settings, carry, reply);
-        result.map_err(|e| failure(&self.store, e))?.map_err(CallFailure::Declined)
+        let result = self.bindings.discedge_policy_policy().call_commit(
+            &mut self.store,
+            input,
+            settings,
+            carry,
+            reply,
+        );
+        result
+            .map_err(|e| failure(&self.store, e))?
+            .map_err(CallFailure::Declined)
     }
 }

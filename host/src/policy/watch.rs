@@ -27,7 +27,10 @@ pub fn watch(registry: Arc<PolicyRegistry>) -> notify::Result<notify::Recommende
             while changes.recv().is_ok() {
                 while changes.recv_timeout(SETTLE).is_ok() {}
                 let report = registry.reload();
-                if !report.loaded.is_empty() || !report.removed.is_empty() || !report.failed.is_empty() {
+                if !report.loaded.is_empty()
+                    || !report.removed.is_empty()
+                    || !report.failed.is_empty()
+                {
                     tracing::info!(?report, "plugins folder changed");
                 }
             }

@@ -21,8 +21,9 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) `dir/sessions.redb`; fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
         let path = dir.join("sessions.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -66,7 +67,10 @@ impl ContextStore for EmbeddedStore {
             let head = decode_head(head.value())?;
             let table = txn.open_table(RECORDS).map_err(unavailable)?;
             let mut records = Vec::with_capacity(head.records as usize);
-            for row in table.range((id.as_str(), 0)..(id.as_str(), head.records)).map_err(unavailable)? {
+            for row in table
+                .range((id.as_str(), 0)..(id.as_str(), head.records))
+                .map_err(unavailable)?
+            {
                 let (_, value) = row.map_err(unavailable)?;
                 records.push(value.value().to_vec());
             }
@@ -103,10 +107,14 @@ impl ContextStore for EmbeddedStore {
                 if let Some(record) = &record {
                     let number = stored.as_ref().map_or(0, |h| h.records);
                     let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
-                    records.insert((id.as_str(), number), record.as_slice()).map_err(unavailable)?;
+                    records
+                        .insert((id.as_str(), number), record.as_slice())
+                        .map_err(unavailable)?;
                 }
                 let bytes = serde_json::to_vec(&head).expect("a head always serializes");
-                heads.insert(id.as_str(), bytes.as_slice()).map_err(unavailable)?;
+                heads
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(unavailable)?;
             }
             // Dropping an uncommitted transaction (any `?` above) aborts it: nothing half-written.
             txn.commit().map_err(unavailable)
@@ -141,7 +149,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
-            store.commit_turn("s1", &contract::head(1, 1), Some(b"one")).await.unwrap();
+            store
+                .commit_turn("s1", &contract::head(1, 1), Some(b"one"))
+                .await
+                .unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let s = store.load("s1").await.unwrap().unwrap();

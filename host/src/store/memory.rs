@@ -34,10 +34,12 @@ impl ContextStore for MemoryStore {
         let mut sessions = self.sessions.lock().unwrap();
         let existing = sessions.get(session_id);
         check_next_turn(existing.map(|s| &s.head), head)?;
-        let session = sessions.entry(session_id.to_owned()).or_insert_with(|| StoredSession {
-            head: head.clone(),
-            records: Vec::new(),
-        });
+        let session = sessions
+            .entry(session_id.to_owned())
+            .or_insert_with(|| StoredSession {
+                head: head.clone(),
+                records: Vec::new(),
+            });
         session.head = head.clone();
         if let Some(record) = record {
             session.records.push(record.to_vec());

@@ -75,7 +75,10 @@ pub trait ContextStore: Send + Sync + 'static {
 }
 
 /// Checks the precondition every store shares: the stored turn must be the one before `head.turn`.
-pub(crate) fn check_next_turn(stored: Option<&SessionHead>, head: &SessionHead) -> Result<(), StoreError> {
+pub(crate) fn check_next_turn(
+    stored: Option<&SessionHead>,
+    head: &SessionHead,
+) -> Result<(), StoreError> {
     let stored_turn = stored.map_or(0, |h| h.turn);
     if stored_turn + 1 == head.turn {
         Ok(())
@@ -104,22 +107,50 @@ pub(crate) mod contract {
 
     pub async fn appends_and_loads(store: &dyn ContextStore) {
         assert!(store.load("s1").await.unwrap().is_none());
-        store.commit_turn("s1", &head(1, 1), Some(b"one")).await.unwrap();
+        store
+            .commit_turn("s1", &head(1, 1), Some(b"one"))
+            .await
+            .unwrap();
         store.commit_turn("s1", &head(2, 1), None).await.unwrap();
-        store.commit_turn("s1", &head(3, 2), Some(b"three")).await.unwrap();
+        store
+            .commit_turn("s1", &head(3, 2), Some(b"three"))
+            .await
+            .unwrap();
         let s = store.load("s1").await.unwrap().unwrap();
         assert_eq!(s.head, head(3, 2));
         assert_eq!(s.records, vec![b"one".to_vec(), b"three".to_vec()]);
-        assert!(store.load("s2").await.unwrap().is_none(), "sessions are separate");
+        assert!(
+            store.load("s2").await.unwrap().is_none(),
+            "sessions are separate"
+        );
     }
 
     pub async fn refuses_out_of_order_turns(store: &dyn ContextStore) {
-        let err = store.commit_turn("s1", &head(2, 1), Some(b"x")).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { stored_turn: 0 }), "{err}");
-        store.commit_turn("s1", &head(1, 1), Some(b"one")).await.unwrap();
-        let err = store.commit_turn("s1", &head(1, 2), Some(b"again")).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { stored_turn: 1 }), "{err}");
+        let err = store
+            .commit_turn("s1", &head(2, 1), Some(b"x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { stored_turn: 0 }),
+            "{err}"
+        );
+        store
+            .commit_turn("s1", &head(1, 1), Some(b"one"))
+            .await
+            .unwrap();
+        let err = store
+            .commit_turn("s1", &head(1, 2), Some(b"again"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { stored_turn: 1 }),
+            "{err}"
+        );
         let s = store.load("s1").await.unwrap().unwrap();
-        assert_eq!(s.records, vec![b"one".to_vec()], "a refused commit appends nothing");
+        assert_eq!(
+            s.records,
+            vec![b"one".to_vec()],
+            "a refused commit appends nothing"
+        );
     }
 }

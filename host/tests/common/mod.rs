@@ -11,25 +11,38 @@ use serde_json::{Value, json};
 /// The real llama.cpp server the tests talk to (scripts/test.sh starts one and sets this).
 pub fn llama_url() -> String {
     std::env::var("DISCEDGE_TEST_LLAMA_URL").unwrap_or_else(|_| {
-        panic!("DISCEDGE_TEST_LLAMA_URL is not set: run scripts/test.sh, or point it at a llama-server")
+        panic!(
+            "DISCEDGE_TEST_LLAMA_URL is not set: run scripts/test.sh, or point it at a llama-server"
+        )
     })
 }
 
 pub fn repo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// The shipped policies, built by scripts/build-plugins.sh.
 pub fn shipped_plugins() -> PathBuf {
     let dir = repo_dir().join("plugins/dist");
-    assert!(dir.join("raw.wasm").exists(), "{} has no policies: run scripts/build-plugins.sh", dir.display());
+    assert!(
+        dir.join("raw.wasm").exists(),
+        "{} has no policies: run scripts/build-plugins.sh",
+        dir.display()
+    );
     dir
 }
 
 /// The test fixture policy that panics, loops or runs out of memory on request.
 pub fn faulty_plugin() -> PathBuf {
     let file = repo_dir().join("testdata/policies/faulty.wasm");
-    assert!(file.exists(), "{} missing: run scripts/build-plugins.sh", file.display());
+    assert!(
+        file.exists(),
+        "{} missing: run scripts/build-plugins.sh",
+        file.display()
+    );
     file
 }
 
@@ -37,7 +50,11 @@ pub fn faulty_plugin() -> PathBuf {
 pub fn plugins_copy(names: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for name in names {
-        std::fs::copy(shipped_plugins().join(format!("{name}.wasm")), dir.path().join(format!("{name}.wasm"))).unwrap();
+        std::fs::copy(
+            shipped_plugins().join(format!("{name}.wasm")),
+            dir.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
     }
     dir
 }
@@ -62,7 +79,14 @@ pub async fn start_proxy(args: &[&str]) -> TestProxy {
     let plugins = shipped_plugins();
     // Compiled policies are shared by all tests: compiling them anew for each would dominate.
     let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/policy-cache");
-    let mut argv = vec!["discedge", "serve", "--data-dir", data.path().to_str().unwrap(), "--policy-cache-dir", cache];
+    let mut argv = vec![
+        "discedge",
+        "serve",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--policy-cache-dir",
+        cache,
+    ];
     let llama = llama_url();
     if !args.contains(&"--llama-url") {
         argv.extend(["--llama-url", &llama]);
@@ -74,7 +98,9 @@ pub async fn start_proxy(args: &[&str]) -> TestProxy {
         argv.extend(["--plugins-dir", plugins.to_str().unwrap()]);
     }
     argv.extend(args);
-    let Command::Serve(serve) = Cli::parse_from(argv).command else { unreachable!() };
+    let Command::Serve(serve) = Cli::parse_from(argv).command else {
+        unreachable!()
+    };
     let node = discedge::serve::build(&serve).await.expect("proxy starts");
     let app = discedge::api::router(node.proxy.clone(), serve.max_body_bytes);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -82,7 +108,12 @@ pub async fn start_proxy(args: &[&str]) -> TestProxy {
     let server = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-    TestProxy { url, node, data, server }
+    TestProxy {
+        url,
+        node,
+        data,
+        server,
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -91,7 +122,12 @@ pub fn client() -> reqwest::Client {
 
 /// POSTs JSON to `/completion`; returns the status and the JSON body.
 pub async fn complete(proxy_url: &str, body: &Value) -> (u16, Value) {
-    let reply = client().post(format!("{proxy_url}/completion")).json(body).send().await.unwrap();
+    let reply = client()
+        .post(format!("{proxy_url}/completion"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = reply.status().as_u16();
     let body = reply.json().await.unwrap_or(Value::Null);
     (status, body)
@@ -119,4 +155,3 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
-
