@@ -34,6 +34,8 @@ pub enum StoreKind {
     Embedded,
     /// Process memory: lost on exit (tests, demos).
     Memory,
+    /// FReD, replicated to the other edge nodes (needs the --fred-* settings and --node-id).
+    Fred,
 }
 
 /// Chat templates the policies render conversations with.
@@ -72,6 +74,8 @@ pub struct ServeArgs {
     pub plugins_dir: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub fred: FredArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "DISCEDGE_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -87,6 +91,9 @@ pub struct ServeArgs {
     /// Policy instances alive at once (requests in flight beyond this get 503).
     #[arg(long, env = "DISCEDGE_POLICY_INSTANCES", default_value_t = 128)]
     pub policy_instances: u32,
+    /// How long a turn that arrives before its predecessor has replicated waits for it, in ms.
+    #[arg(long, env = "DISCEDGE_SYNC_WAIT_MS", default_value_t = 2000)]
+    pub sync_wait_ms: u64,
     /// Do not reload policies when the plugins folder changes (use POST /admin/policies/reload).
     #[arg(long, env = "DISCEDGE_NO_WATCH")]
     pub no_watch: bool,
@@ -126,6 +133,83 @@ pub struct ModelArgs {
     /// `mode` of requests that send none.
     #[arg(long, env = "DISCEDGE_DEFAULT_MODE", default_value = "raw")]
     pub default_mode: String,
+}
+
+/// How to reach this node's FReD (with `--store fred`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FredArgs {
+    /// `HOST:PORT` of the FReD node's client API.
+    #[arg(long, env = "DISCEDGE_FRED_ADDR")]
+    pub fred_addr: Option<String>,
+    /// Client certificate (PEM); its CN is this proxy's FReD user.
+    #[arg(long, env = "DISCEDGE_FRED_CERT")]
+    pub fred_cert: Option<PathBuf>,
+    #[arg(long, env = "DISCEDGE_FRED_KEY")]
+    pub fred_key: Option<PathBuf>,
+    /// CA certificate (PEM) the FReD node's certificate must chain to.
+    #[arg(long, env = "DISCEDGE_FRED_CA")]
+    pub fred_ca: Option<PathBuf>,
+    /// Name to check the FReD node's certificate against (default: the host of --fred-addr).
+    #[arg(long, env = "DISCEDGE_FRED_TLS_NAME")]
+    pub fred_tls_name: Option<String>,
+    #[arg(long, env = "DISCEDGE_FRED_KEYGROUP", default_value = "discedge")]
+    pub fred_keygroup: String,
+    /// The id of the FReD node this proxy talks to.
+    #[arg(long, env = "DISCEDGE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Keygroup expiry in seconds on each replica (0: never).
+    #[arg(long, env = "DISCEDGE_FRED_EXPIRY", default_value_t = 0)]
+    pub fred_expiry: i64,
+    /// Nodes to replicate to: `all` (every node FReD knows), `none`, or a comma-separated list.
+    #[arg(long, env = "DISCEDGE_FRED_REPLICAS", default_value = "all")]
+    pub fred_replicas: String,
+    /// Comma-separated FReD users (other proxies' certificate CNs) to grant read, write and
+    /// replica roles on the keygroup.
+    #[arg(long, env = "DISCEDGE_FRED_GRANT", value_delimiter = ',')]
+    pub fred_grant: Vec<String>,
+    /// Longest wait for one FReD call, in milliseconds.
+    #[arg(long, env = "DISCEDGE_FRED_TIMEOUT_MS", default_value_t = 5000)]
+    pub fred_timeout_ms: u64,
+}
+
+impl FredArgs {
+    /// The FReD settings, or which required one is missing.
+    pub fn config(&self) -> Result<crate::store::fred::FredConfig, String> {
+        let missing = |flag: &str| format!("--store fred needs {flag}");
+        Ok(crate::store::fred::FredConfig {
+            addr: self
+                .fred_addr
+                .clone()
+                .ok_or_else(|| missing("--fred-addr"))?,
+            tls_name: self.fred_tls_name.clone(),
+            cert: self
+                .fred_cert
+                .clone()
+                .ok_or_else(|| missing("--fred-cert"))?,
+            key: self.fred_key.clone().ok_or_else(|| missing("--fred-key"))?,
+            ca: self.fred_ca.clone().ok_or_else(|| missing("--fred-ca"))?,
+            keygroup: self.fred_keygroup.clone(),
+            node_id: self.node_id.clone().ok_or_else(|| missing("--node-id"))?,
+            expiry: self.fred_expiry,
+            replicas: match self.fred_replicas.as_str() {
+                "all" => None,
+                "none" => Some(Vec::new()),
+                list => Some(
+                    list.split(',')
+                        .map(|n| n.trim().to_owned())
+                        .filter(|n| !n.is_empty())
+                        .collect(),
+                ),
+            },
+            grant: self
+                .fred_grant
+                .iter()
+                .filter(|u| !u.is_empty())
+                .cloned()
+                .collect(),
+            timeout: Duration::from_millis(self.fred_timeout_ms),
+        })
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

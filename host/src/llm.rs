@@ -8,6 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use crate::error::error_chain;
+
 /// Why a call to the model failed; the client gets 502/504 and its session is unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
@@ -114,17 +116,6 @@ impl LlamaServer {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn preview(bytes: &[u8]) -> String {

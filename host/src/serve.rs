@@ -9,7 +9,7 @@ use crate::config::{ServeArgs, StoreKind};
 use crate::llm::{BlockingTokenizer, LlamaServer, LlmBackend};
 use crate::policy::{self, Limits, PolicyRegistry, PolicyRuntime};
 use crate::session::{Proxy, TurnDefaults};
-use crate::store::{ContextStore, EmbeddedStore, MemoryStore};
+use crate::store::{ContextStore, EmbeddedStore, FredStore, MemoryStore};
 
 /// A proxy ready to serve, and what must live as long as it does.
 pub struct Node {
@@ -23,6 +23,10 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
     let store: Arc<dyn ContextStore> = match args.store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(&args.data_dir)?),
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Fred => {
+            let config = args.fred.config().map_err(anyhow::Error::msg)?;
+            Arc::new(FredStore::connect(&config).await?)
+        }
     };
     let llm: Arc<dyn LlmBackend> = Arc::new(LlamaServer::new(&args.llama_url, args.llm_timeout()));
     let services = Arc::new(BlockingTokenizer::new(
@@ -68,6 +72,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
         reply_budget: args.model.reply_budget,
         user_id: args.model.default_user.clone(),
         mode: args.model.default_mode.clone(),
+        sync_wait: Duration::from_millis(args.sync_wait_ms),
     };
     let proxy = Arc::new(Proxy::new(store, llm, registry, services, defaults));
     Ok(Node { proxy, watcher })

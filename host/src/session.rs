@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use crate::policy::runtime::{
     ChatTemplate, PolicyError, Prepared, Prompt, Reply, Settings, TurnInput,
 };
 use crate::policy::{CallFailure, HostServices, LoadedPolicy, PolicyInstance, PolicyRegistry};
-use crate::store::{ContextStore, SessionHead};
+use crate::store::{ContextStore, SessionHead, StoredSession};
 
 /// Settings that apply when a request does not say otherwise.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct TurnDefaults {
     pub reply_budget: u32,
     pub user_id: String,
     pub mode: String,
+    /// How long to wait for replication when a turn arrives before its predecessor (roaming).
+    pub sync_wait: Duration,
 }
 
 /// Everything a turn needs, shared by all requests.
@@ -66,8 +68,19 @@ pub struct TurnReply {
     pub replayed: bool,
 }
 
-/// Reply fields not kept for replays: large, and only describe the original call.
-const NOT_REPLAYED: [&str; 2] = ["prompt", "generation_settings"];
+/// Reply fields kept for replaying a retried turn. The head is rewritten and replicated every
+/// turn, so it carries the answer itself, not llama-server's large per-call diagnostics
+/// (`prompt`, `generation_settings`, `timings`, ...).
+const REPLAYED: [&str; 8] = [
+    "content",
+    "tokens",
+    "stop",
+    "stop_type",
+    "stopping_word",
+    "tokens_predicted",
+    "tokens_evaluated",
+    "truncated",
+];
 
 impl Proxy {
     pub fn new(
@@ -123,7 +136,7 @@ impl Proxy {
             }
         };
         let _lock = self.locks.lock(&session_id).await;
-        let stored = self.store.load(&session_id).await?;
+        let stored = self.load_caught_up(&session_id, turn).await?;
         let prompt_text = request.prompt.as_str().unwrap_or_default();
         let prompt_sha256 = hex::encode(Sha256::digest(prompt_text.as_bytes()));
         let (previous, records) = match stored {
@@ -238,6 +251,29 @@ impl Proxy {
             policy: policy.label(),
             replayed: false,
         })
+    }
+
+    /// Loads a session; on a replicated store, waits (bounded, with backoff) while the stored
+    /// turn is behind the one asked for, since the previous turn may still be on its way from
+    /// another node. A repeated or stale turn is not lag and returns at once.
+    async fn load_caught_up(
+        &self,
+        session_id: &str,
+        turn: u32,
+    ) -> Result<Option<StoredSession>, ApiError> {
+        let deadline = Instant::now() + self.defaults.sync_wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let stored = self.store.load(session_id).await?;
+            let stored_turn = stored.as_ref().map_or(0, |s| s.head.turn);
+            let now = Instant::now();
+            if stored_turn + 1 >= turn || !self.store.replicated() || now >= deadline {
+                return Ok(stored);
+            }
+            tracing::debug!(session_id, stored_turn, turn, "waiting for replication");
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     async fn settings(&self, request: &TurnRequest, first_turn: bool) -> Settings {
@@ -398,7 +434,7 @@ fn replay(
 fn replay_copy(reply: &Map<String, Value>) -> String {
     let kept: Map<String, Value> = reply
         .iter()
-        .filter(|(k, _)| !NOT_REPLAYED.contains(&k.as_str()))
+        .filter(|(k, _)| REPLAYED.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Value::Object(kept).to_string()

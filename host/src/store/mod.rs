@@ -5,9 +5,11 @@
 //! store change, and a store can replicate one record per turn instead of the whole context.
 
 mod embedded;
+pub mod fred;
 mod memory;
 
 pub use embedded::EmbeddedStore;
+pub use fred::FredStore;
 pub use memory::MemoryStore;
 
 use async_trait::async_trait;
@@ -72,6 +74,12 @@ pub trait ContextStore: Send + Sync + 'static {
 
     /// A short name for logs and `/health` (e.g. "embedded", "memory").
     fn kind(&self) -> &'static str;
+
+    /// True when other nodes write the same sessions, so a turn that seems ahead of the store
+    /// may just be replication in flight and is worth waiting for.
+    fn replicated(&self) -> bool {
+        false
+    }
 }
 
 /// Checks the precondition every store shares: the stored turn must be the one before `head.turn`.

@@ -1,11 +1,17 @@
 //! The token record format used by the `tokenized` and `truncate` policies.
 //!
-//! Layout (all u32 little-endian): `pinned`, `window_start`, then every token id.
+//! Layout: a format byte (1), then as unsigned LEB128 varints `pinned`, `window_start` and
+//! every token id. Varints keep records small on the wire: ids of a 50k-token vocabulary take
+//! 1 to 3 bytes instead of 4, and records are replicated between edge nodes every turn.
 //! Storing ids rather than text means a stored turn is never re-tokenized, so the next
 //! prompt starts with exactly the ids the model already evaluated and llama-server's
 //! prompt cache hits.
 
-use crate::wire::{Reader, put_u32};
+use crate::wire::{Reader, put_varint};
+
+/// The first byte of every token record: lets a later build change the layout and still read
+/// the sessions stored by this one.
+const FORMAT_VARINT: u8 = 1;
 
 /// One committed turn as token ids.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,28 +28,27 @@ pub struct TokenRecord {
 
 impl TokenRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 * (2 + self.tokens.len()));
-        put_u32(&mut out, self.pinned);
-        put_u32(&mut out, self.window_start);
+        let mut out = Vec::with_capacity(3 + 2 * self.tokens.len());
+        out.push(FORMAT_VARINT);
+        put_varint(&mut out, self.pinned);
+        put_varint(&mut out, self.window_start);
         for &id in &self.tokens {
-            put_u32(&mut out, id);
+            put_varint(&mut out, id);
         }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        if !bytes.len().is_multiple_of(4) {
-            return Err(format!(
-                "token record of {} bytes is not a whole number of u32s",
-                bytes.len()
-            ));
-        }
         let mut r = Reader::new(bytes);
-        let pinned = r.u32("pinned count")?;
-        let window_start = r.u32("window start")?;
-        let mut tokens = Vec::with_capacity(r.remaining() / 4);
+        let format = r.take(1, "format byte")?[0];
+        if format != FORMAT_VARINT {
+            return Err(format!("unknown token record format {format}"));
+        }
+        let pinned = r.varint("pinned count")?;
+        let window_start = r.varint("window start")?;
+        let mut tokens = Vec::with_capacity(r.remaining());
         while r.remaining() > 0 {
-            tokens.push(r.u32("token")?);
+            tokens.push(r.varint("token")?);
         }
         if pinned as usize > tokens.len() {
             return Err(format!(
@@ -136,18 +141,26 @@ mod tests {
             window_start: 2,
             tokens: vec![258],
         };
-        assert_eq!(record.encode(), [1, 0, 0, 0, 2, 0, 0, 0, 2, 1, 0, 0]);
+        // format 1, pinned 1, window 2, token 258 = 0b10_0000010 -> [0x82, 0x02]
+        assert_eq!(record.encode(), [1, 1, 2, 0x82, 0x02]);
+        let small = TokenRecord {
+            pinned: 0,
+            window_start: 0,
+            tokens: vec![5; 100],
+        };
+        assert_eq!(small.encode().len(), 103, "ids under 128 take one byte");
     }
 
     #[test]
     fn rejects_garbage() {
         assert!(TokenRecord::decode(&[]).unwrap_err().contains("truncated"));
-        assert!(TokenRecord::decode(&[0; 4]).is_err());
+        assert!(TokenRecord::decode(&[0; 4]).unwrap_err().contains("format"));
         assert!(
-            TokenRecord::decode(&[0; 9])
+            TokenRecord::decode(&[1, 0, 0, 0x80])
                 .unwrap_err()
-                .contains("whole number")
+                .contains("truncated")
         );
+        assert!(TokenRecord::decode(&[1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
         let over_pinned = TokenRecord {
             pinned: 2,
             window_start: 0,

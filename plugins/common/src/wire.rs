@@ -32,6 +32,19 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
+    /// An unsigned LEB128 varint of at most 5 bytes that fits a u32.
+    pub(crate) fn varint(&mut self, what: &str) -> Result<u32, String> {
+        let mut value: u64 = 0;
+        for shift in (0..35).step_by(7) {
+            let byte = self.take(1, what)?[0];
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return u32::try_from(value).map_err(|_| format!("{what} overflows u32"));
+            }
+        }
+        Err(format!("{what} is a varint longer than 5 bytes"))
+    }
+
     /// A u32 byte length, then that many bytes of UTF-8.
     pub(crate) fn string(&mut self, what: &str) -> Result<String, String> {
         let len = self.u32(what)? as usize;
@@ -44,6 +57,15 @@ impl<'a> Reader<'a> {
 pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
     put_u32(out, len_u32(s.len()));
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Unsigned LEB128: 7 bits a byte, so most token ids of a 50k vocabulary take 1 or 2 bytes.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {

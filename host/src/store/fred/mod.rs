@@ -1,0 +1,342 @@
+//! Sessions in FReD, replicated to the other edge nodes so a client can roam.
+//!
+//! Each turn writes one record item (the turn's delta) and rewrites the small head item, so
+//! the bytes replicated per turn do not grow with the conversation. A node keeps the sessions
+//! it has seen in memory and, on the next turn, reads the head (one round trip) and fetches
+//! only the records it lacks (one Scan), checked against the head's chain digest.
+
+mod client;
+mod codec;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use fred_proto::{Item, Version};
+
+pub use client::{FredClient, FredConfig, FredError};
+pub use codec::{FredHead, head_key, record_key};
+use codec::{chain, chain_all, decode_record, encode_record};
+
+use super::{ContextStore, SessionHead, StoreError, StoredSession};
+
+/// Sessions kept in memory per node; beyond this the least recently committed are forgotten
+/// (and fetched again in full if they come back).
+const CACHED_SESSIONS: usize = 10_000;
+/// Records fetched per Scan call (FReD's messages are limited to 4 MiB).
+const SCAN_BATCH: u32 = 256;
+
+/// The FReD-backed store.
+pub struct FredStore {
+    client: FredClient,
+    node_id: String,
+    cache: Mutex<HashMap<String, Cached>>,
+    bytes_written: AtomicU64,
+}
+
+/// What this node knows of a session: the head it last read or wrote, with FReD's version of
+/// it (for compare-and-set), and the records that head commits to.
+#[derive(Clone)]
+struct Cached {
+    head: FredHead,
+    versions: Vec<Version>,
+    records: Vec<Vec<u8>>,
+}
+
+impl From<FredError> for StoreError {
+    fn from(e: FredError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl FredStore {
+    /// Connects, then makes sure the keygroup exists, roles are granted and replicas added.
+    pub async fn connect(config: &FredConfig) -> anyhow::Result<Self> {
+        if config.node_id.is_empty() || !config.node_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            anyhow::bail!(
+                "--node-id {:?}: must be the FReD node's id (ASCII letters and digits)",
+                config.node_id
+            );
+        }
+        let client = FredClient::connect(config).await?;
+        client.set_up_keygroup(config).await?;
+        Ok(Self {
+            client,
+            node_id: config.node_id.clone(),
+            cache: Mutex::new(HashMap::new()),
+            bytes_written: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes of item values this node has written to FReD (what replication carries).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
+    }
+
+    async fn write(
+        &self,
+        id: &str,
+        value: String,
+        versions: Vec<Version>,
+    ) -> Result<Version, FredError> {
+        let bytes = value.len() as u64;
+        let version = self.client.update(id, value, versions).await?;
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        Ok(version)
+    }
+
+    /// Reads the head, resolving siblings left by concurrent turns on two nodes.
+    async fn read_head(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(FredHead, Vec<Version>)>, StoreError> {
+        let items = match self.client.read(&head_key(session_id)).await {
+            Ok(items) => items,
+            Err(FredError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut heads = Vec::with_capacity(items.len());
+        for item in items {
+            let head = FredHead::decode(&item.val).map_err(StoreError::Corrupt)?;
+            heads.push((head, item.version.unwrap_or_default()));
+        }
+        if heads.len() == 1 {
+            let (head, version) = heads.pop().expect("one");
+            return Ok(Some((head, vec![version])));
+        }
+        let all_versions: Vec<Version> = heads.iter().map(|(_, v)| v.clone()).collect();
+        let winner = heads
+            .into_iter()
+            .map(|(head, _)| head)
+            .reduce(|best, head| if head.wins_over(&best) { head } else { best })
+            .expect("siblings are not empty");
+        tracing::info!(
+            session_id,
+            turn = winner.head.turn,
+            writer = winner.writer,
+            "resolving concurrent turns"
+        );
+        // Writing the winner with every sibling's version replaces them all, on every replica.
+        match self
+            .write(&head_key(session_id), winner.encode(), all_versions.clone())
+            .await
+        {
+            Ok(version) => Ok(Some((winner, vec![version]))),
+            Err(e) => {
+                tracing::warn!(session_id, "could not write the resolved head back: {e}");
+                Ok(Some((winner, all_versions)))
+            }
+        }
+    }
+
+    /// Fetches records `from..head.records` and checks them against the head's chain.
+    async fn fetch_records(
+        &self,
+        session_id: &str,
+        head: &FredHead,
+        mut have: Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let total = head.head.records;
+        let mut next = have.len() as u32;
+        while next < total {
+            let count = (total - next).min(SCAN_BATCH);
+            let items = match self
+                .client
+                .scan(&record_key(session_id, next), u64::from(count))
+                .await
+            {
+                Ok(items) => items,
+                Err(FredError::NotFound(_)) => return Err(still_replicating(session_id)),
+                Err(e) => return Err(e.into()),
+            };
+            for number in next..next + count {
+                let key = record_key(session_id, number);
+                let siblings: Vec<&Item> = items.iter().filter(|item| item.id == key).collect();
+                let record = self
+                    .pick_record(
+                        &key,
+                        &siblings,
+                        (number + 1 == total).then_some(head.writer.as_str()),
+                    )
+                    .await?;
+                have.push(record);
+            }
+            next += count;
+        }
+        if chain_all(&have) != head.chain {
+            return Err(still_replicating(session_id));
+        }
+        Ok(have)
+    }
+
+    /// One record's bytes. Concurrent versions: the one by the head's writer for the newest
+    /// record, else the highest writer id; the choice is written back over all of them.
+    async fn pick_record(
+        &self,
+        key: &str,
+        siblings: &[&Item],
+        newest_by: Option<&str>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut decoded = Vec::with_capacity(siblings.len());
+        for item in siblings {
+            let (writer, bytes) =
+                decode_record(&item.val).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+            decoded.push((
+                writer.to_owned(),
+                bytes,
+                item.version.clone().unwrap_or_default(),
+            ));
+        }
+        match decoded.len() {
+            0 => Err(StoreError::Unavailable(format!(
+                "record {key} is still replicating"
+            ))),
+            1 => Ok(decoded.pop().expect("one").1),
+            _ => {
+                let versions: Vec<Version> = decoded.iter().map(|(_, _, v)| v.clone()).collect();
+                let index = newest_by
+                    .and_then(|writer| decoded.iter().position(|(w, _, _)| w == writer))
+                    .unwrap_or_else(|| {
+                        (0..decoded.len())
+                            .max_by(|&a, &b| decoded[a].0.cmp(&decoded[b].0))
+                            .expect("siblings")
+                    });
+                let (writer, bytes, _) = decoded.swap_remove(index);
+                if let Err(e) = self
+                    .write(key, encode_record(&writer, &bytes), versions)
+                    .await
+                {
+                    tracing::warn!(key, "could not write the resolved record back: {e}");
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    fn remember(&self, session_id: &str, cached: Cached) {
+        let mut cache = self.cache.lock().unwrap();
+        if cache.len() >= CACHED_SESSIONS && !cache.contains_key(session_id) {
+            let mut by_age: Vec<(u64, String)> = cache
+                .iter()
+                .map(|(id, c)| (c.head.head.updated_ms, id.clone()))
+                .collect();
+            by_age.sort();
+            for (_, id) in by_age.into_iter().take(CACHED_SESSIONS / 10) {
+                cache.remove(&id);
+            }
+        }
+        cache.insert(session_id.to_owned(), cached);
+    }
+}
+
+fn still_replicating(session_id: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "session {session_id}: records are still replicating to this node"
+    ))
+}
+
+#[async_trait]
+impl ContextStore for FredStore {
+    async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let Some((head, versions)) = self.read_head(session_id).await? else {
+            self.cache.lock().unwrap().remove(session_id);
+            return Ok(None);
+        };
+        let cached = self.cache.lock().unwrap().get(session_id).cloned();
+        let records = match cached {
+            Some(c) if c.head.chain == head.chain => c.records,
+            // What we have may be a prefix of the new records: fetch only the rest...
+            Some(c) if (c.records.len() as u32) < head.head.records => {
+                match self.fetch_records(session_id, &head, c.records).await {
+                    Ok(records) => records,
+                    // ...unless it was a branch that lost a conflict: then fetch everything.
+                    Err(_) => self.fetch_records(session_id, &head, Vec::new()).await?,
+                }
+            }
+            _ => self.fetch_records(session_id, &head, Vec::new()).await?,
+        };
+        let session = StoredSession {
+            head: head.head.clone(),
+            records: records.clone(),
+        };
+        self.remember(
+            session_id,
+            Cached {
+                head,
+                versions,
+                records,
+            },
+        );
+        Ok(Some(session))
+    }
+
+    async fn commit_turn(
+        &self,
+        session_id: &str,
+        head: &SessionHead,
+        record: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let cached = self.cache.lock().unwrap().get(session_id).cloned();
+        let (versions, mut records, previous_chain) = match cached {
+            Some(c) if c.head.head.turn + 1 == head.turn => (c.versions, c.records, c.head.chain),
+            None if head.turn == 1 => (Vec::new(), Vec::new(), String::new()),
+            other => {
+                return Err(StoreError::Conflict {
+                    stored_turn: other.map_or(0, |c| c.head.head.turn),
+                });
+            }
+        };
+        let mut chain_digest = previous_chain;
+        if let Some(record) = record {
+            let key = record_key(session_id, records.len() as u32);
+            self.write(&key, encode_record(&self.node_id, record), Vec::new())
+                .await?;
+            chain_digest = chain(&chain_digest, record);
+            records.push(record.to_vec());
+        }
+        let fred_head = FredHead {
+            head: head.clone(),
+            writer: self.node_id.clone(),
+            chain: chain_digest,
+        };
+        match self
+            .write(&head_key(session_id), fred_head.encode(), versions)
+            .await
+        {
+            Ok(version) => {
+                self.remember(
+                    session_id,
+                    Cached {
+                        head: fred_head,
+                        versions: vec![version],
+                        records,
+                    },
+                );
+                Ok(())
+            }
+            Err(FredError::Refused(why)) => {
+                // Another turn got to this node first: nothing of ours is referenced by a head.
+                self.cache.lock().unwrap().remove(session_id);
+                tracing::info!(session_id, "turn refused by FReD: {why}");
+                let stored_turn = self
+                    .read_head(session_id)
+                    .await?
+                    .map_or(0, |(h, _)| h.head.turn);
+                Err(StoreError::Conflict { stored_turn })
+            }
+            Err(e) => {
+                self.cache.lock().unwrap().remove(session_id);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "fred"
+    }
+
+    fn replicated(&self) -> bool {
+        true
+    }
+}
