@@ -1,73 +1,16 @@
 //! Bad input gets a 4xx with a JSON body naming the problem; a failing model or policy gets a
 //! 5xx; and in every case the stored session is exactly as before.
 //!
-//! These tests use `FakeLlama`, a FAKE llama-server (a few lines of axum) that can be told to
-//! fail or hang, so the failure paths run fast and deterministically.
+//! These tests use `FakeLlama`, a FAKE llama-server that can be told to fail or hang, so the
+//! failure paths run fast and deterministically.
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
-use axum::Json;
-use axum::routing::{get, post};
+use common::fake_llama::{FAIL, FakeLlama, HANG, OK};
 use common::{complete, start_proxy, turn_body};
 use serde_json::{Value, json};
-
-const OK: u32 = 0;
-const FAIL: u32 = 1;
-const HANG: u32 = 2;
-
-/// A FAKE llama-server: answers `/completion` with a fixed reply, a 500, or not at all.
-struct FakeLlama {
-    url: String,
-    behaviour: Arc<AtomicU32>,
-    calls: Arc<AtomicUsize>,
-}
-
-impl FakeLlama {
-    async fn start() -> Self {
-        let behaviour = Arc::new(AtomicU32::new(OK));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let (b, c) = (behaviour.clone(), calls.clone());
-        let app = axum::Router::new()
-            .route("/props", get(|| async { Json(json!({"default_generation_settings": {"n_ctx": 2048}})) }))
-            .route(
-                "/completion",
-                post(move |Json(body): Json<Value>| {
-                    let (b, c) = (b.clone(), c.clone());
-                    async move {
-                        c.fetch_add(1, Ordering::SeqCst);
-                        match b.load(Ordering::SeqCst) {
-                            FAIL => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": {"message": "fake failure"}}))),
-                            HANG => {
-                                tokio::time::sleep(Duration::from_secs(30)).await;
-                                (axum::http::StatusCode::OK, Json(json!({})))
-                            }
-                            _ => (
-                                axum::http::StatusCode::OK,
-                                Json(json!({"content": "fake reply", "prompt": body["prompt"], "stop_type": "eos",
-                                            "timings": {"prompt_n": 1, "cache_n": 0}})),
-                            ),
-                        }
-                    }
-                }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self {
-            url,
-            behaviour,
-            calls,
-        }
-    }
-
-    fn set(&self, behaviour: u32) {
-        self.behaviour.store(behaviour, Ordering::SeqCst);
-    }
-}
 
 async fn post_raw(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
     let reply = common::client()

@@ -1,0 +1,24 @@
+//! `fred-testnode`: a FReD-compatible test node for tests; not FReD.
+//!
+//! Real FReD (TU Berlin's geo-distributed key-value store) cannot be installed in CI, so our
+//! FReD client is tested against this test double. It serves FReD v0.2.19's client gRPC API
+//! (`fred_proto`) over mTLS and reproduces the documented behaviour a client depends on
+//! (`shared/fred-api.md`): name rules, per-keygroup roles keyed by the client certificate's CN,
+//! mutable and immutable keygroups, vector-clock versions with siblings, tombstones, Scan/Keys,
+//! leaderless replication with optional lag, stopped nodes that catch up on restart, and errors
+//! as status Unknown with FReD-like messages. It is written from that documentation only.
+//!
+//! Several nodes run in one process and share a [`Cluster`] (the naming service etcd is to
+//! FReD, plus the replication fabric). [`TestPki`] writes the certificates they need.
+//!
+//! Not reproduced: triggers (answered with an error), expiry enforcement (stored only), the
+//! client-IP SAN check, persistence.
+
+mod clock;
+mod cluster;
+mod ops;
+mod pki;
+mod service;
+
+pub use cluster::{Cluster, NodeHandle, NodeStats, NodeTls};
+pub use pki::{TestPki, common_name};
