@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
 
     println!(
-        "bytes written to FReD per turn, tokenized mode, n_predict 48 (FReD test nodes, real llama-server)"
+        "bytes written to FReD per turn, tokenized mode, n_predict 16 (FReD test nodes, real llama-server)"
     );
     println!(
         "{:>4} {:>8} {:>10} {:>10} {:>12} {:>14} {:>10}",
@@ -85,8 +85,8 @@ async fn main() -> anyhow::Result<()> {
             node_a.stats().bytes_written,
             node_b.stats().bytes_replicated_in,
         );
-        let body = json!({"mode": "tokenized", "session_id": session, "turn": turn, "n_predict": 48,
-                          "temperature": 0, "seed": 42, "prompt": format!("Question {turn}: tell me one fact about the number {turn}.")});
+        let body = json!({"mode": "tokenized", "session_id": session, "turn": turn, "n_predict": 16,
+                          "temperature": 0, "seed": 42, "prompt": format!("One fact about {turn}?")});
         let reply: Value = http.post(&url).json(&body).send().await?.json().await?;
         anyhow::ensure!(reply.get("error").is_none(), "turn {turn}: {reply}");
         session = reply["session_id"].clone();
@@ -114,6 +114,15 @@ async fn main() -> anyhow::Result<()> {
             ids.len()
         );
     }
+    let stored = node.proxy.store.load(session.as_str().unwrap()).await?.expect("stored");
+    let record_bytes: usize = stored.records.iter().map(|r| "nodeA.".len() + (r.len() * 4).div_ceil(3)).sum();
+    let tokens: usize = stored.records.iter().map(|r| TokenRecord::decode(r).map_or(0, |t| t.tokens.len())).sum();
+    let decimal = json!(stored.records.iter().flat_map(|r| TokenRecord::decode(r).unwrap().tokens).collect::<Vec<_>>()).to_string().len();
+    println!(
+        "records on the wire: {record_bytes} B for {tokens} tokens = {:.2} B/token (JSON decimal: {:.2} B/token)",
+        record_bytes as f64 / tokens as f64,
+        decimal as f64 / tokens as f64
+    );
     let stats = node_a.stats();
     println!(
         "total: ours {ours_total} B, original {original_total} B ({:.1}x less); FReD calls on node A: {:?}",

