@@ -114,10 +114,31 @@ async fn main() -> anyhow::Result<()> {
             ids.len()
         );
     }
-    let stored = node.proxy.store.load(session.as_str().unwrap()).await?.expect("stored");
-    let record_bytes: usize = stored.records.iter().map(|r| "nodeA.".len() + (r.len() * 4).div_ceil(3)).sum();
-    let tokens: usize = stored.records.iter().map(|r| TokenRecord::decode(r).map_or(0, |t| t.tokens.len())).sum();
-    let decimal = json!(stored.records.iter().flat_map(|r| TokenRecord::decode(r).unwrap().tokens).collect::<Vec<_>>()).to_string().len();
+    let stored = node
+        .proxy
+        .store
+        .load(session.as_str().unwrap())
+        .await?
+        .expect("stored");
+    let record_bytes: usize = stored
+        .records
+        .iter()
+        .map(|r| "nodeA.".len() + (r.len() * 4).div_ceil(3))
+        .sum();
+    let tokens: usize = stored
+        .records
+        .iter()
+        .map(|r| TokenRecord::decode(r).map_or(0, |t| t.tokens.len()))
+        .sum();
+    let decimal = json!(
+        stored
+            .records
+            .iter()
+            .flat_map(|r| TokenRecord::decode(r).unwrap().tokens)
+            .collect::<Vec<_>>()
+    )
+    .to_string()
+    .len();
     println!(
         "records on the wire: {record_bytes} B for {tokens} tokens = {:.2} B/token (JSON decimal: {:.2} B/token)",
         record_bytes as f64 / tokens as f64,

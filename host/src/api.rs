@@ -75,14 +75,14 @@ pub fn parse_turn(body: &[u8], proxy: &Proxy) -> Result<TurnRequest, ApiError> {
     };
     let mode = optional_string(&fields, "mode")?.unwrap_or_else(|| proxy.defaults.mode.clone());
     let session_id = optional_string(&fields, "session_id")?;
-    if let Some(id) = &session_id {
-        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                "session_id must be 1 to 64 ASCII letters and digits",
-            )
-            .with("field", "session_id"));
-        }
+    if let Some(id) = &session_id
+        && (id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "session_id must be 1 to 64 ASCII letters and digits",
+        )
+        .with("field", "session_id"));
     }
     let user_id =
         optional_string(&fields, "user_id")?.unwrap_or_else(|| proxy.defaults.user_id.clone());

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Time the policy step (instantiate + prepare + commit) of each loaded policy and print figures.
     Bench(BenchArgs),
 }

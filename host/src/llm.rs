@@ -143,15 +143,14 @@ impl LlmBackend for LlamaServer {
 
     async fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, LlmError> {
         let memo = text.len() <= MEMO_TEXT_BYTES;
-        if memo {
-            if let Some(ids) = self
+        if memo
+            && let Some(ids) = self
                 .short_texts
                 .lock()
                 .unwrap()
                 .get(&(text.to_owned(), parse_special))
-            {
-                return Ok(ids.clone());
-            }
+        {
+            return Ok(ids.clone());
         }
         let reply = self
             .post(

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => discedge::serve::run(args).await,
+        Command::Serve(args) => discedge::serve::run(*args).await,
         Command::Bench(args) => discedge::bench::run(args).await,
     }
 }

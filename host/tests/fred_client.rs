@@ -42,7 +42,9 @@ async fn set_up_creates_the_keygroup_grants_roles_and_adds_replicas() {
     b.set_up_keygroup(&second).await.unwrap();
     let items = b.read("item1").await.unwrap();
     assert_eq!(items[0].val, "hello");
-    b.update("item2", "from B".into(), Vec::new()).await.unwrap();
+    b.update("item2", "from B".into(), Vec::new())
+        .await
+        .unwrap();
     let scanned = a.scan("item1", 10).await.unwrap();
     let ids: Vec<&str> = scanned.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["item1", "item2"]);
@@ -56,26 +58,54 @@ async fn fred_errors_are_sorted_into_kinds() {
     let a = FredClient::connect(&only_a).await.unwrap();
     a.set_up_keygroup(&only_a).await.unwrap();
 
-    assert!(matches!(a.read("missing").await, Err(FredError::NotFound(_))));
-    assert!(matches!(a.update("bad-id", "x".into(), Vec::new()).await, Err(FredError::InvalidName(_))));
-    assert!(matches!(a.scan("missing", 3).await, Err(FredError::NotFound(_))));
+    assert!(matches!(
+        a.read("missing").await,
+        Err(FredError::NotFound(_))
+    ));
+    assert!(matches!(
+        a.update("bad-id", "x".into(), Vec::new()).await,
+        Err(FredError::InvalidName(_))
+    ));
+    assert!(matches!(
+        a.scan("missing", 3).await,
+        Err(FredError::NotFound(_))
+    ));
 
     // Compare-and-set: versions that do not cover what the node knows are refused.
     let first = a.update("item", "one".into(), Vec::new()).await.unwrap();
-    a.update("item", "two".into(), vec![first.clone()]).await.unwrap();
+    a.update("item", "two".into(), vec![first.clone()])
+        .await
+        .unwrap();
     let stale = a.update("item", "three".into(), vec![first]).await;
     assert!(matches!(stale, Err(FredError::Refused(_))), "{stale:?}");
 
     // Another user without roles; and a node that holds no replica of the keygroup.
-    let stranger = FredClient::connect(&config(&bed, 0, "proxy1")).await.unwrap();
-    assert!(matches!(stranger.read("item").await, Err(FredError::PermissionDenied(_))));
-    let on_b = FredClient::connect(&config(&bed, 1, "proxy0")).await.unwrap();
-    assert!(matches!(on_b.read("item").await, Err(FredError::NoReplica(_))));
+    let stranger = FredClient::connect(&config(&bed, 0, "proxy1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        stranger.read("item").await,
+        Err(FredError::PermissionDenied(_))
+    ));
+    let on_b = FredClient::connect(&config(&bed, 1, "proxy0"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        on_b.read("item").await,
+        Err(FredError::NoReplica(_))
+    ));
 
     bed.nodes[0].stop().await;
-    assert!(matches!(a.read("item").await, Err(FredError::Unavailable(_))));
+    assert!(matches!(
+        a.read("item").await,
+        Err(FredError::Unavailable(_))
+    ));
     bed.nodes[0].restart().await.unwrap();
-    assert_eq!(a.read("item").await.unwrap()[0].val, "two", "the channel reconnects");
+    assert_eq!(
+        a.read("item").await.unwrap()[0].val,
+        "two",
+        "the channel reconnects"
+    );
     let _: Version = a.update("item", "four".into(), Vec::new()).await.unwrap();
 }
 
@@ -84,7 +114,11 @@ async fn bad_certificates_fail_at_start_up_with_a_clear_message() {
     let bed = FredBed::start().await;
     let mut missing = config(&bed, 0, "proxy0");
     missing.cert = "/nonexistent/proxy.crt".into();
-    let error = FredStore::connect(&missing).await.err().unwrap().to_string();
+    let error = FredStore::connect(&missing)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(error.contains("/nonexistent/proxy.crt"), "{error}");
 
     let foreign_dir = tempfile::tempdir().unwrap();
@@ -100,7 +134,11 @@ async fn bad_certificates_fail_at_start_up_with_a_clear_message() {
 
     let mut no_node = config(&bed, 0, "proxy0");
     no_node.node_id = "node-A".into();
-    let error = FredStore::connect(&no_node).await.err().unwrap().to_string();
+    let error = FredStore::connect(&no_node)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(error.contains("--node-id"), "{error}");
 }
 
@@ -114,17 +152,27 @@ async fn turns_cost_a_fixed_number_of_round_trips() {
     let mut session = None;
     for turn in 1..=20 {
         let before = bed.nodes[0].stats();
-        let (status, reply) = complete(&a.url, &turn_body("raw", session.as_deref(), turn, "hello")).await;
+        let (status, reply) =
+            complete(&a.url, &turn_body("raw", session.as_deref(), turn, "hello")).await;
         assert_eq!(status, 200, "{reply}");
         session = Some(reply["session_id"].as_str().unwrap().to_owned());
         let after = bed.nodes[0].stats();
         let calls = |rpc: &str| after.call_count(rpc) - before.call_count(rpc);
-        assert_eq!((calls("Read"), calls("Scan"), calls("Update")), (1, 0, 2), "turn {turn}");
+        assert_eq!(
+            (calls("Read"), calls("Scan"), calls("Update")),
+            (1, 0, 2),
+            "turn {turn}"
+        );
     }
     let before = bed.nodes[1].stats();
-    let (status, reply) = complete(&b.url, &turn_body("raw", session.as_deref(), 21, "roamed")).await;
+    let (status, reply) =
+        complete(&b.url, &turn_body("raw", session.as_deref(), 21, "roamed")).await;
     assert_eq!(status, 200, "{reply}");
     let after = bed.nodes[1].stats();
     let calls = |rpc: &str| after.call_count(rpc) - before.call_count(rpc);
-    assert_eq!((calls("Read"), calls("Scan"), calls("Update")), (1, 1, 2), "20 records in one Scan");
+    assert_eq!(
+        (calls("Read"), calls("Scan"), calls("Update")),
+        (1, 1, 2),
+        "20 records in one Scan"
+    );
 }

@@ -39,10 +39,10 @@ async fn spawn_proxy(data_dir: &std::path::Path, port: u16) -> Proxy {
     let proxy = Proxy(child);
     let url = format!("http://127.0.0.1:{port}/health");
     for _ in 0..600 {
-        if let Ok(reply) = reqwest::get(&url).await {
-            if reply.status() == 200 {
-                return proxy;
-            }
+        if let Ok(reply) = reqwest::get(&url).await
+            && reply.status() == 200
+        {
+            return proxy;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -253,10 +253,10 @@ impl PolicyRegistry {
         }
         let component =
             Component::new(engine, bytes).map_err(|e| format!("does not compile: {e:#}"))?;
-        if let Some(file) = cached {
-            if let Err(e) = write_cache(&component, &file) {
-                tracing::warn!(file = %file.display(), "cannot cache compiled policy: {e}");
-            }
+        if let Some(file) = cached
+            && let Err(e) = write_cache(&component, &file)
+        {
+            tracing::warn!(file = %file.display(), "cannot cache compiled policy: {e}");
         }
         Ok(component)
     }

@@ -36,7 +36,8 @@ pub struct FredHead {
 
 impl FredHead {
     pub fn decode(value: &str) -> Result<Self, String> {
-        let mut json: serde_json::Value = serde_json::from_str(value).map_err(|e| format!("session head: {e}"))?;
+        let mut json: serde_json::Value =
+            serde_json::from_str(value).map_err(|e| format!("session head: {e}"))?;
         if let Some(reply) = json.get_mut("last_reply").filter(|r| !r.is_string()) {
             *reply = serde_json::Value::String(reply.to_string());
         }
@@ -161,7 +162,10 @@ mod tests {
         assert_eq!(FredHead::decode(&h.encode()).unwrap(), h);
         h.head.last_reply = r#"{"content":"Say \"hi\"","stop_type":"eos"}"#.into();
         let encoded = h.encode();
-        assert!(encoded.contains(r#""last_reply":{"content""#), "embedded, not escaped: {encoded}");
+        assert!(
+            encoded.contains(r#""last_reply":{"content""#),
+            "embedded, not escaped: {encoded}"
+        );
         assert_eq!(FredHead::decode(&encoded).unwrap(), h);
     }
 }
