@@ -1,13 +1,20 @@
-//! `discedge bench`: times the policy step of a request (instantiate + prepare + commit) for
-//! every loaded policy on a stored context of a given size, and prints the figures.
+//! `discedge bench`: figures for the proxy alone, printed.
 //!
-//! The tokenizer here is [`ByteTokenizer`], a fake (one token per byte), so the figures are the
-//! policy's own cost; the model's tokenizer round trip is measured end to end, not here.
+//! 1. The policy step of a request (new store + instantiate + prepare + commit) for every
+//!    loaded policy on a stored context of a given size, with [`ByteTokenizer`], a FAKE
+//!    tokenizer (one token per byte), so the figures are the policy's own cost.
+//! 2. The latency the proxy adds to a turn: requests through a proxy on the embedded store
+//!    against [`FakeLlm`], a FAKE llama-server that answers at once, compared with the same
+//!    fake called directly.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::BenchArgs;
+use clap::Parser;
+use serde_json::{Value, json};
+
+use crate::config::{BenchArgs, Cli, Command};
+use crate::fake_llm::FakeLlm;
 use crate::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 use crate::policy::{HostServices, Limits, LoadedPolicy, PolicyRegistry, PolicyRuntime};
 
@@ -123,7 +130,134 @@ pub fn prompt_tokens(prompt: &Prompt) -> usize {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || bench(args)).await?
+    let policy_args = args.clone();
+    tokio::task::spawn_blocking(move || bench(policy_args)).await??;
+    added_latency(&args).await
+}
+
+/// Median and 99th percentile of some durations (sorted in place).
+fn percentiles(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    (at(0.5), at(0.99))
+}
+
+async fn added_latency(args: &BenchArgs) -> anyhow::Result<()> {
+    let fake = FakeLlm::start().await?;
+    let data =
+        std::env::temp_dir().join(format!("discedge-bench-{}", uuid::Uuid::new_v4().simple()));
+    let argv = [
+        "discedge",
+        "serve",
+        "--store",
+        "embedded",
+        "--no-watch",
+        "--data-dir",
+        &data.display().to_string(),
+        "--plugins-dir",
+        &args.plugins_dir.display().to_string(),
+        "--llama-url",
+        &fake.url,
+    ];
+    let Command::Serve(serve) = Cli::parse_from(argv).command else {
+        unreachable!("parsed a serve command")
+    };
+    let node = crate::serve::build(&serve).await?;
+    let app = crate::api::router(node.proxy.clone(), serve.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/completion", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let history = "x".repeat(args.context_tokens);
+
+    let mut direct = Vec::with_capacity(args.requests);
+    for _ in 0..args.requests {
+        let start = Instant::now();
+        http.post(format!("{}/completion", fake.url))
+            .json(&json!({"prompt": history}))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        direct.push(start.elapsed());
+    }
+    let (direct_median, direct_p99) = percentiles(&mut direct);
+    println!();
+    println!(
+        "added latency per turn: proxy (embedded store) -> FAKE llama-server, 1 client, {} requests per mode",
+        args.requests
+    );
+    println!(
+        "{:<14} {:>14} {:>10} {:>10} {:>10}",
+        "", "context tokens", "median", "p99", "added"
+    );
+    println!(
+        "{:<14} {:>14} {:>10} {:>10} {:>10}",
+        "direct",
+        args.context_tokens,
+        micros(direct_median),
+        micros(direct_p99),
+        "-"
+    );
+    let user = "Tell me more about how matrices are multiplied, step by step, please.";
+    for mode in node.proxy.policies.names() {
+        let stores = node
+            .proxy
+            .policies
+            .get(&mode)
+            .is_some_and(|p| p.info.stores_context);
+        // A few sessions filled to the context size, then served round robin.
+        let mut sessions = Vec::new();
+        for _ in 0..4 {
+            let (mut session, mut turn, mut context) = (Value::Null, 0u32, 0u64);
+            while stores && context < args.context_tokens as u64 {
+                turn += 1;
+                let reply = turn_request(&http, &url, &mode, &session, turn, user).await?;
+                session = reply["session_id"].clone();
+                context = reply["timings"]["prompt_n"].as_u64().unwrap_or(0);
+            }
+            sessions.push((session, turn, context));
+        }
+        let mut times = Vec::with_capacity(args.requests);
+        for i in 0..args.requests {
+            let (session, turn, context) = &mut sessions[i % 4];
+            *turn += 1;
+            let prompt = if stores { user } else { history.as_str() };
+            let start = Instant::now();
+            let reply = turn_request(&http, &url, &mode, session, *turn, prompt).await?;
+            times.push(start.elapsed());
+            *session = reply["session_id"].clone();
+            *context = reply["timings"]["prompt_n"].as_u64().unwrap_or(0);
+        }
+        let context = sessions.iter().map(|s| s.2).sum::<u64>() / sessions.len() as u64;
+        let (median, p99) = percentiles(&mut times);
+        let added = median.saturating_sub(direct_median);
+        println!(
+            "{:<14} {:>14} {:>10} {:>10} {:>10}",
+            mode,
+            context,
+            micros(median),
+            micros(p99),
+            micros(added)
+        );
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
+async fn turn_request(
+    http: &reqwest::Client,
+    url: &str,
+    mode: &str,
+    session: &Value,
+    turn: u32,
+    prompt: &str,
+) -> anyhow::Result<Value> {
+    let body = json!({"mode": mode, "session_id": session, "turn": turn, "prompt": prompt, "n_predict": 32});
+    let reply: Value = http.post(url).json(&body).send().await?.json().await?;
+    anyhow::ensure!(reply.get("error").is_none(), "{mode} turn {turn}: {reply}");
+    Ok(reply)
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -190,15 +324,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             times.push(start.elapsed());
         }
-        times.sort();
-        let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+        let (median, p99) = percentiles(&mut times);
         println!(
-            "{:<14} {:>14} {:>10} {:>10} {:>10}",
+            "{:<14} {:>14} {:>10} {:>10}",
             name,
             context,
-            micros(at(0.5)),
-            micros(at(0.9)),
-            micros(at(0.99))
+            micros(median),
+            micros(p99)
         );
     }
     Ok(())

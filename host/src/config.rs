@@ -222,6 +222,9 @@ pub struct BenchArgs {
     /// Timed repetitions per policy.
     #[arg(long, default_value_t = 2000)]
     pub iterations: usize,
+    /// Timed requests per mode through the proxy.
+    #[arg(long, default_value_t = 300)]
+    pub requests: usize,
     #[command(flatten)]
     pub model: ModelArgs,
 }

@@ -3,6 +3,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod fake_llm;
 pub mod llm;
 pub mod policy;
 pub mod serve;

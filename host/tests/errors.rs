@@ -1,15 +1,15 @@
 //! Bad input gets a 4xx with a JSON body naming the problem; a failing model or policy gets a
 //! 5xx; and in every case the stored session is exactly as before.
 //!
-//! These tests use `FakeLlama`, a FAKE llama-server that can be told to fail or hang, so the
+//! These tests use `FakeLlm`, a FAKE llama-server that can be told to fail or hang, so the
 //! failure paths run fast and deterministically.
 
 mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::fake_llama::{FAIL, FakeLlama, HANG, OK};
 use common::{complete, start_proxy, turn_body};
+use discedge::fake_llm::{Behaviour, FakeLlm};
 use serde_json::{Value, json};
 
 async fn post_raw(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
@@ -31,7 +31,7 @@ fn code(body: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_clear_4xx() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let proxy = start_proxy(&["--llama-url", &llama.url, "--max-body-bytes", "2000"]).await;
     let url = &proxy.url;
     let cases: Vec<(&str, String, u16, &str)> = vec![
@@ -136,7 +136,7 @@ async fn bad_input_gets_a_clear_4xx() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn turns_must_follow_and_belong_to_their_user() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let proxy = start_proxy(&["--llama-url", &llama.url]).await;
     let (status, one) = complete(&proxy.url, &turn_body("raw", None, 1, "hello")).await;
     assert_eq!(status, 200, "{one}");
@@ -173,7 +173,7 @@ async fn turns_must_follow_and_belong_to_their_user() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_turn_is_answered_from_the_store() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let proxy = start_proxy(&["--llama-url", &llama.url]).await;
     let (_, one) = complete(&proxy.url, &turn_body("raw", None, 1, "hello")).await;
     let session = one["session_id"].as_str().unwrap();
@@ -202,13 +202,13 @@ async fn a_retried_turn_is_answered_from_the_store() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_model_leaves_the_session_unchanged() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let proxy = start_proxy(&["--llama-url", &llama.url, "--llm-timeout-secs", "1"]).await;
     let (_, one) = complete(&proxy.url, &turn_body("raw", None, 1, "hello")).await;
     let session = one["session_id"].as_str().unwrap();
     let before = proxy.node.proxy.store.load(session).await.unwrap();
 
-    llama.set(FAIL);
+    llama.set(Behaviour::Fail);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
     assert_eq!((status, code(&reply)), (502, "llm_failed"), "{reply}");
     assert!(
@@ -219,7 +219,7 @@ async fn a_failing_model_leaves_the_session_unchanged() {
         "{reply}"
     );
 
-    llama.set(HANG);
+    llama.set(Behaviour::Hang);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
     assert_eq!((status, code(&reply)), (504, "llm_timeout"), "{reply}");
     assert_eq!(
@@ -228,7 +228,7 @@ async fn a_failing_model_leaves_the_session_unchanged() {
         "session unchanged"
     );
 
-    llama.set(OK);
+    llama.set(Behaviour::Answer);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
     assert_eq!(
         status, 200,
@@ -260,7 +260,7 @@ async fn an_unreachable_model_is_a_502() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_for_one_session_are_serialized() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let proxy = start_proxy(&["--llama-url", &llama.url]).await;
     let (_, one) = complete(&proxy.url, &turn_body("raw", None, 1, "hello")).await;
     let session = one["session_id"].as_str().unwrap().to_owned();
@@ -297,7 +297,7 @@ async fn concurrent_requests_for_one_session_are_serialized() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trapping_policy_gets_a_500_and_the_host_keeps_serving() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let plugins = common::plugins_copy(&["raw"]);
     std::fs::copy(common::faulty_plugin(), plugins.path().join("faulty.wasm")).unwrap();
     let proxy = start_proxy(&[

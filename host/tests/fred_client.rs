@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::fake_llama::FakeLlama;
 use common::fred::FredBed;
 use common::{complete, turn_body};
+use discedge::fake_llm::FakeLlm;
 use discedge::store::fred::{FredClient, FredConfig, FredError, FredStore};
 use fred_proto::Version;
 
@@ -146,7 +146,7 @@ async fn bad_certificates_fail_at_start_up_with_a_clear_message() {
 /// that served the previous turn; a node it roams to adds a single Scan for what it lacks.
 #[tokio::test(flavor = "multi_thread")]
 async fn turns_cost_a_fixed_number_of_round_trips() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let bed = FredBed::start().await;
     let (a, b) = bed.proxies(&["--llama-url", &llama.url]).await;
     let mut session = None;

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::fake_llama::FakeLlama;
 use common::fred::FredBed;
 use common::{complete, turn_body};
+use discedge::fake_llm::FakeLlm;
 use serde_json::Value;
 
 const WALK: [(usize, &str); 9] = [
@@ -66,7 +66,7 @@ fn code(reply: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lag_within_the_deadline_is_waited_for_and_beyond_it_is_a_409() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let bed = FredBed::start().await;
     let (a, b) = bed
         .proxies(&["--llama-url", &llama.url, "--sync-wait-ms", "1500"])
@@ -102,7 +102,7 @@ async fn lag_within_the_deadline_is_waited_for_and_beyond_it_is_a_409() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_turn_repeated_on_the_other_node_is_a_retry_not_lag() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let bed = FredBed::start().await;
     let (a, b) = bed.proxies(&["--llama-url", &llama.url]).await;
     let (_, one) = complete(&a.url, &turn_body("raw", None, 1, "first")).await;
@@ -130,7 +130,7 @@ async fn a_turn_repeated_on_the_other_node_is_a_retry_not_lag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_turns_on_two_nodes_resolve_the_same_way_everywhere() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let bed = FredBed::start().await;
     let (a, b) = bed.proxies(&["--llama-url", &llama.url]).await;
     let (_, one) = complete(&a.url, &turn_body("raw", None, 1, "first")).await;
@@ -164,7 +164,7 @@ async fn concurrent_turns_on_two_nodes_resolve_the_same_way_everywhere() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fred_node_down_is_a_503_and_service_resumes_when_it_is_back() {
-    let llama = FakeLlama::start().await;
+    let llama = FakeLlm::start().await.unwrap();
     let bed = FredBed::start().await;
     let (a, b) = bed
         .proxies(&["--llama-url", &llama.url, "--fred-timeout-ms", "1000"])

@@ -1,7 +1,6 @@
 //! Shared by the end-to-end tests: a proxy in this process, a real llama-server by URL.
 #![allow(dead_code)]
 
-pub mod fake_llama;
 pub mod fred;
 
 use std::path::PathBuf;

@@ -1,0 +1,133 @@
+//! A FAKE llama-server, in process: for benchmarks that must measure the proxy alone, and for
+//! fast tests of failure paths. It speaks the few endpoints the proxy uses, with the FAKE
+//! one-token-per-byte tokenizer ([`crate::bench::ByteTokenizer`]). Never a stand-in for the
+//! real model in end-to-end tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::bench::ByteTokenizer;
+use crate::policy::HostServices;
+
+/// How the fake answers `/completion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Behaviour {
+    /// A short reply that echoes the prompt, like llama-server's JSON.
+    Answer = 0,
+    /// HTTP 500 with a llama-style error body.
+    Fail = 1,
+    /// No answer for 30 s.
+    Hang = 2,
+}
+
+/// A running fake; stops when the process ends.
+pub struct FakeLlm {
+    pub url: String,
+    /// `/completion` calls received.
+    pub calls: Arc<AtomicUsize>,
+    behaviour: Arc<AtomicU8>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    calls: Arc<AtomicUsize>,
+    behaviour: Arc<AtomicU8>,
+}
+
+/// The context window the fake reports: large, so benchmarks can grow sessions freely.
+pub const N_CTX: u32 = 32768;
+
+/// The fixed reply text.
+pub const REPLY: &str = "This is the fake model's reply.";
+
+impl FakeLlm {
+    pub async fn start() -> std::io::Result<Self> {
+        let shared = Shared {
+            calls: Arc::new(AtomicUsize::new(0)),
+            behaviour: Arc::new(AtomicU8::new(0)),
+        };
+        let app = axum::Router::new()
+            .route(
+                "/props",
+                get(|| async { Json(json!({"default_generation_settings": {"n_ctx": N_CTX}})) }),
+            )
+            .route("/tokenize", post(tokenize))
+            .route("/detokenize", post(detokenize))
+            .route("/completion", post(completion))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self {
+            url,
+            calls: shared.calls,
+            behaviour: shared.behaviour,
+        })
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        self.behaviour.store(behaviour as u8, Ordering::SeqCst);
+    }
+}
+
+async fn tokenize(Json(body): Json<Value>) -> Json<Value> {
+    let text = body["content"].as_str().unwrap_or_default();
+    let special = body["parse_special"].as_bool().unwrap_or(true);
+    Json(json!({ "tokens": ByteTokenizer.tokenize(text, special).unwrap_or_default() }))
+}
+
+async fn detokenize(Json(body): Json<Value>) -> Json<Value> {
+    let ids: Vec<u32> = serde_json::from_value(body["tokens"].clone()).unwrap_or_default();
+    Json(json!({ "content": ByteTokenizer.detokenize(&ids).unwrap_or_default() }))
+}
+
+async fn completion(
+    State(shared): State<Shared>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    shared.calls.fetch_add(1, Ordering::SeqCst);
+    match shared.behaviour.load(Ordering::SeqCst) {
+        1 => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": {"code": 500, "message": "fake failure"}})),
+            );
+        }
+        2 => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return (StatusCode::OK, Json(json!({})));
+        }
+        _ => {}
+    }
+    let (prompt, prompt_n) = match &body["prompt"] {
+        Value::String(text) => (text.clone(), text.len()),
+        Value::Array(ids) => {
+            let ids: Vec<u32> = ids
+                .iter()
+                .filter_map(|id| id.as_u64().map(|id| id as u32))
+                .collect();
+            (
+                ByteTokenizer.detokenize(&ids).unwrap_or_default(),
+                ids.len(),
+            )
+        }
+        other => (other.to_string(), 0),
+    };
+    let mut reply = json!({
+        "content": REPLY, "prompt": prompt, "stop": true, "stop_type": "eos", "tokens_predicted": REPLY.len(),
+        "tokens_evaluated": prompt_n, "truncated": false,
+        "timings": {"prompt_n": prompt_n, "cache_n": 0, "prompt_ms": 0.0, "predicted_n": REPLY.len(), "predicted_ms": 0.0},
+    });
+    if body["return_tokens"].as_bool() == Some(true) {
+        reply["tokens"] = json!(ByteTokenizer.tokenize(REPLY, false).unwrap_or_default());
+    }
+    (StatusCode::OK, Json(reply))
+}
