@@ -142,6 +142,9 @@ fn percentiles(times: &mut [Duration]) -> (Duration, Duration) {
     (at(0.5), at(0.99))
 }
 
+/// Timed turns per session in the added-latency figures.
+const TURNS_PER_SESSION: usize = 5;
+
 async fn added_latency(args: &BenchArgs) -> anyhow::Result<()> {
     let fake = FakeLlm::start().await?;
     let data =
@@ -206,11 +209,14 @@ async fn added_latency(args: &BenchArgs) -> anyhow::Result<()> {
             .policies
             .get(&mode)
             .is_some_and(|p| p.info.stores_context);
-        // A few sessions filled to the context size, then served round robin.
+        // Sessions filled to just under the context size, then served round robin, a few
+        // turns each, so the timed turns see about `context_tokens` of stored context.
+        let count = args.requests.div_ceil(TURNS_PER_SESSION);
+        let fill = args.context_tokens.saturating_sub(TURNS_PER_SESSION * 60) as u64;
         let mut sessions = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..count {
             let (mut session, mut turn, mut context) = (Value::Null, 0u32, 0u64);
-            while stores && context < args.context_tokens as u64 {
+            while stores && context < fill {
                 turn += 1;
                 let reply = turn_request(&http, &url, &mode, &session, turn, user).await?;
                 session = reply["session_id"].clone();
@@ -220,7 +226,7 @@ async fn added_latency(args: &BenchArgs) -> anyhow::Result<()> {
         }
         let mut times = Vec::with_capacity(args.requests);
         for i in 0..args.requests {
-            let (session, turn, context) = &mut sessions[i % 4];
+            let (session, turn, context) = &mut sessions[i % count];
             *turn += 1;
             let prompt = if stores { user } else { history.as_str() };
             let start = Instant::now();
@@ -292,10 +298,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "policy step (new store + instantiate + prepare + commit), {} iterations, fake byte tokenizer",
         args.iterations
     );
-    println!(
-        "{:<14} {:>14} {:>10} {:>10} {:>10}",
-        "policy", "context tokens", "median", "p90", "p99"
-    );
+    println!("{:<14} {:>14} {:>10} {:>10}", "policy", "context tokens", "median", "p99");
     for name in registry.names() {
         let policy = registry.get(&name).expect("listed");
         let mut conversation = Conversation {
