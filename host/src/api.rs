@@ -5,9 +5,11 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Path, Query};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
@@ -25,6 +27,7 @@ pub fn router(proxy: Arc<Proxy>, max_body_bytes: usize) -> Router {
         .route("/health", get(health))
         .route("/policies", get(policies))
         .route("/admin/policies/reload", post(reload))
+        .route("/sessions/{id}", delete(delete_session))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -34,8 +37,10 @@ pub fn router(proxy: Arc<Proxy>, max_body_bytes: usize) -> Router {
 
 async fn completion(
     State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = proxy.api_keys.caller(&headers)?.map(str::to_owned);
     let body = body.map_err(|e| {
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -45,7 +50,7 @@ async fn completion(
         };
         ApiError::new(status, code, e.body_text())
     })?;
-    let request = parse_turn(&body, &proxy)?;
+    let request = parse_turn(&body, &proxy, caller)?;
     let reply = proxy.turn(request).await.inspect_err(|e| {
         if e.status.is_server_error() {
             tracing::warn!("turn failed: {e}");
@@ -63,7 +68,12 @@ async fn completion(
 }
 
 /// Validates the proxy's own fields; the rest is llama-server's business.
-pub fn parse_turn(body: &[u8], proxy: &Proxy) -> Result<TurnRequest, ApiError> {
+/// `caller` is the user of the request's API key, when keys are configured.
+pub fn parse_turn(
+    body: &[u8],
+    proxy: &Proxy,
+    caller: Option<String>,
+) -> Result<TurnRequest, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
     })?;
@@ -84,8 +94,19 @@ pub fn parse_turn(body: &[u8], proxy: &Proxy) -> Result<TurnRequest, ApiError> {
         )
         .with("field", "session_id"));
     }
-    let user_id =
-        optional_string(&fields, "user_id")?.unwrap_or_else(|| proxy.defaults.user_id.clone());
+    let claimed = optional_string(&fields, "user_id")?;
+    let user_id = match (caller, claimed) {
+        (Some(caller), Some(claimed)) if caller != claimed => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "user_mismatch",
+                "user_id is not the API key's user",
+            )
+            .with("field", "user_id"));
+        }
+        (Some(caller), _) => caller,
+        (None, claimed) => claimed.unwrap_or_else(|| proxy.defaults.user_id.clone()),
+    };
     if user_id.is_empty() || user_id.len() > 128 {
         return Err(
             ApiError::bad_request("invalid_field", "user_id must be 1 to 128 bytes")
@@ -119,6 +140,21 @@ pub fn parse_turn(body: &[u8], proxy: &Proxy) -> Result<TurnRequest, ApiError> {
         }
         Some(prompt) => prompt,
     };
+    let prompt_bytes = match &prompt {
+        Value::String(text) => text.len(),
+        other => other.to_string().len(),
+    };
+    if prompt_bytes > proxy.defaults.max_prompt_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "prompt_too_large",
+            format!(
+                "prompt of {prompt_bytes} bytes is over the limit of {}",
+                proxy.defaults.max_prompt_bytes
+            ),
+        )
+        .with("field", "prompt"));
+    }
     for field in OWN_FIELDS {
         fields.remove(field);
     }
@@ -168,8 +204,35 @@ async fn policies(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
     Json(json!({ "policies": proxy.policies.list() }))
 }
 
+#[derive(serde::Deserialize)]
+struct OwnerQuery {
+    user_id: Option<String>,
+}
+
+/// `DELETE /sessions/{id}`: the owner (the API key's user, else `?user_id=`) removes a session.
+async fn delete_session(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<OwnerQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let user = match proxy.api_keys.caller(&headers)? {
+        Some(user) => user.to_owned(),
+        None => query
+            .user_id
+            .unwrap_or_else(|| proxy.defaults.user_id.clone()),
+    };
+    proxy.delete_session(&id, &user).await?;
+    Ok(Json(json!({ "deleted": id })))
+}
+
 /// Reloads the plugins folder now (for deployments that run with --no-watch).
-async fn reload(State(proxy): State<Arc<Proxy>>) -> Result<Json<Value>, ApiError> {
+async fn reload(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    // With API keys configured, only callers with a key may reload.
+    proxy.api_keys.caller(&headers)?;
     let registry = proxy.policies.clone();
     let report = tokio::task::spawn_blocking(move || registry.reload())
         .await

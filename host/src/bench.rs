@@ -298,7 +298,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "policy step (new store + instantiate + prepare + commit), {} iterations, fake byte tokenizer",
         args.iterations
     );
-    println!("{:<14} {:>14} {:>10} {:>10}", "policy", "context tokens", "median", "p99");
+    println!(
+        "{:<14} {:>14} {:>10} {:>10}",
+        "policy", "context tokens", "median", "p99"
+    );
     for name in registry.names() {
         let policy = registry.get(&name).expect("listed");
         let mut conversation = Conversation {

@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Time the policy step (instantiate + prepare + commit) of each loaded policy and print figures.
     Bench(BenchArgs),
+    /// Drive a scripted conversation (a scenario YAML) through proxies and log one CSV row per turn.
+    Scenario(ScenarioArgs),
 }
 
 /// Where sessions are kept.
@@ -94,6 +96,22 @@ pub struct ServeArgs {
     /// How long a turn that arrives before its predecessor has replicated waits for it, in ms.
     #[arg(long, env = "DISCEDGE_SYNC_WAIT_MS", default_value_t = 2000)]
     pub sync_wait_ms: u64,
+    /// Sessions idle longer than this many seconds are deleted when next seen (0: never).
+    #[arg(long, env = "DISCEDGE_SESSION_IDLE_SECS", default_value_t = 7 * 24 * 3600)]
+    pub session_idle_secs: u64,
+    /// Largest stored context of one session, in bytes (a turn beyond it gets 413).
+    #[arg(long, env = "DISCEDGE_MAX_SESSION_BYTES", default_value_t = 16 << 20)]
+    pub max_session_bytes: usize,
+    /// Largest `prompt` of one request, in bytes.
+    #[arg(long, env = "DISCEDGE_MAX_PROMPT_BYTES", default_value_t = 1 << 20)]
+    pub max_prompt_bytes: usize,
+    /// API keys as `KEY=USER` entries, comma-separated; when any are set, every request needs
+    /// one and acts as its user. Prefer --api-keys-file to keep keys out of process listings.
+    #[arg(long, env = "DISCEDGE_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// File of `KEY=USER` lines (see --api-keys).
+    #[arg(long, env = "DISCEDGE_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
     /// Do not reload policies when the plugins folder changes (use POST /admin/policies/reload).
     #[arg(long, env = "DISCEDGE_NO_WATCH")]
     pub no_watch: bool,
@@ -227,6 +245,44 @@ pub struct BenchArgs {
     pub requests: usize,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// `discedge scenario`: the paper's experiment as one command, with no questions asked.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScenarioArgs {
+    /// Scenario YAML: `name`, `model_name`, `user_id`, and `messages` or roaming `locations`.
+    pub file: PathBuf,
+    /// Modes to run, each as a new session: comma-separated policy names, or `all`
+    /// (raw, tokenized, truncate, client-side).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub mode: Vec<String>,
+    /// A running proxy that gets every turn (base URL or `.../completion`), in place of the
+    /// file's `api_url`s. With neither, a proxy runs in this process on a temporary store.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// llama-server for the in-process proxy.
+    #[arg(
+        long,
+        env = "DISCEDGE_LLAMA_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub llama_url: String,
+    /// Folder the CSV is written to.
+    #[arg(long, default_value = "scenario-out")]
+    pub out: PathBuf,
+    /// `n_predict` of every turn.
+    #[arg(long, default_value_t = 64)]
+    pub n_predict: u32,
+    /// Policies for the in-process proxy.
+    #[arg(long, env = "DISCEDGE_PLUGINS_DIR", default_value = "plugins/dist")]
+    pub plugins_dir: PathBuf,
+    /// Compiled-policy cache for the in-process proxy (default: inside its temporary folder,
+    /// so policies are compiled on every run).
+    #[arg(long, env = "DISCEDGE_POLICY_CACHE_DIR")]
+    pub policy_cache_dir: Option<PathBuf>,
+    /// Longest wait for one reply, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
 }
 
 impl ModelArgs {

@@ -11,5 +11,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => discedge::serve::run(*args).await,
         Command::Bench(args) => discedge::bench::run(args).await,
+        Command::Scenario(args) => discedge::scenario::run(args).await.map(|_| ()),
     }
 }

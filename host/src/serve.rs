@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::auth::ApiKeys;
 use crate::config::{ServeArgs, StoreKind};
 use crate::llm::{BlockingTokenizer, LlamaServer, LlmBackend};
 use crate::policy::{self, Limits, PolicyRegistry, PolicyRuntime};
@@ -73,8 +74,24 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
         user_id: args.model.default_user.clone(),
         mode: args.model.default_mode.clone(),
         sync_wait: Duration::from_millis(args.sync_wait_ms),
+        session_idle: (args.session_idle_secs > 0)
+            .then(|| Duration::from_secs(args.session_idle_secs)),
+        max_session_bytes: args.max_session_bytes,
+        max_prompt_bytes: args.max_prompt_bytes,
     };
-    let proxy = Arc::new(Proxy::new(store, llm, registry, services, defaults));
+    let mut keys = args.api_keys.clone().unwrap_or_default();
+    if let Some(file) = &args.api_keys_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read API keys {}", file.display()))?;
+        keys.push('\n');
+        keys.push_str(&text);
+    }
+    let mut proxy = Proxy::new(store, llm, registry, services, defaults);
+    proxy.api_keys = ApiKeys::parse(&keys).map_err(anyhow::Error::msg)?;
+    if !proxy.api_keys.is_empty() {
+        tracing::info!("API keys required");
+    }
+    let proxy = Arc::new(proxy);
     Ok(Node { proxy, watcher })
 }
 

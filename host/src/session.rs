@@ -30,6 +30,12 @@ pub struct TurnDefaults {
     pub mode: String,
     /// How long to wait for replication when a turn arrives before its predecessor (roaming).
     pub sync_wait: Duration,
+    /// Sessions untouched for longer are gone (deleted when next seen); `None`: kept forever.
+    pub session_idle: Option<Duration>,
+    /// Largest stored context (sum of record bytes) a session may reach.
+    pub max_session_bytes: usize,
+    /// Largest `prompt` a request may carry.
+    pub max_prompt_bytes: usize,
 }
 
 /// Everything a turn needs, shared by all requests.
@@ -40,6 +46,8 @@ pub struct Proxy {
     /// What policies call back into (tokenizer); blocking, used from blocking threads only.
     pub services: Arc<dyn HostServices>,
     pub defaults: TurnDefaults,
+    /// Optional API keys; set by the server after construction.
+    pub api_keys: crate::auth::ApiKeys,
     locks: SessionLocks,
 }
 
@@ -96,6 +104,7 @@ impl Proxy {
             policies,
             services,
             defaults,
+            api_keys: crate::auth::ApiKeys::default(),
             locks: SessionLocks::default(),
         }
     }
@@ -137,25 +146,27 @@ impl Proxy {
         };
         let _lock = self.locks.lock(&session_id).await;
         let stored = self.load_caught_up(&session_id, turn).await?;
+        let stored = self.unless_idle(&session_id, stored).await?;
         let prompt_text = request.prompt.as_str().unwrap_or_default();
         let prompt_sha256 = hex::encode(&Sha256::digest(prompt_text.as_bytes())[..16]);
         let (previous, records) = match stored {
             None if turn == 1 => (None, Vec::new()),
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_session",
-                    format!("no session {session_id:?}"),
-                )
-                .with("session_id", session_id));
-            }
+            None => return Err(unknown_session(&session_id)),
             Some(stored) => {
                 let head = stored.head;
+                // Another user's session looks exactly like one that does not exist.
                 if head.user_id != request.user_id {
+                    return Err(unknown_session(&session_id));
+                }
+                let size: usize = stored.records.iter().map(Vec::len).sum();
+                if size > self.defaults.max_session_bytes {
                     return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "session_of_another_user",
-                        format!("session {session_id:?} belongs to another user"),
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "session_too_large",
+                        format!(
+                            "session {session_id:?} holds {size} bytes of context, more than the {} allowed; start a new session",
+                            self.defaults.max_session_bytes
+                        ),
                     ));
                 }
                 if head.mode != request.mode {
@@ -251,6 +262,37 @@ impl Proxy {
             policy: policy.label(),
             replayed: false,
         })
+    }
+
+    /// Deletes a session of `user_id`; another user's session is reported as unknown.
+    pub async fn delete_session(&self, session_id: &str, user_id: &str) -> Result<(), ApiError> {
+        let _lock = self.locks.lock(session_id).await;
+        let stored = self.store.load(session_id).await?;
+        match self.unless_idle(session_id, stored).await? {
+            Some(stored) if stored.head.user_id == user_id => {
+                self.store.delete(session_id).await?;
+                tracing::info!(session_id, "session deleted");
+                Ok(())
+            }
+            _ => Err(unknown_session(session_id)),
+        }
+    }
+
+    /// Drops a session that has been idle past `session_idle`, as if it never existed.
+    async fn unless_idle(
+        &self,
+        session_id: &str,
+        stored: Option<StoredSession>,
+    ) -> Result<Option<StoredSession>, ApiError> {
+        let (Some(idle), Some(session)) = (self.defaults.session_idle, &stored) else {
+            return Ok(stored);
+        };
+        if session.head.updated_ms + (idle.as_millis() as u64) >= unix_ms() {
+            return Ok(stored);
+        }
+        tracing::info!(session_id, "session expired after {idle:?} idle");
+        self.store.delete(session_id).await?;
+        Ok(None)
     }
 
     /// Loads a session; on a replicated store, waits (bounded, with backoff) while the stored
@@ -486,6 +528,15 @@ fn joined(e: tokio::task::JoinError, policy: &LoadedPolicy) -> ApiError {
         format!("policy {} call aborted: {e}", policy.name),
     )
     .with("policy", policy.label())
+}
+
+fn unknown_session(session_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_session",
+        format!("no session {session_id:?}"),
+    )
+    .with("session_id", session_id)
 }
 
 fn unix_ms() -> u64 {

@@ -155,8 +155,8 @@ async fn turns_must_follow_and_belong_to_their_user() {
     let (status, reply) = complete(&proxy.url, &mallory).await;
     assert_eq!(
         (status, code(&reply)),
-        (403, "session_of_another_user"),
-        "{reply}"
+        (404, "unknown_session"),
+        "not revealed: {reply}"
     );
 
     let (status, reply) = complete(

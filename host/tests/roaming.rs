@@ -188,3 +188,24 @@ async fn a_fred_node_down_is_a_503_and_service_resumes_when_it_is_back() {
     assert_eq!(status, 200, "B reconnected and caught up: {reply}");
     assert!(reply["prompt"].as_str().unwrap().contains("second via A"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_session_is_gone_on_every_node() {
+    let llama = FakeLlm::start().await.unwrap();
+    let bed = FredBed::start().await;
+    let (a, b) = bed
+        .proxies(&["--llama-url", &llama.url, "--sync-wait-ms", "200"])
+        .await;
+    let (_, one) = complete(&a.url, &turn_body("raw", None, 1, "first")).await;
+    let session = one["session_id"].as_str().unwrap().to_owned();
+    let (status, _) = complete(&b.url, &turn_body("raw", Some(&session), 2, "second")).await;
+    assert_eq!(status, 200);
+    let deleted = common::client()
+        .delete(format!("{}/sessions/{session}?user_id=tester", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let (status, reply) = complete(&b.url, &turn_body("raw", Some(&session), 3, "third")).await;
+    assert_eq!((status, code(&reply)), (404, "unknown_session"), "{reply}");
+}

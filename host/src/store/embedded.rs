@@ -122,6 +122,31 @@ impl ContextStore for EmbeddedStore {
         .await
     }
 
+    async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+        let id = session_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let existed = {
+                let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
+                let removed = heads.remove(id.as_str()).map_err(unavailable)?;
+                match removed {
+                    None => false,
+                    Some(bytes) => {
+                        let head = decode_head(bytes.value())?;
+                        let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
+                        for number in 0..head.records {
+                            records.remove((id.as_str(), number)).map_err(unavailable)?;
+                        }
+                        true
+                    }
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(existed)
+        })
+        .await
+    }
+
     fn kind(&self) -> &'static str {
         "embedded"
     }
@@ -142,6 +167,12 @@ mod tests {
     async fn refuses_out_of_order_turns() {
         let dir = tempfile::tempdir().unwrap();
         contract::refuses_out_of_order_turns(&EmbeddedStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        contract::deletes(&EmbeddedStore::open(dir.path()).unwrap()).await;
     }
 
     #[tokio::test]

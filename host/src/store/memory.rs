@@ -47,6 +47,10 @@ impl ContextStore for MemoryStore {
         Ok(())
     }
 
+    async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+        Ok(self.sessions.lock().unwrap().remove(session_id).is_some())
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -65,5 +69,10 @@ mod tests {
     #[tokio::test]
     async fn refuses_out_of_order_turns() {
         contract::refuses_out_of_order_turns(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn deletes() {
+        contract::deletes(&MemoryStore::new()).await;
     }
 }

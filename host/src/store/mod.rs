@@ -72,6 +72,10 @@ pub trait ContextStore: Send + Sync + 'static {
         record: Option<&[u8]>,
     ) -> Result<(), StoreError>;
 
+    /// Removes a session and its records; `false` if there was none. With FReD the deletion
+    /// replicates like a write.
+    async fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
+
     /// A short name for logs and `/health` (e.g. "embedded", "memory").
     fn kind(&self) -> &'static str;
 
@@ -130,6 +134,36 @@ pub(crate) mod contract {
         assert!(
             store.load("s2").await.unwrap().is_none(),
             "sessions are separate"
+        );
+    }
+
+    pub async fn deletes(store: &dyn ContextStore) {
+        store
+            .commit_turn("s1", &head(1, 1), Some(b"one"))
+            .await
+            .unwrap();
+        store
+            .commit_turn("s2", &head(1, 1), Some(b"other"))
+            .await
+            .unwrap();
+        assert!(store.delete("s1").await.unwrap());
+        assert!(store.load("s1").await.unwrap().is_none());
+        assert!(
+            !store.delete("s1").await.unwrap(),
+            "a second delete finds nothing"
+        );
+        store
+            .commit_turn("s1", &head(1, 1), Some(b"anew"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load("s1").await.unwrap().unwrap().records,
+            vec![b"anew".to_vec()],
+            "a new session starts clean"
+        );
+        assert_eq!(
+            store.load("s2").await.unwrap().unwrap().records,
+            vec![b"other".to_vec()]
         );
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use fred_proto::client_client::ClientClient;
 use fred_proto::{
-    AddReplicaRequest, AddUserRequest, CreateKeygroupRequest, Empty, GetKeygroupInfoRequest, Item,
-    ReadRequest, ScanRequest, UpdateRequest, UserRole, Version,
+    AddReplicaRequest, AddUserRequest, CreateKeygroupRequest, DeleteRequest, Empty,
+    GetKeygroupInfoRequest, Item, ReadRequest, ScanRequest, UpdateRequest, UserRole, Version,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -212,6 +212,17 @@ impl FredClient {
             .into_inner()
             .version
             .unwrap_or_default())
+    }
+
+    /// Deletes an item (a tombstone that replicates).
+    pub async fn delete(&self, id: &str) -> Result<(), FredError> {
+        let request = DeleteRequest {
+            keygroup: self.keygroup.clone(),
+            id: id.to_owned(),
+            versions: Vec::new(),
+        };
+        self.grpc.clone().delete(request).await?;
+        Ok(())
     }
 
     /// Makes the keygroup usable: creates it (mutable) if this node has none, grants roles to

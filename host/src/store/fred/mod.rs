@@ -332,6 +332,22 @@ impl ContextStore for FredStore {
         }
     }
 
+    /// Deletes the head first, so every node stops seeing the session at once; then the
+    /// records (a record left behind by a failure here is never read: no head names it).
+    async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+        self.cache.lock().unwrap().remove(session_id);
+        let Some((head, _)) = self.read_head(session_id).await? else {
+            return Ok(false);
+        };
+        self.client.delete(&head_key(session_id)).await?;
+        for number in 0..head.head.records {
+            if let Err(e) = self.client.delete(&record_key(session_id, number)).await {
+                tracing::warn!(session_id, number, "record not deleted: {e}");
+            }
+        }
+        Ok(true)
+    }
+
     fn kind(&self) -> &'static str {
         "fred"
     }

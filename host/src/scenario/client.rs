@@ -1,0 +1,186 @@
+//! The scenario's client: sends one session's turns as a real client would, and measures them.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::record::{Row, rfc3339_utc};
+
+/// Resends of a turn that a node refused because it has not yet seen the previous turn.
+pub const LAG_RETRIES: u32 = 3;
+/// Pause before each resend.
+pub const LAG_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The mode whose history the client keeps and sends whole.
+pub const CLIENT_SIDE: &str = "client-side";
+
+/// One session in one mode: the session id once the proxy gave it, the turn counter, and for
+/// `client-side` the ChatML history.
+pub struct Session<'a> {
+    pub http: &'a reqwest::Client,
+    pub scenario: &'a str,
+    pub mode: &'a str,
+    pub user_id: Option<&'a str>,
+    pub n_predict: u32,
+    pub id: Option<String>,
+    pub turn: u32,
+    history: String,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(
+        http: &'a reqwest::Client,
+        scenario: &'a str,
+        mode: &'a str,
+        user_id: Option<&'a str>,
+        n_predict: u32,
+    ) -> Self {
+        Self {
+            http,
+            scenario,
+            mode,
+            user_id,
+            n_predict,
+            id: None,
+            turn: 0,
+            history: String::new(),
+        }
+    }
+
+    /// Sends the next turn to `url`; the row says how it went (the session advances only on 200).
+    pub async fn send(&mut self, url: &str, node: &str, message: &str) -> Row {
+        let turn = self.turn + 1;
+        let user = format!("<|im_start|>user\n{message}<|im_end|>\n<|im_start|>assistant\n");
+        let prompt = if self.mode == CLIENT_SIDE {
+            format!("{}{user}", self.history)
+        } else {
+            message.to_owned()
+        };
+        let mut body = json!({
+            "mode": self.mode, "turn": turn, "prompt": prompt, "n_predict": self.n_predict,
+            "temperature": 0, "seed": 42, "cache_prompt": true,
+        });
+        if let Some(id) = &self.id {
+            body["session_id"] = json!(id);
+        }
+        if let Some(user_id) = self.user_id {
+            body["user_id"] = json!(user_id);
+        }
+        let body = body.to_string();
+        let mut row = Row {
+            timestamp: rfc3339_utc(SystemTime::now()),
+            scenario: self.scenario.into(),
+            mode: self.mode.into(),
+            node: node.into(),
+            session: self.id.clone().unwrap_or_default(),
+            turn,
+            request_bytes: body.len(),
+            ..Row::default()
+        };
+        let start = Instant::now();
+        let answer = loop {
+            let answer = self.post(url, &body).await;
+            if row.retries < LAG_RETRIES && is_lag(&answer, turn) {
+                row.retries += 1;
+                tokio::time::sleep(LAG_BACKOFF).await;
+                continue;
+            }
+            break answer;
+        };
+        row.round_trip_ms = (start.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        match answer {
+            Err(e) => row.error = e,
+            Ok((status, bytes, reply)) => {
+                row.http_status = Some(status);
+                row.response_bytes = bytes;
+                if status == 200 {
+                    fill_figures(&mut row, &reply);
+                    let content = reply["content"].as_str().unwrap_or_default();
+                    self.history
+                        .push_str(&format!("{user}{content}<|im_end|>\n"));
+                    if let Some(id) = reply["session_id"].as_str() {
+                        self.id = Some(id.to_owned());
+                        row.session = id.to_owned();
+                    }
+                    self.turn = turn;
+                } else {
+                    row.error = error_text(&reply);
+                }
+            }
+        }
+        row
+    }
+
+    /// One POST: the status, the body's size and the body as JSON (a JSON string holding the
+    /// start of the body if it is not JSON).
+    async fn post(&self, url: &str, body: &str) -> Result<(u16, usize, Value), String> {
+        let reply = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|e| format!("request to {url} failed: {}", error_chain(&e)))?;
+        let status = reply.status().as_u16();
+        let bytes = reply
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the reply from {url} failed: {}", error_chain(&e)))?;
+        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&bytes).chars().take(200).collect())
+        });
+        Ok((status, bytes.len(), json))
+    }
+}
+
+/// A 409 for a node that is behind this session (it expects an earlier turn than the one sent):
+/// the previous turn is still replicating, so resending can succeed. A node expecting a later
+/// turn means this turn is stale, and resending cannot help.
+fn is_lag(answer: &Result<(u16, usize, Value), String>, turn: u32) -> bool {
+    let Ok((409, _, reply)) = answer else {
+        return false;
+    };
+    reply["error"]["code"] == "turn_mismatch"
+        && reply["error"]["expected_turn"]
+            .as_u64()
+            .is_some_and(|expected| expected <= u64::from(turn))
+}
+
+/// llama-server's figures for the turn (absent from a reply replayed from the store).
+fn fill_figures(row: &mut Row, reply: &Value) {
+    let timings = &reply["timings"];
+    row.prompt_chars = reply["prompt"].as_str().map(|p| p.chars().count());
+    row.prompt_n = timings["prompt_n"].as_u64();
+    row.prompt_ms = timings["prompt_ms"].as_f64();
+    row.predicted_n = timings["predicted_n"].as_u64();
+    row.predicted_ms = timings["predicted_ms"].as_f64();
+    row.context_tokens = row
+        .prompt_n
+        .map(|n| n + timings["cache_n"].as_u64().unwrap_or(0));
+    row.tokens_cached = reply["tokens_cached"].as_u64();
+    row.tokens_evaluated = reply["tokens_evaluated"].as_u64();
+}
+
+/// `code: message` from the proxy's error JSON, or the start of whatever else came back.
+fn error_text(reply: &Value) -> String {
+    let error = &reply["error"];
+    match (error["code"].as_str(), error["message"].as_str(), reply) {
+        (Some(code), Some(message), _) => format!("{code}: {message}"),
+        (Some(code), None, _) => code.into(),
+        (_, _, Value::String(text)) => text.clone(),
+        _ => reply.to_string().chars().take(200).collect(),
+    }
+}
+
+/// An error with its causes, which is where reqwest says "connection refused".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
