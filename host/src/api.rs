@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
-use crate::session::{Proxy, TurnRequest};
+use crate::session::{Proxy, TurnDefaults, TurnRequest};
 
 /// Request fields the proxy owns; every other field goes to llama-server unchanged.
 const OWN_FIELDS: [&str; 5] = ["mode", "session_id", "user_id", "turn", "system_prompt"];
@@ -50,7 +50,7 @@ async fn completion(
         };
         ApiError::new(status, code, e.body_text())
     })?;
-    let request = parse_turn(&body, &proxy, caller)?;
+    let request = parse_turn(&body, &proxy.defaults, caller)?;
     let reply = proxy.turn(request).await.inspect_err(|e| {
         if e.status.is_server_error() {
             tracing::warn!("turn failed: {e}");
@@ -71,7 +71,7 @@ async fn completion(
 /// `caller` is the user of the request's API key, when keys are configured.
 pub fn parse_turn(
     body: &[u8],
-    proxy: &Proxy,
+    defaults: &TurnDefaults,
     caller: Option<String>,
 ) -> Result<TurnRequest, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
@@ -83,7 +83,7 @@ pub fn parse_turn(
             "body must be a JSON object",
         ));
     };
-    let mode = optional_string(&fields, "mode")?.unwrap_or_else(|| proxy.defaults.mode.clone());
+    let mode = optional_string(&fields, "mode")?.unwrap_or_else(|| defaults.mode.clone());
     let session_id = optional_string(&fields, "session_id")?;
     if let Some(id) = &session_id
         && (id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -105,7 +105,7 @@ pub fn parse_turn(
             .with("field", "user_id"));
         }
         (Some(caller), _) => caller,
-        (None, claimed) => claimed.unwrap_or_else(|| proxy.defaults.user_id.clone()),
+        (None, claimed) => claimed.unwrap_or_else(|| defaults.user_id.clone()),
     };
     if user_id.is_empty() || user_id.len() > 128 {
         return Err(
@@ -144,13 +144,13 @@ pub fn parse_turn(
         Value::String(text) => text.len(),
         other => other.to_string().len(),
     };
-    if prompt_bytes > proxy.defaults.max_prompt_bytes {
+    if prompt_bytes > defaults.max_prompt_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "prompt_too_large",
             format!(
                 "prompt of {prompt_bytes} bytes is over the limit of {}",
-                proxy.defaults.max_prompt_bytes
+                defaults.max_prompt_bytes
             ),
         )
         .with("field", "prompt"));
