@@ -4,12 +4,13 @@
 //! real model in end-to-end tests.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
@@ -26,6 +27,8 @@ pub enum Behaviour {
     Fail = 1,
     /// No answer for 30 s.
     Hang = 2,
+    /// HTTP 200 with a body that is not JSON.
+    Garbage = 3,
 }
 
 /// A running fake; stops when the process ends.
@@ -34,16 +37,30 @@ pub struct FakeLlm {
     /// `/completion` calls received.
     pub calls: Arc<AtomicUsize>,
     behaviour: Arc<AtomicU8>,
+    knobs: Arc<Knobs>,
+}
+
+/// Finer faults, for load tests.
+#[derive(Default)]
+struct Knobs {
+    /// Every n-th `/completion` fails with a 500 (0: none).
+    fail_one_in: AtomicUsize,
+    /// Milliseconds each answer takes.
+    delay_ms: AtomicU64,
 }
 
 #[derive(Clone)]
 struct Shared {
     calls: Arc<AtomicUsize>,
     behaviour: Arc<AtomicU8>,
+    knobs: Arc<Knobs>,
 }
 
 /// The context window the fake reports: large, so benchmarks can grow sessions freely.
 pub const N_CTX: u32 = 32768;
+
+/// Ids the fake tokenizer uses: bytes, plus a few control tokens above 255.
+pub const N_VOCAB: u32 = 512;
 
 /// The fixed reply text.
 pub const REPLY: &str = "This is the fake model's reply.";
@@ -53,11 +70,18 @@ impl FakeLlm {
         let shared = Shared {
             calls: Arc::new(AtomicUsize::new(0)),
             behaviour: Arc::new(AtomicU8::new(0)),
+            knobs: Arc::new(Knobs::default()),
         };
         let app = axum::Router::new()
             .route(
                 "/props",
                 get(|| async { Json(json!({"default_generation_settings": {"n_ctx": N_CTX}})) }),
+            )
+            .route(
+                "/v1/models",
+                get(|| async {
+                    Json(json!({"data": [{"meta": {"n_vocab": N_VOCAB, "n_ctx": N_CTX}}]}))
+                }),
             )
             .route("/tokenize", post(tokenize))
             .route("/detokenize", post(detokenize))
@@ -70,11 +94,23 @@ impl FakeLlm {
             url,
             calls: shared.calls,
             behaviour: shared.behaviour,
+            knobs: shared.knobs,
         })
     }
 
     pub fn set(&self, behaviour: Behaviour) {
         self.behaviour.store(behaviour as u8, Ordering::SeqCst);
+    }
+    /// Makes every `n`-th completion fail (0: none).
+    pub fn fail_one_in(&self, n: usize) {
+        self.knobs.fail_one_in.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every answer take `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.knobs
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
@@ -89,22 +125,25 @@ async fn detokenize(Json(body): Json<Value>) -> Json<Value> {
     Json(json!({ "content": ByteTokenizer.detokenize(&ids).unwrap_or_default() }))
 }
 
-async fn completion(
-    State(shared): State<Shared>,
-    Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
-    shared.calls.fetch_add(1, Ordering::SeqCst);
+async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
+    let call = shared.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let delay = shared.knobs.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let fail_one_in = shared.knobs.fail_one_in.load(Ordering::SeqCst);
+    let failure = (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": {"code": 500, "message": "fake failure"}})),
+    );
     match shared.behaviour.load(Ordering::SeqCst) {
-        1 => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({"error": {"code": 500, "message": "fake failure"}})),
-            );
-        }
+        1 => return failure.into_response(),
         2 => {
             tokio::time::sleep(Duration::from_secs(30)).await;
-            return (StatusCode::OK, Json(json!({})));
+            return Json(json!({})).into_response();
         }
+        3 => return (StatusCode::OK, "<html>not json</html>").into_response(),
+        _ if fail_one_in > 0 && call.is_multiple_of(fail_one_in) => return failure.into_response(),
         _ => {}
     }
     let (prompt, prompt_n) = match &body["prompt"] {
@@ -129,5 +168,5 @@ async fn completion(
     if body["return_tokens"].as_bool() == Some(true) {
         reply["tokens"] = json!(ByteTokenizer.tokenize(REPLY, false).unwrap_or_default());
     }
-    (StatusCode::OK, Json(reply))
+    Json(reply).into_response()
 }

@@ -36,6 +36,10 @@ pub trait LlmBackend: Send + Sync + 'static {
     async fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError>;
     /// The served context window, if the server says.
     async fn context_size(&self) -> Result<Option<u32>, LlmError>;
+    /// The model's vocabulary size, if the server says: token ids must be below it.
+    async fn vocab_size(&self) -> Result<Option<u32>, LlmError> {
+        Ok(None)
+    }
 }
 
 /// A llama.cpp server (`llama-server`, or anything speaking its HTTP API).
@@ -46,6 +50,7 @@ pub struct LlamaServer {
     /// Tokenizations of short texts (template pieces such as `<|im_end|>\n`), reused every turn.
     short_texts: Mutex<HashMap<(String, bool), Vec<u32>>>,
     n_ctx: AtomicU32,
+    n_vocab: AtomicU32,
 }
 
 /// Texts up to this many bytes are remembered once tokenized.
@@ -68,6 +73,7 @@ impl LlamaServer {
             timeout,
             short_texts: Mutex::new(HashMap::new()),
             n_ctx: AtomicU32::new(0),
+            n_vocab: AtomicU32::new(0),
         }
     }
 
@@ -104,6 +110,37 @@ impl LlamaServer {
         } else {
             Err(LlmError::Failed { status, message })
         }
+    }
+
+    /// A number the server reports about its model (found at the first JSON pointer that has
+    /// one), fetched once and then remembered; `None` if the server does not report it.
+    async fn cached_number(
+        &self,
+        cell: &AtomicU32,
+        path: &str,
+        pointers: &[&str],
+    ) -> Result<Option<u32>, LlmError> {
+        let known = cell.load(Ordering::Relaxed);
+        if known > 0 {
+            return Ok(Some(known));
+        }
+        let url = format!("{}{path}", self.base);
+        let reply = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let json = self.read_json(reply).await?;
+        let number = pointers
+            .iter()
+            .find_map(|p| json.pointer(p).and_then(Value::as_u64))
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n > 0);
+        if let Some(n) = number {
+            cell.store(n, Ordering::Relaxed);
+        }
+        Ok(number)
     }
 
     fn transport(&self, e: reqwest::Error) -> LlmError {
@@ -183,28 +220,17 @@ impl LlmBackend for LlamaServer {
     }
 
     async fn context_size(&self) -> Result<Option<u32>, LlmError> {
-        let known = self.n_ctx.load(Ordering::Relaxed);
-        if known > 0 {
-            return Ok(Some(known));
-        }
-        let url = format!("{}/props", self.base);
-        let reply = self
-            .http
-            .get(&url)
-            .send()
+        self.cached_number(
+            &self.n_ctx,
+            "/props",
+            &["/default_generation_settings/n_ctx", "/n_ctx"],
+        )
+        .await
+    }
+
+    async fn vocab_size(&self) -> Result<Option<u32>, LlmError> {
+        self.cached_number(&self.n_vocab, "/v1/models", &["/data/0/meta/n_vocab"])
             .await
-            .map_err(|e| self.transport(e))?;
-        let props = self.read_json(reply).await?;
-        let n_ctx = props
-            .pointer("/default_generation_settings/n_ctx")
-            .or_else(|| props.get("n_ctx"))
-            .and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|&n| n > 0);
-        if let Some(n) = n_ctx {
-            self.n_ctx.store(n, Ordering::Relaxed);
-        }
-        Ok(n_ctx)
     }
 }
 

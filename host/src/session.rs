@@ -204,7 +204,9 @@ impl Proxy {
         let settings = self.settings(&request, turn == 1).await;
         let (instance, prepared, input, settings) =
             self.prepare(&policy, records, input, settings).await?;
-        let (reply, llm_reply) = self.ask_model(&request, &prepared, &policy).await?;
+        let (reply, llm_reply) = self
+            .ask_model(&request, &prepared, &policy, settings.n_ctx)
+            .await?;
         let record = self
             .commit(
                 &policy,
@@ -255,8 +257,11 @@ impl Proxy {
             },
         };
         let settings = self.settings(&request, turn == 1).await;
-        let (_instance, prepared, _, _) = self.prepare(policy, Vec::new(), input, settings).await?;
-        let (reply, _) = self.ask_model(&request, &prepared, policy).await?;
+        let (_instance, prepared, _, settings) =
+            self.prepare(policy, Vec::new(), input, settings).await?;
+        let (reply, _) = self
+            .ask_model(&request, &prepared, policy, settings.n_ctx)
+            .await?;
         Ok(TurnReply {
             body: with_session_fields(reply, &session_id, &request.user_id, &request.mode, turn),
             policy: policy.label(),
@@ -392,7 +397,19 @@ impl Proxy {
         request: &TurnRequest,
         prepared: &Prepared,
         policy: &LoadedPolicy,
+        n_ctx: u32,
     ) -> Result<(Map<String, Value>, Reply), ApiError> {
+        if let Prompt::Tokens(ids) = &prepared.prompt {
+            let vocab = self.llm.vocab_size().await.ok().flatten();
+            check_token_prompt(ids, n_ctx, vocab).map_err(|why| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "policy_bad_output",
+                    format!("policy {} {why}", policy.name),
+                )
+                .with("policy", policy.label())
+            })?;
+        }
         let mut body = request.forward.clone();
         let prompt = match &prepared.prompt {
             Prompt::Unchanged => request.prompt.clone(),
@@ -528,6 +545,25 @@ fn joined(e: tokio::task::JoinError, policy: &LoadedPolicy) -> ApiError {
         format!("policy {} call aborted: {e}", policy.name),
     )
     .with("policy", policy.label())
+}
+
+/// A policy's token prompt must leave the model room to answer and use only ids it knows;
+/// a policy is untrusted code, and its mistakes must not pass for the client's.
+fn check_token_prompt(ids: &[u32], n_ctx: u32, vocab: Option<u32>) -> Result<(), String> {
+    if ids.len() >= n_ctx as usize {
+        return Err(format!(
+            "produced a prompt of {} tokens; the model's window is {n_ctx}",
+            ids.len()
+        ));
+    }
+    if let Some(vocab) = vocab {
+        if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
+            return Err(format!(
+                "produced token id {bad}, outside the model's vocabulary of {vocab}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn unknown_session(session_id: &str) -> ApiError {

@@ -91,3 +91,37 @@ async fn session_continues_after_restart() {
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"]["expected_turn"], 4);
 }
+
+/// SIGTERM stops taking new connections but lets a turn in flight finish and be stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_the_turn_in_flight() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let proxy = spawn_proxy(data.path(), port).await;
+    let mut body = turn_body("tokenized", None, 1, "Write a long poem about the sea.");
+    body["n_predict"] = 64.into();
+    body["ignore_eos"] = true.into();
+    let in_flight = {
+        let url = url.clone();
+        tokio::spawn(async move { complete(&url, &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = proxy.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let (status, reply) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "the turn in flight finished: {reply}");
+    let session = reply["session_id"].as_str().unwrap().to_owned();
+    let mut proxy = proxy;
+    let exit = proxy.0.wait().unwrap();
+    assert!(exit.success(), "clean exit: {exit:?}");
+
+    let _again = spawn_proxy(data.path(), port).await;
+    let (status, two) = complete(
+        &url,
+        &turn_body("tokenized", Some(&session), 2, "Shorter, please."),
+    )
+    .await;
+    assert_eq!(status, 200, "turn 1 was stored before the exit: {two}");
+}

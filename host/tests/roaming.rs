@@ -209,3 +209,41 @@ async fn a_deleted_session_is_gone_on_every_node() {
     let (status, reply) = complete(&b.url, &turn_body("raw", Some(&session), 3, "third")).await;
     assert_eq!((status, code(&reply)), (404, "unknown_session"), "{reply}");
 }
+
+/// The FReD node dies after the model has answered and before the turn is stored: the turn
+/// fails with a 503 and the session is exactly as before, so the client can send it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fred_node_dying_mid_turn_leaves_no_half_written_session() {
+    let llama = FakeLlm::start().await.unwrap();
+    let bed = FredBed::start().await;
+    let (a, _b) = bed
+        .proxies(&["--llama-url", &llama.url, "--fred-timeout-ms", "1000"])
+        .await;
+    let (_, one) = complete(&a.url, &turn_body("tokenized", None, 1, "first")).await;
+    let session = one["session_id"].as_str().unwrap().to_owned();
+    let before = a.node.proxy.store.load(&session).await.unwrap();
+
+    llama.set_delay(Duration::from_millis(600));
+    let url = a.url.clone();
+    let body = turn_body("tokenized", Some(&session), 2, "second");
+    let turn = tokio::spawn(async move { complete(&url, &body).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bed.nodes[0].stop().await;
+    let (status, reply) = turn.await.unwrap();
+    assert_eq!(
+        (status, code(&reply)),
+        (503, "store_unavailable"),
+        "{reply}"
+    );
+
+    bed.nodes[0].restart().await.unwrap();
+    llama.set_delay(Duration::ZERO);
+    assert_eq!(
+        a.node.proxy.store.load(&session).await.unwrap(),
+        before,
+        "nothing half-written"
+    );
+    let (status, reply) =
+        complete(&a.url, &turn_body("tokenized", Some(&session), 2, "second")).await;
+    assert_eq!(status, 200, "the same turn goes through: {reply}");
+}

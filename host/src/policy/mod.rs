@@ -219,7 +219,15 @@ impl PolicyRegistry {
         let pre = self
             .runtime
             .prepare_component(&component)
-            .map_err(|e| format!("does not fit the host: {e}"))?;
+            .map_err(|e| {
+                let engine = self.runtime.engine();
+                let exports: Vec<String> =
+                    component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect();
+                format!(
+                    "does not fit the host, which speaks discedge:policy@0.1.0: {e} (the component exports {})",
+                    exports.join(", ")
+                )
+            })?;
         let name: Arc<str> = Arc::from(name);
         let info = self
             .runtime

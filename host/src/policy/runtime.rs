@@ -11,7 +11,9 @@ use wasmtime::{
     StoreLimitsBuilder,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -47,6 +49,28 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             instances: 128,
         }
+    }
+}
+
+/// The only clock a policy sees: always zero. A policy's output must depend on its inputs
+/// alone, so every node computes the same prompt from the same session.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
     }
 }
 
@@ -163,6 +187,8 @@ impl PolicyRuntime {
         let wasi = WasiCtxBuilder::new()
             .stderr(stderr.clone())
             .stdout(stderr.clone())
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
             .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)

@@ -24,7 +24,9 @@ impl Guest for Component {
         PolicyInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Test fixture: panics, loops or exhausts memory when the prompt says \
-                          PANIC, LOOP or OOM; stores a bad record for BADREC"
+                          PANIC, LOOP or OOM; returns a prompt beyond any window for BIGPROMPT \
+                          or a token outside the vocabulary for BADTOKEN; stores a bad record \
+                          for BADREC"
                 .into(),
             stores_context: true,
         }
@@ -45,8 +47,20 @@ impl Guest for Component {
         if prompt.contains("OOM") {
             hog_memory();
         }
+        // Well-formed calls with outputs a host must not pass on to the model.
+        let prompt = if prompt.contains("BIGPROMPT") {
+            Prompt::Tokens(vec![1; 100_000])
+        } else if prompt.contains("BADTOKEN") {
+            Prompt::Tokens(vec![1, 2, u32::MAX])
+        } else if prompt.contains("CLOCK") {
+            // What the sandbox lets a policy know of time (the host freezes it at zero).
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            Prompt::Text(format!("clock: {}", now.map_or(u64::MAX, |d| d.as_secs())))
+        } else {
+            Prompt::Text(prompt)
+        };
         Ok(Prepared {
-            prompt: Prompt::Text(prompt),
+            prompt,
             want_reply_tokens: false,
             carry: Vec::new(),
             dropped_records: 0,

@@ -1,0 +1,165 @@
+//! Policies are untrusted code: a policy that traps, loops, hoards memory, or returns output
+//! the model must not get fails only its own request, with a 500 that names it; a component
+//! that does not fit the host is refused at load while the previous version keeps serving;
+//! and a policy sees no clock. Uses `FakeLlm`, a FAKE llama-server.
+
+mod common;
+
+use common::{complete, start_proxy, turn_body};
+use discedge::fake_llm::FakeLlm;
+use serde_json::Value;
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// A proxy serving `raw` and the `faulty` test fixture.
+async fn with_faulty(llama: &FakeLlm, extra: &[&str]) -> (common::TestProxy, tempfile::TempDir) {
+    let plugins = common::plugins_copy(&["raw"]);
+    std::fs::copy(common::faulty_plugin(), plugins.path().join("faulty.wasm")).unwrap();
+    let mut args = vec![
+        "--llama-url",
+        &llama.url,
+        "--plugins-dir",
+        plugins.path().to_str().unwrap(),
+    ];
+    args.extend(extra);
+    (start_proxy(&args).await, plugins)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_policy_gets_a_500_and_the_host_keeps_serving() {
+    let llama = FakeLlm::start().await.unwrap();
+    let (proxy, _plugins) = with_faulty(
+        &llama,
+        &["--policy-timeout-ms", "300", "--policy-memory-mib", "32"],
+    )
+    .await;
+    for (trigger, expected) in [
+        ("PANIC", "faulty policy asked to panic"),
+        ("LOOP", "timed out"),
+        ("OOM", ""),
+    ] {
+        let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, trigger)).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (500, "policy_trapped"),
+            "{trigger}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("faulty") && message.contains(expected),
+            "{trigger}: {message}"
+        );
+        assert!(
+            reply["error"]["policy"]
+                .as_str()
+                .unwrap()
+                .starts_with("faulty@"),
+            "{reply}"
+        );
+    }
+    let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, "behave")).await;
+    assert_eq!(
+        status, 200,
+        "the same policy serves the next request: {reply}"
+    );
+    let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, "hello")).await;
+    assert_eq!(status, 200, "other policies are untouched: {reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_the_model_must_not_get_is_stopped_and_blamed_on_the_policy() {
+    let llama = FakeLlm::start().await.unwrap();
+    let (proxy, _plugins) = with_faulty(&llama, &[]).await;
+    for (trigger, expected) in [("BIGPROMPT", "window"), ("BADTOKEN", "vocabulary")] {
+        let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, trigger)).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (500, "policy_bad_output"),
+            "{trigger}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("faulty") && message.contains(expected),
+            "{trigger}: {message}"
+        );
+    }
+    assert_eq!(
+        llama.calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_sees_no_clock() {
+    let llama = FakeLlm::start().await.unwrap();
+    let (proxy, _plugins) = with_faulty(&llama, &[]).await;
+    let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, "CLOCK")).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["prompt"], "clock: 0",
+        "the wall clock is frozen at zero"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn components_that_do_not_fit_are_refused_and_the_old_version_serves() {
+    let llama = FakeLlm::start().await.unwrap();
+    let plugins = common::plugins_copy(&["raw"]);
+    let proxy = start_proxy(&[
+        "--llama-url",
+        &llama.url,
+        "--plugins-dir",
+        plugins.path().to_str().unwrap(),
+        "--no-watch",
+    ])
+    .await;
+    let serving = proxy.node.proxy.policies.get("raw").unwrap().label();
+    let future = common::repo_dir().join("testdata/policies/future-version.wasm");
+    std::fs::copy(&future, plugins.path().join("raw.wasm")).unwrap();
+    // A core module (not a component) and a text file.
+    std::fs::write(plugins.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(plugins.path().join("text.wasm"), b"(component)").unwrap();
+    let reply: Value = common::client()
+        .post(format!("{}/admin/policies/reload", proxy.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = reply["report"]["failed"].as_object().unwrap();
+    let why = |file: &str| {
+        failed
+            .iter()
+            .find(|(path, _)| path.ends_with(file))
+            .map(|(_, why)| why.as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{file} not refused: {reply}"))
+    };
+    assert!(
+        why("raw.wasm").contains("0.2.0"),
+        "names the contract it wants: {}",
+        why("raw.wasm")
+    );
+    assert!(
+        why("core.wasm").contains("does not compile"),
+        "{}",
+        why("core.wasm")
+    );
+    assert!(
+        why("text.wasm").contains("not a WebAssembly component"),
+        "{}",
+        why("text.wasm")
+    );
+    assert_eq!(
+        proxy.node.proxy.policies.get("raw").unwrap().label(),
+        serving,
+        "the old version serves"
+    );
+    let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, "still here?")).await;
+    assert_eq!(status, 200, "{reply}");
+}
