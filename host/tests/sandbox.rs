@@ -95,6 +95,21 @@ async fn output_the_model_must_not_get_is_stopped_and_blamed_on_the_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_policy_reaches_no_file_environment_or_network() {
+    let llama = FakeLlm::start().await.unwrap();
+    let (proxy, _plugins) = with_faulty(&llama, &[]).await;
+    let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, "ESCAPE")).await;
+    assert_eq!(status, 200, "{reply}");
+    let seen = reply["prompt"].as_str().unwrap();
+    assert!(
+        seen.starts_with("file: Err(")
+            && seen.contains("env vars: 0")
+            && seen.contains("net: Err("),
+        "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_policy_sees_no_clock() {
     let llama = FakeLlm::start().await.unwrap();
     let (proxy, _plugins) = with_faulty(&llama, &[]).await;

@@ -52,6 +52,12 @@ impl Guest for Component {
             Prompt::Tokens(vec![1; 100_000])
         } else if prompt.contains("BADTOKEN") {
             Prompt::Tokens(vec![1, 2, u32::MAX])
+        } else if prompt.contains("ESCAPE") {
+            // What the sandbox lets a policy reach: files, environment, network.
+            let file = std::fs::read("/etc/hostname").map(|b| b.len()).map_err(|e| e.kind());
+            let env = std::env::vars().count();
+            let net = std::net::TcpStream::connect("127.0.0.1:22").map(|_| ()).map_err(|e| e.kind());
+            Prompt::Text(format!("file: {file:?}; env vars: {env}; net: {net:?}"))
         } else if prompt.contains("CLOCK") {
             // What the sandbox lets a policy know of time (the host freezes it at zero).
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
