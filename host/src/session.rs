@@ -556,12 +556,12 @@ fn check_token_prompt(ids: &[u32], n_ctx: u32, vocab: Option<u32>) -> Result<(),
             ids.len()
         ));
     }
-    if let Some(vocab) = vocab {
-        if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
-            return Err(format!(
-                "produced token id {bad}, outside the model's vocabulary of {vocab}"
-            ));
-        }
+    if let Some((bad, vocab)) =
+        vocab.and_then(|v| ids.iter().find(|&&id| id >= v).map(|bad| (bad, v)))
+    {
+        return Err(format!(
+            "produced token id {bad}, outside the model's vocabulary of {vocab}"
+        ));
     }
     Ok(())
 }
