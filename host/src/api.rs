@@ -61,6 +61,19 @@ async fn completion(
     if let Ok(policy) = HeaderValue::from_str(&reply.policy) {
         headers.insert("x-discedge-policy", policy);
     }
+    let t = &reply.timing;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let server_timing = format!(
+        "store-read;dur={:.3}, policy;dur={:.3}, llm;dur={:.3}, store-write;dur={:.3}",
+        ms(t.store_read),
+        ms(t.policy),
+        ms(t.llm),
+        ms(t.store_write)
+    );
+    if let Ok(value) = HeaderValue::from_str(&server_timing) {
+        headers.insert("server-timing", value);
+    }
+    headers.insert("x-discedge-store-bytes", HeaderValue::from(t.store_bytes));
     if reply.replayed {
         headers.insert("x-discedge-replayed", HeaderValue::from_static("true"));
     }

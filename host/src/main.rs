@@ -3,12 +3,20 @@ use discedge::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // A scenario run owns the terminal (progress bar, summary): its in-process proxy reports
+    // only warnings unless RUST_LOG asks for more.
+    let default_level = match command {
+        Command::Scenario(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .init();
-    match Cli::parse().command {
+    match command {
         Command::Serve(args) => discedge::serve::run(*args).await,
         Command::Bench(args) => discedge::bench::run(args).await,
         Command::Scenario(args) => discedge::scenario::run(args).await.map(|_| ()),

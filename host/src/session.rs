@@ -74,6 +74,22 @@ pub struct TurnReply {
     pub policy: String,
     /// True when a retried turn was answered from the store without calling the model.
     pub replayed: bool,
+    /// Where the proxy's time went, for clients that measure (`Server-Timing`).
+    pub timing: TurnTiming,
+}
+
+/// Where a turn's time went inside the proxy, and what it wrote to the store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurnTiming {
+    /// Loading the session, waits for replication included.
+    pub store_read: Duration,
+    /// Instantiating the policy and its `prepare` and `commit` calls.
+    pub policy: Duration,
+    /// The call to llama-server.
+    pub llm: Duration,
+    pub store_write: Duration,
+    /// Bytes the commit wrote to the store.
+    pub store_bytes: u64,
 }
 
 /// Reply fields kept for replaying a retried turn. The head is rewritten and replicated every
@@ -145,7 +161,10 @@ impl Proxy {
             }
         };
         let _lock = self.locks.lock(&session_id).await;
+        let mut timing = TurnTiming::default();
+        let started = Instant::now();
         let stored = self.load_caught_up(&session_id, turn).await?;
+        timing.store_read = started.elapsed();
         let stored = self.unless_idle(&session_id, stored).await?;
         let prompt_text = request.prompt.as_str().unwrap_or_default();
         let prompt_sha256 = hex::encode(&Sha256::digest(prompt_text.as_bytes())[..16]);
@@ -202,11 +221,16 @@ impl Proxy {
             prompt: prompt_text.to_owned(),
         };
         let settings = self.settings(&request, turn == 1).await;
+        let started = Instant::now();
         let (instance, prepared, input, settings) =
             self.prepare(&policy, records, input, settings).await?;
+        timing.policy = started.elapsed();
+        let started = Instant::now();
         let (reply, llm_reply) = self
             .ask_model(&request, &prepared, &policy, settings.n_ctx)
             .await?;
+        timing.llm = started.elapsed();
+        let started = Instant::now();
         let record = self
             .commit(
                 &policy,
@@ -217,6 +241,7 @@ impl Proxy {
                 llm_reply,
             )
             .await?;
+        timing.policy += started.elapsed();
 
         let now = unix_ms();
         let head = SessionHead {
@@ -229,13 +254,17 @@ impl Proxy {
             created_ms: previous.as_ref().map_or(now, |h| h.created_ms),
             updated_ms: now,
         };
-        self.store
+        let started = Instant::now();
+        timing.store_bytes = self
+            .store
             .commit_turn(&session_id, &head, record.as_deref())
             .await?;
+        timing.store_write = started.elapsed();
         Ok(TurnReply {
             body: with_session_fields(reply, &session_id, &request.user_id, &request.mode, turn),
             policy: policy.label(),
             replayed: false,
+            timing,
         })
     }
 
@@ -257,15 +286,21 @@ impl Proxy {
             },
         };
         let settings = self.settings(&request, turn == 1).await;
+        let mut timing = TurnTiming::default();
+        let started = Instant::now();
         let (_instance, prepared, _, settings) =
             self.prepare(policy, Vec::new(), input, settings).await?;
+        timing.policy = started.elapsed();
+        let started = Instant::now();
         let (reply, _) = self
             .ask_model(&request, &prepared, policy, settings.n_ctx)
             .await?;
+        timing.llm = started.elapsed();
         Ok(TurnReply {
             body: with_session_fields(reply, &session_id, &request.user_id, &request.mode, turn),
             policy: policy.label(),
             replayed: false,
+            timing,
         })
     }
 
@@ -487,6 +522,7 @@ fn replay(
         body: with_session_fields(reply, session_id, &head.user_id, &head.mode, head.turn),
         policy: policy.label(),
         replayed: true,
+        timing: TurnTiming::default(),
     })
 }
 

@@ -130,3 +130,39 @@ async fn llama_fields_pass_through() {
     );
     assert!(reply["timings"]["predicted_n"].as_u64().unwrap() <= 5);
 }
+
+/// Each reply says where the proxy's time went (`Server-Timing`) and what the turn wrote to
+/// the store, so clients and scenario runs can split a turn's latency.
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_say_where_the_time_went() {
+    let proxy = start_proxy(&[]).await;
+    let reply = common::client()
+        .post(format!("{}/completion", proxy.url))
+        .json(&turn_body("tokenized", None, 1, "Hello!"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let timing = reply.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let dur = |name: &str| -> f64 {
+        let part = timing
+            .split(", ")
+            .find(|p| p.starts_with(name))
+            .unwrap_or_else(|| panic!("{timing}"));
+        part.split("dur=").nth(1).unwrap().parse().unwrap()
+    };
+    assert!(dur("llm;") > 0.0 && dur("policy;") > 0.0, "{timing}");
+    assert!(
+        dur("store-read;") >= 0.0 && dur("store-write;") >= 0.0,
+        "{timing}"
+    );
+    let bytes: u64 = reply.headers()["x-discedge-store-bytes"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes > 0, "a stored turn wrote something");
+}

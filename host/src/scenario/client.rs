@@ -134,17 +134,22 @@ impl<'a> Session<'a> {
     }
 }
 
-/// A 409 for a node that is behind this session (it expects an earlier turn than the one sent):
-/// the previous turn is still replicating, so resending can succeed. A node expecting a later
-/// turn means this turn is stale, and resending cannot help.
+/// Whether the node is behind this session, so that the previous turn is still replicating
+/// and a resend can succeed: a 409 expecting an earlier turn than the one sent, or a 404 for
+/// a session another node has already served (this node has not seen it at all yet). A node
+/// expecting a later turn means this turn is stale, and resending cannot help.
 fn is_lag(answer: &Result<(u16, usize, Value), String>, turn: u32) -> bool {
-    let Ok((409, _, reply)) = answer else {
+    let Ok((status, _, reply)) = answer else {
         return false;
     };
-    reply["error"]["code"] == "turn_mismatch"
-        && reply["error"]["expected_turn"]
+    let error = &reply["error"];
+    match (status, error["code"].as_str()) {
+        (409, Some("turn_mismatch")) => error["expected_turn"]
             .as_u64()
-            .is_some_and(|expected| expected <= u64::from(turn))
+            .is_some_and(|expected| expected <= u64::from(turn)),
+        (404, Some("unknown_session")) => turn > 1,
+        _ => false,
+    }
 }
 
 /// llama-server's figures for the turn (absent from a reply replayed from the store).

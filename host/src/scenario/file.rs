@@ -129,6 +129,17 @@ impl Scenario {
         self.legs.iter().map(|l| l.messages.len()).sum()
     }
 
+    /// The nodes visited, each once, in the order first visited.
+    pub fn nodes(&self) -> Vec<&str> {
+        let mut nodes: Vec<&str> = Vec::new();
+        for leg in &self.legs {
+            if !nodes.contains(&leg.node.as_str()) {
+                nodes.push(&leg.node);
+            }
+        }
+        nodes
+    }
+
     /// The name as a file-name part: lowercase letters and digits joined by single dashes.
     pub fn slug(&self) -> String {
         let mut slug = String::new();

@@ -37,14 +37,14 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Outcome> {
     let scenario = Scenario::load(&args.file)?;
     let modes = modes(&args.mode)?;
     println!(
-        "scenario {:?}{}: {} turns, {} node(s), modes {}, n_predict {}",
+        "scenario {:?}{}: {} turns, nodes {}, modes {}, n_predict {}",
         scenario.name,
         scenario
             .model_name
             .as_ref()
             .map_or(String::new(), |m| format!(" ({m})")),
         scenario.turns(),
-        scenario.legs.len(),
+        scenario.nodes().join(", "),
         modes.join(", "),
         args.n_predict,
     );
@@ -227,7 +227,7 @@ impl LocalProxy {
         });
         let proxy = Self {
             url,
-            node: node,
+            node,
             data,
             server,
         };

@@ -133,7 +133,7 @@ impl ModeSummary {
             request_bytes: rows.iter().map(|r| r.request_bytes).sum(),
             max_context_tokens: rows.iter().filter_map(|r| r.context_tokens).max(),
             error: failed.map(|r| {
-                let status = r.http_status.map_or("no answer".into(), |s| s.to_string());
+                let status = r.http_status.map_or("no answer:".into(), |s| s.to_string());
                 format!("turn {}: {status} {}", r.turn, r.error)
             }),
         }
@@ -195,7 +195,7 @@ fn utc_parts(time: SystemTime) -> (String, [u64; 3], u32) {
     let secs = since.as_secs();
     let mut days = secs / 86_400;
     let of_day = secs % 86_400;
-    let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let mut year = 1970;
     while days >= if leap(year) { 366 } else { 365 } {
         days -= if leap(year) { 366 } else { 365 };

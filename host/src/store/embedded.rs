@@ -91,13 +91,13 @@ impl ContextStore for EmbeddedStore {
         session_id: &str,
         head: &SessionHead,
         record: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let id = session_id.to_owned();
         let head = head.clone();
         let record = record.map(<[u8]>::to_vec);
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            {
+            let written = {
                 let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
                 let stored = match heads.get(id.as_str()).map_err(unavailable)? {
                     Some(bytes) => Some(decode_head(bytes.value())?),
@@ -115,9 +115,11 @@ impl ContextStore for EmbeddedStore {
                 heads
                     .insert(id.as_str(), bytes.as_slice())
                     .map_err(unavailable)?;
-            }
+                (bytes.len() + record.as_ref().map_or(0, Vec::len)) as u64
+            };
             // Dropping an uncommitted transaction (any `?` above) aborts it: nothing half-written.
-            txn.commit().map_err(unavailable)
+            txn.commit().map_err(unavailable)?;
+            Ok(written)
         })
         .await
     }

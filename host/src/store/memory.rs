@@ -30,7 +30,7 @@ impl ContextStore for MemoryStore {
         session_id: &str,
         head: &SessionHead,
         record: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let mut sessions = self.sessions.lock().unwrap();
         let existing = sessions.get(session_id);
         check_next_turn(existing.map(|s| &s.head), head)?;
@@ -44,7 +44,7 @@ impl ContextStore for MemoryStore {
         if let Some(record) = record {
             session.records.push(record.to_vec());
         }
-        Ok(())
+        Ok(super::delta_bytes(head, record))
     }
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {

@@ -65,12 +65,13 @@ pub trait ContextStore: Send + Sync + 'static {
     /// Commits one turn atomically: appends `record` (if any) as the next record and replaces
     /// the head, but only if the stored turn is still `head.turn - 1`; otherwise nothing changes
     /// and the result is [`StoreError::Conflict`]. Only the delta is written, never the history.
+    /// Returns the bytes written (what a replicating store sends to its peers).
     async fn commit_turn(
         &self,
         session_id: &str,
         head: &SessionHead,
         record: Option<&[u8]>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<u64, StoreError>;
 
     /// Removes a session and its records; `false` if there was none. With FReD the deletion
     /// replicates like a write.
@@ -84,6 +85,12 @@ pub trait ContextStore: Send + Sync + 'static {
     fn replicated(&self) -> bool {
         false
     }
+}
+
+/// What a commit writes when a store keeps heads as JSON: the head and the record.
+pub(crate) fn delta_bytes(head: &SessionHead, record: Option<&[u8]>) -> u64 {
+    let head = serde_json::to_vec(head).map_or(0, |h| h.len());
+    (head + record.map_or(0, <[u8]>::len)) as u64
 }
 
 /// Checks the precondition every store shares: the stored turn must be the one before `head.turn`.

@@ -276,7 +276,7 @@ impl ContextStore for FredStore {
         session_id: &str,
         head: &SessionHead,
         record: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let cached = self.cache.lock().unwrap().get(session_id).cloned();
         let (versions, mut records, previous_chain) = match cached {
             Some(c) if c.head.head.turn + 1 == head.turn => (c.versions, c.records, c.head.chain),
@@ -288,10 +288,12 @@ impl ContextStore for FredStore {
             }
         };
         let mut chain_digest = previous_chain;
+        let mut written = 0;
         if let Some(record) = record {
             let key = record_key(session_id, records.len() as u32);
-            self.write(&key, encode_record(&self.node_id, record), Vec::new())
-                .await?;
+            let value = encode_record(&self.node_id, record);
+            written += value.len() as u64;
+            self.write(&key, value, Vec::new()).await?;
             chain_digest = chain(&chain_digest, record);
             records.push(record.to_vec());
         }
@@ -300,10 +302,9 @@ impl ContextStore for FredStore {
             writer: self.node_id.clone(),
             chain: chain_digest,
         };
-        match self
-            .write(&head_key(session_id), fred_head.encode(), versions)
-            .await
-        {
+        let value = fred_head.encode();
+        written += value.len() as u64;
+        match self.write(&head_key(session_id), value, versions).await {
             Ok(version) => {
                 self.remember(
                     session_id,
@@ -313,7 +314,7 @@ impl ContextStore for FredStore {
                         records,
                     },
                 );
-                Ok(())
+                Ok(written)
             }
             Err(FredError::Refused(why)) => {
                 // Another turn got to this node first: nothing of ours is referenced by a head.
