@@ -27,6 +27,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Drive a scripted conversation (a scenario YAML) through proxies and log one CSV row per turn.
     Scenario(ScenarioArgs),
+    /// Turn scenario CSVs into a Markdown table (report.md, also printed) and SVG plots.
+    Report(ReportArgs),
 }
 
 /// Where sessions are kept.
@@ -240,9 +242,18 @@ pub struct BenchArgs {
     /// Timed repetitions per policy.
     #[arg(long, default_value_t = 2000)]
     pub iterations: usize,
-    /// Timed requests per mode through the proxy.
-    #[arg(long, default_value_t = 300)]
+    /// Timed requests per mode and concurrency level through the proxy.
+    #[arg(long, default_value_t = 320)]
     pub requests: usize,
+    /// Stored-context sizes (tokens) for the policy-step figures.
+    #[arg(long, value_delimiter = ',', default_value = "100,2000,8000")]
+    pub sizes: Vec<usize>,
+    /// Numbers of concurrent sessions for the latency figures.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Only these figures (policy, latency, swap, bytes); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -283,6 +294,16 @@ pub struct ScenarioArgs {
     /// Longest wait for one reply, in seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+}
+
+/// `discedge report DIR`: the experiment report from the CSVs of one or more scenario runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Folder holding the scenario CSVs (every `*.csv` in it, not its subfolders).
+    pub dir: PathBuf,
+    /// Folder for report.md and the plots (default: DIR).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 impl ModelArgs {

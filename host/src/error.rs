@@ -86,6 +86,15 @@ impl From<LlmError> for ApiError {
             LlmError::Timeout(_) => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, "llm_timeout", e.to_string())
             }
+            // The conversation outgrew the model's window (raw and client-side modes send text,
+            // so only llama-server can tell): not a malformed request.
+            LlmError::Rejected { message, .. } if message.contains("context size") => {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "context_full",
+                    e.to_string(),
+                )
+            }
             LlmError::Rejected { status, .. } => {
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
                 ApiError::new(status, "llm_rejected", e.to_string())

@@ -38,6 +38,7 @@ pub struct FakeLlm {
     pub calls: Arc<AtomicUsize>,
     behaviour: Arc<AtomicU8>,
     knobs: Arc<Knobs>,
+    last_prompt: Arc<std::sync::Mutex<Vec<u32>>>,
 }
 
 /// Finer faults, for load tests.
@@ -54,6 +55,12 @@ struct Shared {
     calls: Arc<AtomicUsize>,
     behaviour: Arc<AtomicU8>,
     knobs: Arc<Knobs>,
+    last_prompt: Arc<std::sync::Mutex<Vec<u32>>>,
+}
+
+/// The ids of [`REPLY`], as the fake returns them with `return_tokens`.
+pub fn reply_ids() -> Vec<u32> {
+    ByteTokenizer.tokenize(REPLY, false).unwrap_or_default()
 }
 
 /// The context window the fake reports: large, so benchmarks can grow sessions freely.
@@ -71,6 +78,7 @@ impl FakeLlm {
             calls: Arc::new(AtomicUsize::new(0)),
             behaviour: Arc::new(AtomicU8::new(0)),
             knobs: Arc::new(Knobs::default()),
+            last_prompt: Arc::default(),
         };
         let app = axum::Router::new()
             .route(
@@ -95,12 +103,18 @@ impl FakeLlm {
             calls: shared.calls,
             behaviour: shared.behaviour,
             knobs: shared.knobs,
+            last_prompt: shared.last_prompt,
         })
     }
 
     pub fn set(&self, behaviour: Behaviour) {
         self.behaviour.store(behaviour as u8, Ordering::SeqCst);
     }
+    /// The token ids of the last `/completion` whose prompt was ids (empty if none yet).
+    pub fn last_prompt_ids(&self) -> Vec<u32> {
+        self.last_prompt.lock().unwrap().clone()
+    }
+
     /// Makes every `n`-th completion fail (0: none).
     pub fn fail_one_in(&self, n: usize) {
         self.knobs.fail_one_in.store(n, Ordering::SeqCst);
@@ -153,10 +167,10 @@ async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Re
                 .iter()
                 .filter_map(|id| id.as_u64().map(|id| id as u32))
                 .collect();
-            (
-                ByteTokenizer.detokenize(&ids).unwrap_or_default(),
-                ids.len(),
-            )
+            let text = ByteTokenizer.detokenize(&ids).unwrap_or_default();
+            let count = ids.len();
+            *shared.last_prompt.lock().unwrap() = ids;
+            (text, count)
         }
         other => (other.to_string(), 0),
     };
@@ -166,7 +180,7 @@ async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Re
         "timings": {"prompt_n": prompt_n, "cache_n": 0, "prompt_ms": 0.0, "predicted_n": REPLY.len(), "predicted_ms": 0.0},
     });
     if body["return_tokens"].as_bool() == Some(true) {
-        reply["tokens"] = json!(ByteTokenizer.tokenize(REPLY, false).unwrap_or_default());
+        reply["tokens"] = json!(reply_ids());
     }
     Json(reply).into_response()
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fake_llm;
 pub mod llm;
 pub mod policy;
+pub mod report;
 pub mod scenario;
 pub mod serve;
 pub mod session;

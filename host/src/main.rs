@@ -20,5 +20,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => discedge::serve::run(*args).await,
         Command::Bench(args) => discedge::bench::run(args).await,
         Command::Scenario(args) => discedge::scenario::run(args).await.map(|_| ()),
+        Command::Report(args) => discedge::report::run(&args).map(|_| ()),
     }
 }

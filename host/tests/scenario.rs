@@ -195,6 +195,7 @@ async fn all_modes_through_an_in_process_proxy() {
             assert!(row.round_trip_ms > 0.0 && row.response_bytes > 0);
             assert!(row.prompt_n.is_some() && row.predicted_n.is_some());
             assert!(row.tokens_cached.is_some() && row.prompt_chars.is_some());
+            assert!(row.llm_ms.is_some() && row.store_bytes.is_some());
         }
         // Every mode's model sees the whole conversation so far, so its context grows.
         let context: Vec<u64> = rows.iter().map(|r| r.context_tokens.unwrap()).collect();
@@ -338,4 +339,66 @@ async fn failed_turns_are_recorded_and_stop_the_mode() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].http_status, None);
     assert!(rows[0].error.contains("127.0.0.1:1"), "{}", rows[0].error);
+}
+
+/// Every answered turn records the proxy's split (its `Server-Timing`) and what it wrote to
+/// the store (`x-discedge-store-bytes`): nothing for `client-side`, which stores nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_split_and_store_bytes_are_recorded() {
+    let llama = FakeLlm::start().await.unwrap();
+    let proxy = common::start_proxy(&["--llama-url", &llama.url]).await;
+    let out = tempfile::tempdir().unwrap();
+    let (_, rows) = run(
+        &scenario_file("sourdough.yml"),
+        out.path(),
+        &["--mode", "raw,tokenized,client-side", "--url", &proxy.url],
+    )
+    .await;
+    assert_eq!(rows.len(), 3 * 5);
+    for row in &rows {
+        assert_eq!(row.http_status, Some(200), "{row:?}");
+        let split = [
+            row.store_read_ms,
+            row.policy_ms,
+            row.llm_ms,
+            row.store_write_ms,
+        ];
+        assert!(
+            split.iter().all(|ms| ms.is_some_and(|ms| ms >= 0.0)),
+            "{row:?}"
+        );
+        assert!(row.llm_ms.unwrap() <= row.round_trip_ms, "{row:?}");
+        let bytes = row.store_bytes.expect("store bytes");
+        match row.mode.as_str() {
+            "client-side" => assert_eq!(bytes, 0, "{row:?}"),
+            _ => assert!(bytes > 0, "{row:?}"),
+        }
+    }
+}
+
+/// CSVs written before the proxy-split columns existed still read, with those fields empty.
+#[test]
+fn csvs_without_the_proxy_split_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.csv");
+    std::fs::write(
+        &path,
+        "timestamp,scenario,mode,node,session,turn,round_trip_ms,request_bytes,response_bytes,\
+prompt_chars,context_tokens,prompt_n,prompt_ms,predicted_n,predicted_ms,tokens_cached,\
+tokens_evaluated,http_status,retries,error\n\
+2026-01-01T00:00:00.000Z,S,raw,local,abc,1,812.5,150,900,120,40,40,30.5,8,90.1,47,40,200,0,\n",
+    )
+    .unwrap();
+    let rows = scenario::read_csv(&path).unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(
+        (row.turn, row.round_trip_ms, row.prompt_n),
+        (1, 812.5, Some(40))
+    );
+    assert_eq!(
+        (row.store_read_ms, row.policy_ms, row.llm_ms),
+        (None, None, None)
+    );
+    assert_eq!((row.store_write_ms, row.store_bytes), (None, None));
 }

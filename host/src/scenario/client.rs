@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::record::{Row, rfc3339_utc};
@@ -90,9 +91,15 @@ impl<'a> Session<'a> {
         row.round_trip_ms = (start.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         match answer {
             Err(e) => row.error = e,
-            Ok((status, bytes, reply)) => {
+            Ok(Answer {
+                status,
+                bytes,
+                json: reply,
+                headers,
+            }) => {
                 row.http_status = Some(status);
                 row.response_bytes = bytes;
+                fill_proxy_split(&mut row, &headers);
                 if status == 200 {
                     fill_figures(&mut row, &reply);
                     let content = reply["content"].as_str().unwrap_or_default();
@@ -111,9 +118,8 @@ impl<'a> Session<'a> {
         row
     }
 
-    /// One POST: the status, the body's size and the body as JSON (a JSON string holding the
-    /// start of the body if it is not JSON).
-    async fn post(&self, url: &str, body: &str) -> Result<(u16, usize, Value), String> {
+    /// One POST and what came back.
+    async fn post(&self, url: &str, body: &str) -> Result<Answer, String> {
         let reply = self
             .http
             .post(url)
@@ -123,6 +129,7 @@ impl<'a> Session<'a> {
             .await
             .map_err(|e| format!("request to {url} failed: {}", error_chain(&e)))?;
         let status = reply.status().as_u16();
+        let headers = reply.headers().clone();
         let bytes = reply
             .bytes()
             .await
@@ -130,20 +137,34 @@ impl<'a> Session<'a> {
         let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
             Value::String(String::from_utf8_lossy(&bytes).chars().take(200).collect())
         });
-        Ok((status, bytes.len(), json))
+        Ok(Answer {
+            status,
+            bytes: bytes.len(),
+            json,
+            headers,
+        })
     }
+}
+
+/// One HTTP answer: the status, the body's size, the body as JSON (a JSON string holding the
+/// start of the body if it is not JSON), and the headers, where the proxy reports its split.
+struct Answer {
+    status: u16,
+    bytes: usize,
+    json: Value,
+    headers: HeaderMap,
 }
 
 /// Whether the node is behind this session, so that the previous turn is still replicating
 /// and a resend can succeed: a 409 expecting an earlier turn than the one sent, or a 404 for
 /// a session another node has already served (this node has not seen it at all yet). A node
 /// expecting a later turn means this turn is stale, and resending cannot help.
-fn is_lag(answer: &Result<(u16, usize, Value), String>, turn: u32) -> bool {
-    let Ok((status, _, reply)) = answer else {
+fn is_lag(answer: &Result<Answer, String>, turn: u32) -> bool {
+    let Ok(answer) = answer else {
         return false;
     };
-    let error = &reply["error"];
-    match (status, error["code"].as_str()) {
+    let error = &answer.json["error"];
+    match (answer.status, error["code"].as_str()) {
         (409, Some("turn_mismatch")) => error["expected_turn"]
             .as_u64()
             .is_some_and(|expected| expected <= u64::from(turn)),
@@ -167,6 +188,43 @@ fn fill_figures(row: &mut Row, reply: &Value) {
     row.tokens_evaluated = reply["tokens_evaluated"].as_u64();
 }
 
+/// The proxy's split of the turn, from `Server-Timing: store-read;dur=X, policy;dur=Y, ...`
+/// and `x-discedge-store-bytes`. Each stays empty when its header or metric is absent (a
+/// llama-server or another proxy answering), so the CSV never shows a guess as a measurement.
+fn fill_proxy_split(row: &mut Row, headers: &HeaderMap) {
+    let timing = headers
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let metric = |name: &str| server_timing_dur(&timing, name);
+    row.store_read_ms = metric("store-read");
+    row.policy_ms = metric("policy");
+    row.llm_ms = metric("llm");
+    row.store_write_ms = metric("store-write");
+    row.store_bytes = headers
+        .get("x-discedge-store-bytes")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+}
+
+/// The `dur` of metric `name` in a `Server-Timing` value (`name;desc="...";dur=1.5, ...`).
+fn server_timing_dur(header: &str, name: &str) -> Option<f64> {
+    header.split(',').find_map(|metric| {
+        let mut parts = metric.split(';').map(str::trim);
+        if parts.next()? != name {
+            return None;
+        }
+        parts.find_map(|param| {
+            let (key, value) = param.split_once('=')?;
+            (key.trim() == "dur")
+                .then(|| value.trim().trim_matches('"').parse().ok())
+                .flatten()
+        })
+    })
+}
+
 /// `code: message` from the proxy's error JSON, or the start of whatever else came back.
 fn error_text(reply: &Value) -> String {
     let error = &reply["error"];
@@ -188,4 +246,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_split_from_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "server-timing",
+            "store-read;dur=0.125, policy;dur=0.5, llm;desc=\"model\";dur=812.25, store-write;dur=1"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert("x-discedge-store-bytes", "553".parse().unwrap());
+        let mut row = Row::default();
+        fill_proxy_split(&mut row, &headers);
+        assert_eq!(row.store_read_ms, Some(0.125));
+        assert_eq!(row.policy_ms, Some(0.5));
+        assert_eq!(row.llm_ms, Some(812.25));
+        assert_eq!(row.store_write_ms, Some(1.0));
+        assert_eq!(row.store_bytes, Some(553));
+
+        // No proxy headers (e.g. llama-server itself answered): empty, not zero.
+        let mut row = Row::default();
+        fill_proxy_split(&mut row, &HeaderMap::new());
+        assert_eq!((row.llm_ms, row.store_bytes), (None, None));
+        assert_eq!(server_timing_dur("llm;dur=x, policy", "llm"), None);
+        assert_eq!(server_timing_dur("llmx;dur=3", "llm"), None);
+    }
 }

@@ -36,6 +36,20 @@ pub struct Row {
     pub predicted_ms: Option<f64>,
     pub tokens_cached: Option<u64>,
     pub tokens_evaluated: Option<u64>,
+    /// The proxy's own split of the turn (its `Server-Timing` header), in milliseconds. These
+    /// five columns came later: `serde(default)` keeps older CSVs readable.
+    #[serde(default)]
+    pub store_read_ms: Option<f64>,
+    #[serde(default)]
+    pub policy_ms: Option<f64>,
+    #[serde(default)]
+    pub llm_ms: Option<f64>,
+    #[serde(default)]
+    pub store_write_ms: Option<f64>,
+    /// Bytes the turn wrote to the store (`x-discedge-store-bytes`): 0 for `client-side` and
+    /// for replayed turns.
+    #[serde(default)]
+    pub store_bytes: Option<u64>,
     /// Absent when no HTTP answer came (connection refused, timeout).
     pub http_status: Option<u16>,
     /// Resends after a 409 caused by replication lag.
@@ -141,7 +155,7 @@ impl ModeSummary {
 }
 
 /// The median of sorted values.
-fn median(sorted: &[f64]) -> Option<f64> {
+pub fn median(sorted: &[f64]) -> Option<f64> {
     let mid = sorted.len() / 2;
     match sorted.len() {
         0 => None,
