@@ -26,6 +26,7 @@ pub fn router(proxy: Arc<Proxy>, max_body_bytes: usize) -> Router {
         .route("/completion", post(completion))
         .route("/health", get(health))
         .route("/policies", get(policies))
+        .route("/metrics", get(metrics))
         .route("/admin/policies/reload", post(reload))
         .route("/sessions/{id}", delete(delete_session))
         .fallback(|| async {
@@ -40,7 +41,24 @@ async fn completion(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = proxy.api_keys.caller(&headers)?.map(str::to_owned);
+    let mut mode = String::new();
+    let result = serve_turn(&proxy, &headers, body, &mut mode).await;
+    match &result {
+        Ok(_) => {}
+        Err(e) => proxy
+            .metrics
+            .request(&mode, e.status.as_u16(), e.code, None),
+    }
+    result
+}
+
+async fn serve_turn(
+    proxy: &Proxy,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    mode: &mut String,
+) -> Result<Response, ApiError> {
+    let caller = proxy.api_keys.caller(headers)?.map(str::to_owned);
     let body = body.map_err(|e| {
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -51,11 +69,13 @@ async fn completion(
         ApiError::new(status, code, e.body_text())
     })?;
     let request = parse_turn(&body, &proxy.defaults, caller)?;
+    mode.clone_from(&request.mode);
     let reply = proxy.turn(request).await.inspect_err(|e| {
         if e.status.is_server_error() {
             tracing::warn!("turn failed: {e}");
         }
     })?;
+    proxy.metrics.request(mode, 200, "", Some(&reply.timing));
     let mut response = Json(Value::Object(reply.body)).into_response();
     let headers = response.headers_mut();
     if let Ok(policy) = HeaderValue::from_str(&reply.policy) {
@@ -211,6 +231,21 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Response {
         "store": proxy.store.kind(),
     });
     (status, Json(body)).into_response()
+}
+
+/// Prometheus' text format.
+async fn metrics(State(proxy): State<Arc<Proxy>>) -> Response {
+    let text = proxy
+        .metrics
+        .render(proxy.policies.loads(), proxy.policies.names().len());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn policies(State(proxy): State<Arc<Proxy>>) -> Json<Value> {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod fake_llm;
 pub mod llm;
+pub mod metrics;
 pub mod policy;
 pub mod report;
 pub mod scenario;

@@ -48,6 +48,8 @@ pub struct Proxy {
     pub defaults: TurnDefaults,
     /// Optional API keys; set by the server after construction.
     pub api_keys: crate::auth::ApiKeys,
+    /// Counters for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
     locks: SessionLocks,
 }
 
@@ -121,6 +123,7 @@ impl Proxy {
             services,
             defaults,
             api_keys: crate::auth::ApiKeys::default(),
+            metrics: crate::metrics::Metrics::default(),
             locks: SessionLocks::default(),
         }
     }
@@ -353,6 +356,9 @@ impl Proxy {
                 return Ok(stored);
             }
             tracing::debug!(session_id, stored_turn, turn, "waiting for replication");
+            if pause == Duration::from_millis(10) {
+                self.metrics.replication_wait();
+            }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(Duration::from_millis(200));
         }
@@ -460,6 +466,16 @@ impl Proxy {
             body.insert("return_tokens".into(), Value::Bool(true));
         }
         let mut reply = self.llm.complete(&body).await?;
+        let timing = |key: &str| {
+            reply
+                .get("timings")
+                .and_then(|t| t.get(key))
+                .and_then(Value::as_u64)
+        };
+        self.metrics.prompt_tokens(
+            timing("prompt_n").unwrap_or(0),
+            timing("cache_n").unwrap_or(0),
+        );
         let bad_reply = |what: &str| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,

@@ -76,6 +76,8 @@ pub struct PolicyRegistry {
     cache_dir: Option<PathBuf>,
     services: Arc<dyn HostServices>,
     policies: ArcSwap<HashMap<String, Arc<LoadedPolicy>>>,
+    /// Policy versions loaded since start (first loads and swaps).
+    loads: std::sync::atomic::AtomicU64,
     /// One reload at a time (watcher and admin endpoint may race).
     reloading: Mutex<()>,
 }
@@ -94,6 +96,7 @@ impl PolicyRegistry {
             cache_dir,
             services,
             policies: ArcSwap::from_pointee(HashMap::new()),
+            loads: Default::default(),
             reloading: Mutex::new(()),
         }
     }
@@ -115,6 +118,11 @@ impl PolicyRegistry {
         let mut names: Vec<String> = self.policies.load().keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Policy versions loaded since start (first loads and swaps), for metrics.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -176,6 +184,8 @@ impl PolicyRegistry {
                 Ok(Some(policy)) => {
                     tracing::info!(policy = %policy.label(), "policy loaded");
                     report.loaded.push(name.clone());
+                    self.loads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     next.insert(name, Arc::new(policy));
                 }
                 Ok(None) => {

@@ -1,0 +1,64 @@
+//! `GET /metrics` counts what operators watch: requests by mode and status, where turns spend
+//! their time, tokens evaluated vs cached, store bytes, policy loads. Uses `FakeLlm`, a FAKE
+//! llama-server.
+
+mod common;
+
+use common::{complete, start_proxy, turn_body};
+use discedge::fake_llm::FakeLlm;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scrape_shows_the_requests_made() {
+    let llama = FakeLlm::start().await.unwrap();
+    let proxy = start_proxy(&["--llama-url", &llama.url]).await;
+    let (_, one) = complete(&proxy.url, &turn_body("tokenized", None, 1, "hello")).await;
+    let session = one["session_id"].as_str().unwrap();
+    complete(
+        &proxy.url,
+        &turn_body("tokenized", Some(session), 2, "again"),
+    )
+    .await;
+    complete(&proxy.url, &turn_body("nope", None, 1, "hello")).await;
+    complete(
+        &proxy.url,
+        &turn_body("tokenized", Some(session), 9, "skipped"),
+    )
+    .await;
+
+    let reply = common::client()
+        .get(format!("{}/metrics", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert!(
+        reply.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = reply.text().await.unwrap();
+    for line in [
+        "discedge_requests_total{mode=\"tokenized\",status=\"200\",code=\"\"} 2",
+        "discedge_requests_total{mode=\"nope\",status=\"400\",code=\"unknown_mode\"} 1",
+        "discedge_requests_total{mode=\"tokenized\",status=\"409\",code=\"turn_mismatch\"} 1",
+        "discedge_turn_seconds_count{stage=\"llm\"} 2",
+        "discedge_turn_seconds_count{stage=\"store_write\"} 2",
+        "discedge_policies_loaded 4",
+        "discedge_policy_loads_total 4",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    let value = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("discedge_store_bytes_written_total") > 0);
+    assert!(value("discedge_prompt_tokens_evaluated_total") > 0);
+}
