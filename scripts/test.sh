@@ -10,4 +10,5 @@ source scripts/llama.sh
 start_llama "${DISCEDGE_TEST_LLAMA_URL:-}"
 export DISCEDGE_TEST_LLAMA_URL="$LLAMA_URL"
 echo "tests use llama-server at $DISCEDGE_TEST_LLAMA_URL"
+scripts/fuzz.sh 20
 cargo test -p discedge -p policy-common -p fred-testnode

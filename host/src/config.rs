@@ -145,7 +145,8 @@ pub struct ModelArgs {
     #[arg(long, env = "DISCEDGE_N_CTX", default_value_t = 2048)]
     pub n_ctx: u32,
     /// Tokens kept free for the reply when a request sets no positive `n_predict`.
-    #[arg(long, env = "DISCEDGE_REPLY_BUDGET", default_value_t = 256)]
+    #[arg(long, env = "DISCEDGE_REPLY_BUDGET", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub reply_budget: u32,
     /// `user_id` of requests that send none.
     #[arg(long, env = "DISCEDGE_DEFAULT_USER", default_value = "anonymous")]

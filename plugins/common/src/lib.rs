@@ -10,16 +10,17 @@ mod tokens;
 mod window;
 mod wire;
 
-pub use messages::{Message, decode_messages, encode_messages};
+pub use messages::{Message, MessageRef, decode_message_refs, decode_messages, encode_messages};
 pub use template::{Template, opening, render_message, reply_opening, system_prompt, user_turn};
-pub use tokens::{TokenRecord, close_turn};
+pub use tokens::{TokenRecord, TokenRecordHead, close_turn};
 pub use window::{choose_window, low_water};
 
 /// Decodes every record of a session, naming the index of the first one that cannot be read,
-/// so an operator can find the broken record in the store.
-pub fn decode_records<T>(
-    records: &[Vec<u8>],
-    decode: impl Fn(&[u8]) -> Result<T, String>,
+/// so an operator can find the broken record in the store. What `decode` makes may borrow
+/// from the records (see [`decode_message_refs`]).
+pub fn decode_records<'a, T>(
+    records: &'a [Vec<u8>],
+    decode: impl Fn(&'a [u8]) -> Result<T, String>,
 ) -> Result<Vec<T>, String> {
     records
         .iter()

@@ -8,6 +8,9 @@ use crate::wire::{Reader, len_u32, put_string, put_u32};
 /// A chat message: (role, content).
 pub type Message = (String, String);
 
+/// A chat message borrowed from the record it was read from: (role, content).
+pub type MessageRef<'a> = (&'a str, &'a str);
+
 pub fn encode_messages(messages: &[Message]) -> Vec<u8> {
     let mut out = Vec::new();
     put_u32(&mut out, len_u32(messages.len()));
@@ -19,13 +22,23 @@ pub fn encode_messages(messages: &[Message]) -> Vec<u8> {
 }
 
 pub fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>, String> {
+    let messages = decode_message_refs(bytes)?;
+    Ok(messages
+        .into_iter()
+        .map(|(role, content)| (role.to_owned(), content.to_owned()))
+        .collect())
+}
+
+/// Like [`decode_messages`], without copying the text: a long session is rendered straight
+/// from its records, within the policy's memory limit.
+pub fn decode_message_refs(bytes: &[u8]) -> Result<Vec<MessageRef<'_>>, String> {
     let mut r = Reader::new(bytes);
     let count = r.u32("message count")? as usize;
     // Each message takes at least 8 bytes; don't let a garbage count reserve gigabytes.
     let mut messages = Vec::with_capacity(count.min(r.remaining() / 8));
     for i in 0..count {
-        let role = r.string(&format!("role of message {i}"))?;
-        let content = r.string(&format!("content of message {i}"))?;
+        let role = r.str(&format!("role of message {i}"))?;
+        let content = r.str(&format!("content of message {i}"))?;
         messages.push((role, content));
     }
     if r.remaining() != 0 {
@@ -61,6 +74,14 @@ mod tests {
                 messages
             );
         }
+    }
+
+    #[test]
+    fn refs_borrow_the_same_messages() {
+        let messages = vec![msg("user", "Grüße"), msg("assistant", "")];
+        let bytes = encode_messages(&messages);
+        let refs = decode_message_refs(&bytes).unwrap();
+        assert_eq!(refs, [("user", "Grüße"), ("assistant", "")]);
     }
 
     #[test]

@@ -39,28 +39,23 @@ impl TokenRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut r = Reader::new(bytes);
-        let format = r.take(1, "format byte")?[0];
-        if format != FORMAT_VARINT {
-            return Err(format!("unknown token record format {format}"));
-        }
-        let pinned = r.varint("pinned count")?;
-        let window_start = r.varint("window start")?;
-        let mut tokens = Vec::with_capacity(r.remaining());
-        while r.remaining() > 0 {
-            tokens.push(r.varint("token")?);
-        }
-        if pinned as usize > tokens.len() {
-            return Err(format!(
-                "pins {pinned} tokens but holds only {}",
-                tokens.len()
-            ));
-        }
+        // Every varint ends with exactly one byte below 0x80: reserve what the ids need, not
+        // four bytes per record byte (a long session must fit the policy's memory limit).
+        let ids = bytes.iter().skip(1).filter(|&&b| b < 0x80).count();
+        let mut tokens = Vec::with_capacity(ids.saturating_sub(2));
+        let head = read(bytes, |id| tokens.push(id))?;
         Ok(Self {
-            pinned,
-            window_start,
+            pinned: head.pinned,
+            window_start: head.window_start,
             tokens,
         })
+    }
+
+    /// Reads and checks a record as [`decode`](Self::decode) does (the same errors), but keeps
+    /// only its header and length: so a policy can size and check a long session without
+    /// holding every id of it in memory at once.
+    pub fn head(bytes: &[u8]) -> Result<TokenRecordHead, String> {
+        read(bytes, |_| {})
     }
 
     /// The conversation opening this record pins.
@@ -77,6 +72,46 @@ impl TokenRecord {
     fn pinned_len(&self) -> usize {
         (self.pinned as usize).min(self.tokens.len())
     }
+}
+
+/// A token record without its ids: see [`TokenRecord::head`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenRecordHead {
+    pub pinned: u32,
+    pub window_start: u32,
+    /// How many ids the record holds (pinned ones included).
+    pub tokens: usize,
+}
+
+impl TokenRecordHead {
+    /// How many of the ids a sliding window may drop.
+    pub fn unpinned(&self) -> usize {
+        self.tokens - self.pinned as usize
+    }
+}
+
+/// Checks a record's layout, handing each id to `id`; the one decoder behind `decode` and `head`.
+fn read(bytes: &[u8], mut id: impl FnMut(u32)) -> Result<TokenRecordHead, String> {
+    let mut r = Reader::new(bytes);
+    let format = r.take(1, "format byte")?[0];
+    if format != FORMAT_VARINT {
+        return Err(format!("unknown token record format {format}"));
+    }
+    let pinned = r.varint("pinned count")?;
+    let window_start = r.varint("window start")?;
+    let mut tokens = 0;
+    while r.remaining() > 0 {
+        id(r.varint("token")?);
+        tokens += 1;
+    }
+    if pinned as usize > tokens {
+        return Err(format!("pins {pinned} tokens but holds only {tokens}"));
+    }
+    Ok(TokenRecordHead {
+        pinned,
+        window_start,
+        tokens,
+    })
 }
 
 /// Turns the record a token policy carried from `prepare` into the one to store: appends the
@@ -172,6 +207,41 @@ mod tests {
                 .unwrap_err()
                 .contains("pins 2")
         );
+    }
+
+    #[test]
+    fn head_reads_the_header_and_counts_the_ids() {
+        let record = TokenRecord {
+            pinned: 2,
+            window_start: 5,
+            tokens: vec![1, 300, u32::MAX],
+        };
+        let head = TokenRecord::head(&record.encode()).unwrap();
+        assert_eq!(
+            head,
+            TokenRecordHead {
+                pinned: 2,
+                window_start: 5,
+                tokens: 3
+            }
+        );
+        assert_eq!(head.unpinned(), 1);
+        assert_eq!(
+            TokenRecord::head(&[1, 0, 0, 0x80]),
+            Err(TokenRecord::decode(&[1, 0, 0, 0x80]).unwrap_err())
+        );
+    }
+
+    #[test]
+    fn decode_reserves_only_what_the_ids_need() {
+        // 3-byte ids: four bytes per record byte would reserve four times too much.
+        let record = TokenRecord {
+            pinned: 0,
+            window_start: 0,
+            tokens: vec![20_000; 1000],
+        };
+        let decoded = TokenRecord::decode(&record.encode()).unwrap();
+        assert_eq!(decoded.tokens.capacity(), 1000);
     }
 
     #[test]

@@ -26,11 +26,10 @@ pub fn choose_window(
     reply_budget: usize,
     n_ctx: usize,
 ) -> Result<usize, String> {
-    // Saturating u64 sums: no size from a record or a request can overflow them.
-    let fixed = (pinned as u64)
-        .saturating_add(new_len as u64)
-        .saturating_add(reply_budget as u64);
-    if fixed > n_ctx as u64 {
+    // u128 sums: exact for any sizes from a record or a request, even with a 64-bit usize
+    // (saturating u64 sums compared wrong against an n_ctx of u64::MAX, found by proptest).
+    let fixed = pinned as u128 + new_len as u128 + reply_budget as u128;
+    if fixed > n_ctx as u128 {
         return Err(format!(
             "the conversation opening ({pinned} tokens), the new message ({new_len} tokens) and \
              the reply budget ({reply_budget} tokens) need {fixed} tokens, more than the \
@@ -39,11 +38,12 @@ pub fn choose_window(
     }
     let records = record_lens_unpinned.len();
     // kept[s]: size of the history from record s on.
-    let mut kept = vec![0u64; records + 1];
+    // Fewer than 2^64 records of under 2^64 tokens each: these sums cannot overflow either.
+    let mut kept = vec![0u128; records + 1];
     for s in (0..records).rev() {
-        kept[s] = kept[s + 1].saturating_add(record_lens_unpinned[s] as u64);
+        kept[s] = kept[s + 1] + record_lens_unpinned[s] as u128;
     }
-    let fits = |s: usize, limit: usize| fixed.saturating_add(kept[s]) <= limit as u64;
+    let fits = |s: usize, limit: usize| fixed + kept[s] <= limit as u128;
 
     let previous_start = previous_start.min(records);
     if fits(previous_start, n_ctx) {
@@ -130,6 +130,11 @@ mod tests {
         let max = usize::MAX;
         assert!(choose_window(&[max, max], max, 0, max, max, N_CTX).is_err());
         assert_eq!(choose_window(&[max, max], 0, 0, 0, 0, N_CTX), Ok(2));
+        // Found by the property tests: with a 64-bit usize, saturated u64 sums made this fit
+        // an n_ctx of usize::MAX although it needs twice that.
+        let near = usize::MAX - 16;
+        assert!(choose_window(&[], 0, 0, near, near, max).is_err());
+        assert_eq!(choose_window(&[near, near], 0, 0, 1, 1, max), Ok(2));
     }
 
     /// A long conversation: the window keeps the opening and the new message, fits every turn,

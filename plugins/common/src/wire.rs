@@ -45,11 +45,11 @@ impl<'a> Reader<'a> {
         Err(format!("{what} is a varint longer than 5 bytes"))
     }
 
-    /// A u32 byte length, then that many bytes of UTF-8.
-    pub(crate) fn string(&mut self, what: &str) -> Result<String, String> {
+    /// A u32 byte length, then that many bytes of UTF-8, borrowed from the input.
+    pub(crate) fn str(&mut self, what: &str) -> Result<&'a str, String> {
         let len = self.u32(what)? as usize;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+        std::str::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8"))
     }
 }
 

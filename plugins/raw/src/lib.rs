@@ -4,8 +4,8 @@
 //! each turn, so it is the baseline the token-based policies are measured against.
 
 use policy_common::{
-    Message, Template, decode_messages, decode_records, encode_messages, render_message,
-    reply_opening, system_prompt,
+    Message, MessageRef, Template, decode_message_refs, decode_messages, decode_records,
+    encode_messages, render_message, reply_opening, system_prompt,
 };
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
@@ -31,7 +31,10 @@ impl Guest for Component {
         input: TurnInput,
         settings: Settings,
     ) -> Result<Prepared, PolicyError> {
-        let history = decode_records(&records, decode_messages).map_err(PolicyError::Internal)?;
+        // Borrowed from the records, and the text reserved at its exact size: a long session
+        // is held about twice (records and prompt), within the policy's memory limit.
+        let history =
+            decode_records(&records, decode_message_refs).map_err(PolicyError::Internal)?;
         // This turn's new messages; on turn 1 the system message is stored along with them.
         let mut new: Vec<Message> = Vec::new();
         if records.is_empty()
@@ -43,11 +46,23 @@ impl Guest for Component {
 
         let t = &settings.template;
         let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
-        let mut text = t.bos.clone();
-        for (role, content) in history.iter().flatten().chain(&new) {
+        let messages = || {
+            let new = new
+                .iter()
+                .map(|(role, content)| (role.as_str(), content.as_str()));
+            history.iter().flatten().copied().chain(new)
+        };
+        let opening = reply_opening(&t);
+        let rendered_len = |(role, content): MessageRef| {
+            t.message_prefix.replace("{role}", role).len() + content.len() + t.message_suffix.len()
+        };
+        let len = t.bos.len() + messages().map(rendered_len).sum::<usize>() + opening.len();
+        let mut text = String::with_capacity(len);
+        text.push_str(&t.bos);
+        for (role, content) in messages() {
             text.push_str(&render_message(&t, role, content));
         }
-        text.push_str(&reply_opening(&t));
+        text.push_str(&opening);
 
         Ok(Prepared {
             prompt: Prompt::Text(text),

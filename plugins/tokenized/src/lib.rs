@@ -32,12 +32,13 @@ impl Guest for Component {
         input: TurnInput,
         settings: Settings,
     ) -> Result<Prepared, PolicyError> {
-        let history =
-            decode_records(&records, TokenRecord::decode).map_err(PolicyError::Internal)?;
+        // Every record is checked, but only sized: a session too long for the context is
+        // refused before its ids are held in memory (the policy's memory is limited).
+        let heads = decode_records(&records, TokenRecord::head).map_err(PolicyError::Internal)?;
         let t = &settings.template;
         let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
         // A new conversation starts with its opening (bos and system message).
-        let mut new_text = if history.is_empty() {
+        let mut new_text = if records.is_empty() {
             opening(&t, settings.system_prompt.as_deref())
         } else {
             String::new()
@@ -45,23 +46,24 @@ impl Guest for Component {
         new_text.push_str(&user_turn(&t, &input.prompt));
         let new_ids = tokenize(&new_text)?;
 
-        let prompt: Vec<u32> = history
-            .iter()
-            .flat_map(|r| &r.tokens)
-            .chain(&new_ids)
-            .copied()
-            .collect();
-        let needed = prompt.len() as u64 + u64::from(settings.reply_budget);
+        let prompt_len = heads.iter().map(|h| h.tokens as u64).sum::<u64>() + new_ids.len() as u64;
+        let needed = prompt_len + u64::from(settings.reply_budget);
         if needed > u64::from(settings.n_ctx) {
             return Err(PolicyError::ContextFull(format!(
-                "the conversation ({} tokens) and the reply budget ({} tokens) need {needed} \
-                 tokens, more than the model's context of {}; start a new session or use \
-                 mode \"truncate\"",
-                prompt.len(),
-                settings.reply_budget,
-                settings.n_ctx,
+                "the conversation ({prompt_len} tokens) and the reply budget ({} tokens) need \
+                 {needed} tokens, more than the model's context of {}; start a new session or \
+                 use mode \"truncate\"",
+                settings.reply_budget, settings.n_ctx,
             )));
         }
+        // Only now, known to fit the context, are the ids held in memory.
+        let mut prompt = Vec::with_capacity(prompt_len as usize);
+        for (i, record) in records.iter().enumerate() {
+            let record = TokenRecord::decode(record)
+                .map_err(|e| PolicyError::Internal(format!("record {i}: {e}")))?;
+            prompt.extend_from_slice(&record.tokens);
+        }
+        prompt.extend_from_slice(&new_ids);
 
         Ok(Prepared {
             prompt: Prompt::Tokens(prompt),

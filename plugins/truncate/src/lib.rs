@@ -7,7 +7,8 @@
 //! changes the prompt's prefix and costs llama-server a full re-evaluation.
 
 use policy_common::{
-    Template, TokenRecord, choose_window, close_turn, decode_records, opening, user_turn,
+    Template, TokenRecord, TokenRecordHead, choose_window, close_turn, decode_records, opening,
+    user_turn,
 };
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
@@ -36,15 +37,20 @@ impl Guest for Component {
         input: TurnInput,
         settings: Settings,
     ) -> Result<Prepared, PolicyError> {
-        let history =
-            decode_records(&records, TokenRecord::decode).map_err(PolicyError::Internal)?;
-        check_window_state(&history)?;
+        // Every record is checked and sized, but only the opening and the turns in the window
+        // are decoded: a session grows for ever, the policy's memory does not.
+        let heads = decode_records(&records, TokenRecord::head).map_err(PolicyError::Internal)?;
+        check_window_state(&heads)?;
+        let decode = |i: usize| {
+            TokenRecord::decode(&records[i])
+                .map_err(|e| PolicyError::Internal(format!("record {i}: {e}")))
+        };
         let t = &settings.template;
         let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
 
         // The opening is tokenized on its own on turn 1, so its length (`pinned`) is known.
-        let opening_ids = match history.first() {
-            Some(first) => first.pinned_tokens().to_vec(),
+        let opening_ids = match heads.first() {
+            Some(_) => decode(0)?.pinned_tokens().to_vec(),
             None => {
                 let text = opening(&t, settings.system_prompt.as_deref());
                 if text.is_empty() {
@@ -56,8 +62,8 @@ impl Guest for Component {
         };
         let new_ids = tokenize(&user_turn(&t, &input.prompt))?;
 
-        let previous_start = history.last().map_or(0, |r| r.window_start as usize);
-        let lens: Vec<usize> = history.iter().map(|r| r.unpinned_tokens().len()).collect();
+        let previous_start = heads.last().map_or(0, |r| r.window_start as usize);
+        let lens: Vec<usize> = heads.iter().map(|r| r.unpinned()).collect();
         let start = choose_window(
             &lens,
             opening_ids.len(),
@@ -76,14 +82,15 @@ impl Guest for Component {
             host::log(LogLevel::Info, &message);
         }
 
-        let prompt: Vec<u32> = opening_ids
-            .iter()
-            .chain(history[start..].iter().flat_map(|r| r.unpinned_tokens()))
-            .chain(&new_ids)
-            .copied()
-            .collect();
+        let kept: usize = lens[start..].iter().sum();
+        let mut prompt = Vec::with_capacity(opening_ids.len() + kept + new_ids.len());
+        prompt.extend_from_slice(&opening_ids);
+        for i in start..records.len() {
+            prompt.extend_from_slice(decode(i)?.unpinned_tokens());
+        }
+        prompt.extend_from_slice(&new_ids);
         // Turn 1's record holds the opening in front of its new tokens and pins it.
-        let carry = if history.is_empty() {
+        let carry = if records.is_empty() {
             TokenRecord {
                 pinned: opening_ids.len() as u32,
                 window_start: 0,
@@ -119,7 +126,7 @@ impl Guest for Component {
 
 /// Rejects records this policy cannot have written: only the first one pins an opening, and a
 /// window never starts after the turn that recorded it.
-fn check_window_state(history: &[TokenRecord]) -> Result<(), PolicyError> {
+fn check_window_state(history: &[TokenRecordHead]) -> Result<(), PolicyError> {
     for (i, r) in history.iter().enumerate() {
         if i > 0 && r.pinned != 0 {
             return Err(PolicyError::Internal(format!(
