@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{complete, start_proxy, turn_body};
+use common::{complete, error_code, start_proxy, turn_body};
 use discedge::fake_llm::{Behaviour, FakeLlm};
 use serde_json::{Value, json};
 
@@ -21,12 +21,6 @@ async fn post_raw(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         .unwrap();
     let status = reply.status().as_u16();
     (status, reply.json().await.expect("error bodies are JSON"))
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code in {body}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -112,7 +106,7 @@ async fn bad_input_gets_a_clear_4xx() {
     for (what, body, status, expected) in cases {
         let (got, reply) = post_raw(url, body).await;
         assert_eq!(got, status, "{what}: {reply}");
-        assert_eq!(code(&reply), expected, "{what}: {reply}");
+        assert_eq!(error_code(&reply), expected, "{what}: {reply}");
         assert!(
             !reply["error"]["message"].as_str().unwrap().is_empty(),
             "{what}: no message"
@@ -147,14 +141,18 @@ async fn turns_must_follow_and_belong_to_their_user() {
         &turn_body("raw", Some(session), 3, "skipped one"),
     )
     .await;
-    assert_eq!((status, code(&reply)), (409, "turn_mismatch"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (409, "turn_mismatch"),
+        "{reply}"
+    );
     assert_eq!(reply["error"]["expected_turn"], 2);
 
     let mut mallory = turn_body("raw", Some(session), 2, "let me in");
     mallory["user_id"] = "mallory".into();
     let (status, reply) = complete(&proxy.url, &mallory).await;
     assert_eq!(
-        (status, code(&reply)),
+        (status, error_code(&reply)),
         (404, "unknown_session"),
         "not revealed: {reply}"
     );
@@ -164,7 +162,11 @@ async fn turns_must_follow_and_belong_to_their_user() {
         &turn_body("tokenized", Some(session), 2, "other mode"),
     )
     .await;
-    assert_eq!((status, code(&reply)), (409, "mode_mismatch"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (409, "mode_mismatch"),
+        "{reply}"
+    );
 
     let stored = proxy.node.proxy.store.load(session).await.unwrap().unwrap();
     assert_eq!(stored.head.turn, 1, "refused turns change nothing");
@@ -197,7 +199,11 @@ async fn a_retried_turn_is_answered_from_the_store() {
     // The same turn number with a different prompt is not a retry.
     let (status, reply) =
         complete(&proxy.url, &turn_body("raw", Some(session), 1, "different")).await;
-    assert_eq!((status, code(&reply)), (409, "turn_mismatch"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (409, "turn_mismatch"),
+        "{reply}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -210,7 +216,7 @@ async fn a_failing_model_leaves_the_session_unchanged() {
 
     llama.set(Behaviour::Fail);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
-    assert_eq!((status, code(&reply)), (502, "llm_failed"), "{reply}");
+    assert_eq!((status, error_code(&reply)), (502, "llm_failed"), "{reply}");
     assert!(
         reply["error"]["message"]
             .as_str()
@@ -221,7 +227,11 @@ async fn a_failing_model_leaves_the_session_unchanged() {
 
     llama.set(Behaviour::Hang);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
-    assert_eq!((status, code(&reply)), (504, "llm_timeout"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (504, "llm_timeout"),
+        "{reply}"
+    );
     assert_eq!(
         proxy.node.proxy.store.load(session).await.unwrap(),
         before,
@@ -244,7 +254,11 @@ async fn an_unreachable_model_is_a_502() {
         .unwrap();
     let proxy = start_proxy(&["--llama-url", &format!("http://{closed}")]).await;
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some("fresh1"), 1, "hello")).await;
-    assert_eq!((status, code(&reply)), (502, "llm_unreachable"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (502, "llm_unreachable"),
+        "{reply}"
+    );
     assert!(
         proxy
             .node
@@ -307,7 +321,7 @@ async fn a_model_answering_garbage_is_a_502_and_the_turn_can_be_retried() {
         &turn_body("tokenized", Some(session), 2, "again"),
     )
     .await;
-    assert_eq!((status, code(&reply)), (502, "llm_failed"), "{reply}");
+    assert_eq!((status, error_code(&reply)), (502, "llm_failed"), "{reply}");
     assert_eq!(
         proxy
             .node

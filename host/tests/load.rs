@@ -12,22 +12,11 @@ use std::time::{Duration, Instant};
 
 use common::fred::FredBed;
 use common::{complete, eventually, plugins_copy, turn_body};
+use discedge::bench::new_build;
 use discedge::fake_llm::FakeLlm;
 
 const SESSIONS: usize = 24;
 const TURNS: u32 = 6;
-
-/// The same component with a custom section appended: a new file hash, the same behaviour.
-fn new_build(wasm: &[u8], tag: u8) -> Vec<u8> {
-    let name = b"discedge-build";
-    let mut bytes = wasm.to_vec();
-    bytes.push(0); // custom section
-    bytes.push((1 + name.len() + 1) as u8);
-    bytes.push(name.len() as u8);
-    bytes.extend_from_slice(name);
-    bytes.push(tag);
-    bytes
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_roaming_sessions_lose_and_duplicate_nothing() {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{complete, start_proxy, turn_body};
+use common::{complete, error_code, start_proxy, turn_body};
 use discedge::fake_llm::FakeLlm;
 use serde_json::{Value, json};
 
@@ -24,10 +24,6 @@ async fn post(url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
     (reply.status().as_u16(), reply.json().await.unwrap())
 }
 
-fn code(reply: &Value) -> &str {
-    reply["error"]["code"].as_str().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn with_api_keys_the_key_is_the_user() {
     let llama = FakeLlm::start().await.unwrap();
@@ -37,9 +33,17 @@ async fn with_api_keys_the_key_is_the_user() {
     body.as_object_mut().unwrap().remove("user_id");
 
     let (status, reply) = post(&proxy.url, None, &body).await;
-    assert_eq!((status, code(&reply)), (401, "unauthorized"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (401, "unauthorized"),
+        "{reply}"
+    );
     let (status, reply) = post(&proxy.url, Some("not-a-key-at-all-000"), &body).await;
-    assert_eq!((status, code(&reply)), (401, "unauthorized"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (401, "unauthorized"),
+        "{reply}"
+    );
 
     let (status, reply) = post(&proxy.url, Some(ALICE), &body).await;
     assert_eq!(status, 200, "{reply}");
@@ -50,14 +54,14 @@ async fn with_api_keys_the_key_is_the_user() {
     claim["user_id"] = "alice".into();
     let (status, reply) = post(&proxy.url, Some(BOB), &claim).await;
     assert_eq!(
-        (status, code(&reply)),
+        (status, error_code(&reply)),
         (403, "user_mismatch"),
         "a key's user cannot be overridden: {reply}"
     );
     claim.as_object_mut().unwrap().remove("user_id");
     let (status, reply) = post(&proxy.url, Some(BOB), &claim).await;
     assert_eq!(
-        (status, code(&reply)),
+        (status, error_code(&reply)),
         (404, "unknown_session"),
         "bob cannot see alice's session: {reply}"
     );
@@ -118,7 +122,11 @@ async fn owners_delete_their_sessions() {
         &turn_body("tokenized", Some(session), 2, "again"),
     )
     .await;
-    assert_eq!((status, code(&reply)), (404, "unknown_session"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (404, "unknown_session"),
+        "{reply}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,7 +139,11 @@ async fn idle_sessions_expire() {
     assert_eq!(status, 200, "not idle yet");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 3, "late")).await;
-    assert_eq!((status, code(&reply)), (404, "unknown_session"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (404, "unknown_session"),
+        "{reply}"
+    );
     assert!(
         proxy
             .node
@@ -158,7 +170,11 @@ async fn prompts_and_sessions_are_bounded() {
     ])
     .await;
     let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, &"x".repeat(101))).await;
-    assert_eq!((status, code(&reply)), (413, "prompt_too_large"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (413, "prompt_too_large"),
+        "{reply}"
+    );
 
     let (_, one) = complete(&proxy.url, &turn_body("raw", None, 1, &"y".repeat(90))).await;
     let session = one["session_id"].as_str().unwrap().to_owned();
@@ -175,7 +191,7 @@ async fn prompts_and_sessions_are_bounded() {
         }
     };
     assert_eq!(
-        (status, code(&reply)),
+        (status, error_code(&reply)),
         (413, "session_too_large"),
         "{reply}"
     );

@@ -6,9 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::fred::FredBed;
-use common::{complete, turn_body};
+use common::{complete, error_code, turn_body};
 use discedge::fake_llm::FakeLlm;
-use serde_json::Value;
 
 const WALK: [(usize, &str); 9] = [
     (0, "My name is Ada."),
@@ -60,10 +59,6 @@ async fn truncate_session_roams() {
     roam("truncate").await;
 }
 
-fn code(reply: &Value) -> &str {
-    reply["error"]["code"].as_str().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn lag_within_the_deadline_is_waited_for_and_beyond_it_is_a_409() {
     let llama = FakeLlm::start().await.unwrap();
@@ -89,7 +84,11 @@ async fn lag_within_the_deadline_is_waited_for_and_beyond_it_is_a_409() {
     assert_eq!(status, 200, "{four}");
     let started = std::time::Instant::now();
     let (status, five) = complete(&a.url, &turn_body("raw", Some(&session), 5, "fifth")).await;
-    assert_eq!((status, code(&five)), (409, "turn_mismatch"), "{five}");
+    assert_eq!(
+        (status, error_code(&five)),
+        (409, "turn_mismatch"),
+        "{five}"
+    );
     assert_eq!(five["error"]["expected_turn"], 4);
     assert!(
         started.elapsed() >= Duration::from_millis(1400),
@@ -120,7 +119,11 @@ async fn a_turn_repeated_on_the_other_node_is_a_retry_not_lag() {
         "answered from the store"
     );
     let (status, stale) = complete(&b.url, &turn_body("raw", Some(&session), 1, "other")).await;
-    assert_eq!((status, code(&stale)), (409, "turn_mismatch"), "{stale}");
+    assert_eq!(
+        (status, error_code(&stale)),
+        (409, "turn_mismatch"),
+        "{stale}"
+    );
     assert_eq!(stale["error"]["expected_turn"], 3);
     assert!(
         started.elapsed() < Duration::from_millis(1000),
@@ -175,7 +178,7 @@ async fn a_fred_node_down_is_a_503_and_service_resumes_when_it_is_back() {
     bed.nodes[1].stop().await;
     let (status, reply) = complete(&b.url, &turn_body("raw", Some(&session), 2, "second")).await;
     assert_eq!(
-        (status, code(&reply)),
+        (status, error_code(&reply)),
         (503, "store_unavailable"),
         "{reply}"
     );
@@ -207,7 +210,11 @@ async fn a_deleted_session_is_gone_on_every_node() {
         .unwrap();
     assert_eq!(deleted.status(), 200);
     let (status, reply) = complete(&b.url, &turn_body("raw", Some(&session), 3, "third")).await;
-    assert_eq!((status, code(&reply)), (404, "unknown_session"), "{reply}");
+    assert_eq!(
+        (status, error_code(&reply)),
+        (404, "unknown_session"),
+        "{reply}"
+    );
 }
 
 /// The FReD node dies after the model has answered and before the turn is stored: the turn
@@ -231,7 +238,7 @@ async fn a_fred_node_dying_mid_turn_leaves_no_half_written_session() {
     bed.nodes[0].stop().await;
     let (status, reply) = turn.await.unwrap();
     assert_eq!(
-        (status, code(&reply)),
+        (status, error_code(&reply)),
         (503, "store_unavailable"),
         "{reply}"
     );

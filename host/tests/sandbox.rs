@@ -5,15 +5,9 @@
 
 mod common;
 
-use common::{complete, start_proxy, turn_body};
+use common::{complete, error_code, start_proxy, turn_body};
 use discedge::fake_llm::FakeLlm;
 use serde_json::Value;
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code in {body}"))
-}
 
 /// A proxy serving `raw` and the `faulty` test fixture.
 async fn with_faulty(llama: &FakeLlm, extra: &[&str]) -> (common::TestProxy, tempfile::TempDir) {
@@ -44,7 +38,7 @@ async fn a_trapping_policy_gets_a_500_and_the_host_keeps_serving() {
     ] {
         let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, trigger)).await;
         assert_eq!(
-            (status, code(&reply)),
+            (status, error_code(&reply)),
             (500, "policy_trapped"),
             "{trigger}: {reply}"
         );
@@ -77,7 +71,7 @@ async fn output_the_model_must_not_get_is_stopped_and_blamed_on_the_policy() {
     for (trigger, expected) in [("BIGPROMPT", "window"), ("BADTOKEN", "vocabulary")] {
         let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, trigger)).await;
         assert_eq!(
-            (status, code(&reply)),
+            (status, error_code(&reply)),
             (500, "policy_bad_output"),
             "{trigger}: {reply}"
         );

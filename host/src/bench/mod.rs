@@ -22,6 +22,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 
 pub use conversation::{ByteTokenizer, Conversation, prompt_tokens};
+pub use swap::new_build;
 
 use crate::config::{BenchArgs, Cli, Command};
 use crate::fake_llm::FakeLlm;

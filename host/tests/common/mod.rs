@@ -135,6 +135,13 @@ pub async fn complete(proxy_url: &str, body: &Value) -> (u16, Value) {
     (status, body)
 }
 
+/// The `error.code` of an error reply.
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
 /// A deterministic, short-reply request body for `mode`.
 pub fn turn_body(mode: &str, session: Option<&str>, turn: u32, prompt: &str) -> Value {
     let mut body = json!({

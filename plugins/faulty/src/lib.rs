@@ -54,9 +54,13 @@ impl Guest for Component {
             Prompt::Tokens(vec![1, 2, u32::MAX])
         } else if prompt.contains("ESCAPE") {
             // What the sandbox lets a policy reach: files, environment, network.
-            let file = std::fs::read("/etc/hostname").map(|b| b.len()).map_err(|e| e.kind());
+            let file = std::fs::read("/etc/hostname")
+                .map(|b| b.len())
+                .map_err(|e| e.kind());
             let env = std::env::vars().count();
-            let net = std::net::TcpStream::connect("127.0.0.1:22").map(|_| ()).map_err(|e| e.kind());
+            let net = std::net::TcpStream::connect("127.0.0.1:22")
+                .map(|_| ())
+                .map_err(|e| e.kind());
             Prompt::Text(format!("file: {file:?}; env vars: {env}; net: {net:?}"))
         } else if prompt.contains("CLOCK") {
             // What the sandbox lets a policy know of time (the host freezes it at zero).
