@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::session::{Proxy, TurnDefaults, TurnRequest};
@@ -70,11 +71,21 @@ async fn serve_turn(
     })?;
     let request = parse_turn(&body, &proxy.defaults, caller)?;
     mode.clone_from(&request.mode);
-    let reply = proxy.turn(request).await.inspect_err(|e| {
-        if e.status.is_server_error() {
-            tracing::warn!("turn failed: {e}");
-        }
-    })?;
+    // Every log line of the turn, the policy's own included, carries its mode, session and turn.
+    let span = tracing::info_span!(
+        "turn",
+        mode = %request.mode,
+        session_id = tracing::field::Empty,
+        turn = request.turn.unwrap_or(1),
+    );
+    let turn = async {
+        proxy.turn(request).await.inspect_err(|e| {
+            if e.status.is_server_error() {
+                tracing::warn!("turn failed: {e}");
+            }
+        })
+    };
+    let reply = turn.instrument(span).await?;
     proxy.metrics.request(mode, 200, "", Some(&reply.timing));
     let mut response = Json(Value::Object(reply.body)).into_response();
     let headers = response.headers_mut();

@@ -147,6 +147,7 @@ impl Proxy {
             Some(id) => id.clone(),
             None => uuid::Uuid::new_v4().simple().to_string(),
         };
+        tracing::Span::current().record("session_id", session_id.as_str());
         if !policy.info.stores_context {
             let turn = request.turn.unwrap_or(1);
             return self
@@ -407,7 +408,9 @@ impl Proxy {
             self.policies.runtime().clone(),
             self.services.clone(),
         );
+        let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _in_turn = span.enter();
             let mut instance = policy2.instantiate(&runtime, services)?;
             let prepared = instance.prepare(&records, &input, &settings)?;
             Ok((instance, prepared, input, settings))
@@ -426,10 +429,14 @@ impl Proxy {
         carry: Vec<u8>,
         reply: Reply,
     ) -> Result<Option<Vec<u8>>, ApiError> {
-        tokio::task::spawn_blocking(move || instance.commit(&input, &settings, &carry, &reply))
-            .await
-            .map_err(|e| joined(e, policy))?
-            .map_err(|e| policy_error(e, policy))
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _in_turn = span.enter();
+            instance.commit(&input, &settings, &carry, &reply)
+        })
+        .await
+        .map_err(|e| joined(e, policy))?
+        .map_err(|e| policy_error(e, policy))
     }
 
     /// Sends the prepared prompt with the client's own llama.cpp fields.
