@@ -57,6 +57,10 @@ pub struct LlamaServer {
 const MEMO_TEXT_BYTES: usize = 64;
 const MEMO_ENTRIES: usize = 4096;
 
+/// States of a remembered model figure besides the figure itself.
+const UNASKED: u32 = 0;
+const NOT_REPORTED: u32 = u32::MAX;
+
 impl LlamaServer {
     /// `base_url` like `http://127.0.0.1:8080`; `timeout` bounds every call (a hung model must
     /// not hold a session forever).
@@ -72,8 +76,8 @@ impl LlamaServer {
             http,
             timeout,
             short_texts: Mutex::new(HashMap::new()),
-            n_ctx: AtomicU32::new(0),
-            n_vocab: AtomicU32::new(0),
+            n_ctx: AtomicU32::new(UNASKED),
+            n_vocab: AtomicU32::new(UNASKED),
         }
     }
 
@@ -113,16 +117,19 @@ impl LlamaServer {
     }
 
     /// A number the server reports about its model (found at the first JSON pointer that has
-    /// one), fetched once and then remembered; `None` if the server does not report it.
+    /// one), fetched once and then remembered; `None` if the server does not report it. An
+    /// answer without the number is remembered too, so a server that never reports it costs
+    /// one request in all, not one per turn; a server that did not answer is asked again.
     async fn cached_number(
         &self,
         cell: &AtomicU32,
         path: &str,
         pointers: &[&str],
     ) -> Result<Option<u32>, LlmError> {
-        let known = cell.load(Ordering::Relaxed);
-        if known > 0 {
-            return Ok(Some(known));
+        match cell.load(Ordering::Relaxed) {
+            UNASKED => {}
+            NOT_REPORTED => return Ok(None),
+            known => return Ok(Some(known)),
         }
         let url = format!("{}{path}", self.base);
         let reply = self
@@ -131,15 +138,17 @@ impl LlamaServer {
             .send()
             .await
             .map_err(|e| self.transport(e))?;
-        let json = self.read_json(reply).await?;
-        let number = pointers
-            .iter()
-            .find_map(|p| json.pointer(p).and_then(Value::as_u64))
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|&n| n > 0);
-        if let Some(n) = number {
-            cell.store(n, Ordering::Relaxed);
-        }
+        let number = match self.read_json(reply).await {
+            Ok(json) => pointers
+                .iter()
+                .find_map(|p| json.pointer(p).and_then(Value::as_u64))
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|&n| n != UNASKED && n != NOT_REPORTED),
+            // The server answered, without such an endpoint.
+            Err(LlmError::Rejected { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        cell.store(number.unwrap_or(NOT_REPORTED), Ordering::Relaxed);
         Ok(number)
     }
 

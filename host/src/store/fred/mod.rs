@@ -243,7 +243,9 @@ impl ContextStore for FredStore {
             self.cache.lock().unwrap().remove(session_id);
             return Ok(None);
         };
-        let cached = self.cache.lock().unwrap().get(session_id).cloned();
+        // Taken out rather than cloned (it goes back in below): a long session's records are
+        // then copied once per load, for the caller, not twice.
+        let cached = self.cache.lock().unwrap().remove(session_id);
         let records = match cached {
             Some(c) if c.head.chain == head.chain => c.records,
             // What we have may be a prefix of the new records: fetch only the rest...
@@ -277,7 +279,8 @@ impl ContextStore for FredStore {
         head: &SessionHead,
         record: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
-        let cached = self.cache.lock().unwrap().get(session_id).cloned();
+        // Taken out rather than cloned: it goes back in, extended, once the head is written.
+        let cached = self.cache.lock().unwrap().remove(session_id);
         let (versions, mut records, previous_chain) = match cached {
             Some(c) if c.head.head.turn + 1 == head.turn => (c.versions, c.records, c.head.chain),
             None if head.turn == 1 => (Vec::new(), Vec::new(), String::new()),
@@ -317,8 +320,8 @@ impl ContextStore for FredStore {
                 Ok(written)
             }
             Err(FredError::Refused(why)) => {
-                // Another turn got to this node first: nothing of ours is referenced by a head.
-                self.cache.lock().unwrap().remove(session_id);
+                // Another turn got to this node first: nothing of ours is referenced by a head,
+                // and the cache entry stays out, so the next load reads the session afresh.
                 tracing::info!(session_id, "turn refused by FReD: {why}");
                 let stored_turn = self
                     .read_head(session_id)
@@ -326,10 +329,7 @@ impl ContextStore for FredStore {
                     .map_or(0, |(h, _)| h.head.turn);
                 Err(StoreError::Conflict { stored_turn })
             }
-            Err(e) => {
-                self.cache.lock().unwrap().remove(session_id);
-                Err(e.into())
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
