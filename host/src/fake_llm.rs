@@ -150,13 +150,16 @@ async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Re
         StatusCode::INTERNAL_SERVER_ERROR,
         Json(json!({"error": {"code": 500, "message": "fake failure"}})),
     );
+    const FAIL: u8 = Behaviour::Fail as u8;
+    const HANG: u8 = Behaviour::Hang as u8;
+    const GARBAGE: u8 = Behaviour::Garbage as u8;
     match shared.behaviour.load(Ordering::SeqCst) {
-        1 => return failure.into_response(),
-        2 => {
+        FAIL => return failure.into_response(),
+        HANG => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             return Json(json!({})).into_response();
         }
-        3 => return (StatusCode::OK, "<html>not json</html>").into_response(),
+        GARBAGE => return (StatusCode::OK, "<html>not json</html>").into_response(),
         _ if fail_one_in > 0 && call.is_multiple_of(fail_one_in) => return failure.into_response(),
         _ => {}
     }

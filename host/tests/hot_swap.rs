@@ -67,14 +67,7 @@ async fn the_admin_endpoint_reloads_without_a_watcher() {
     .await;
     deploy(&shipped_plugins().join("raw.wasm"), plugins.path(), "other");
     assert!(proxy.node.proxy.policies.get("other").is_none());
-    let reply: Value = common::client()
-        .post(format!("{}/admin/policies/reload", proxy.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = common::reload_policies(&proxy.url).await;
     assert_eq!(reply["report"]["loaded"], json!(["other"]), "{reply}");
     let (status, _) = complete(&proxy.url, &turn_body("other", None, 1, "hi")).await;
     assert_eq!(status, 200);

@@ -7,7 +7,6 @@ mod common;
 
 use common::{complete, error_code, start_proxy, turn_body};
 use discedge::fake_llm::FakeLlm;
-use serde_json::Value;
 
 /// A proxy serving `raw` and the `faulty` test fixture.
 async fn with_faulty(llama: &FakeLlm, extra: &[&str]) -> (common::TestProxy, tempfile::TempDir) {
@@ -133,14 +132,7 @@ async fn components_that_do_not_fit_are_refused_and_the_old_version_serves() {
     // A core module (not a component) and a text file.
     std::fs::write(plugins.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     std::fs::write(plugins.path().join("text.wasm"), b"(component)").unwrap();
-    let reply: Value = common::client()
-        .post(format!("{}/admin/policies/reload", proxy.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = common::reload_policies(&proxy.url).await;
     let failed = reply["report"]["failed"].as_object().unwrap();
     let why = |file: &str| {
         failed

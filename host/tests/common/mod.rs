@@ -135,6 +135,16 @@ pub async fn complete(proxy_url: &str, body: &Value) -> (u16, Value) {
     (status, body)
 }
 
+/// `POST /admin/policies/reload` on a proxy; returns its JSON answer.
+pub async fn reload_policies(proxy_url: &str) -> Value {
+    let reply = client()
+        .post(format!("{proxy_url}/admin/policies/reload"))
+        .send()
+        .await
+        .unwrap();
+    reply.json().await.unwrap()
+}
+
 /// The `error.code` of an error reply.
 pub fn error_code(body: &Value) -> &str {
     body["error"]["code"]
