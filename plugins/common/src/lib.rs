@@ -11,7 +11,9 @@ mod window;
 mod wire;
 
 pub use messages::{Message, MessageRef, decode_message_refs, decode_messages, encode_messages};
-pub use template::{Template, opening, render_message, reply_opening, system_prompt, user_turn};
+pub use template::{
+    Template, opening, parse_messages, render_message, reply_opening, system_prompt, user_turn,
+};
 pub use tokens::{TokenRecord, TokenRecordHead, close_turn};
 pub use window::{choose_window, low_water};
 

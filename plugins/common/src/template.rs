@@ -1,4 +1,6 @@
-//! Chat templates: how messages are framed as text for the model.
+//! Chat templates: how messages are framed as text for the model, and read back from it.
+
+use crate::messages::Message;
 
 /// How one chat message is framed; a plain mirror of the WIT `chat-template`, so this crate
 /// needs no bindings.
@@ -59,6 +61,127 @@ pub fn user_turn(t: &Template, prompt: &str) -> String {
     render_message(t, "user", prompt) + &reply_opening(t)
 }
 
+/// The roles the shipped policies write, tried first when reading a message prefix back.
+const ROLES: [&str; 3] = ["system", "user", "assistant"];
+
+/// Longest role read from a prefix that names none of [`ROLES`].
+const MAX_ROLE_LEN: usize = 32;
+
+/// Reads rendered conversation text back into messages: the inverse of [`opening`],
+/// [`render_message`] and [`user_turn`], for showing a stored session to its owner.
+///
+/// Best effort, and never panics: a leading `bos` is skipped; a message's content ends at the
+/// first suffix that is followed by another message's prefix or by the end of the text (so a
+/// suffix written inside a message stays part of its content); a final message without its
+/// suffix (an open reply) keeps the rest of the text. Text before the first prefix becomes a
+/// message with an empty role, since nothing says who wrote it.
+pub fn parse_messages(t: &Template, text: &str) -> Vec<Message> {
+    let prefixes = Prefixes::new(t);
+    let suffix = t.message_suffix.as_str();
+    let mut rest = text.strip_prefix(t.bos.as_str()).unwrap_or(text);
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let Some((role, prefix_len)) = prefixes.read(rest) else {
+            // Unattributed text: up to the first prefix, or all of it.
+            let end = prefixes.next_in(rest, 1).unwrap_or(rest.len());
+            messages.push((String::new(), rest[..end].to_owned()));
+            rest = &rest[end..];
+            continue;
+        };
+        let body = &rest[prefix_len..];
+        let (content_len, consumed) = if suffix.is_empty() {
+            // Nothing closes a message: the next prefix does.
+            let end = prefixes.next_in(body, 0).unwrap_or(body.len());
+            (end, end)
+        } else {
+            closing_suffix(&prefixes, body, suffix).unwrap_or((body.len(), body.len()))
+        };
+        messages.push((role, body[..content_len].to_owned()));
+        rest = &body[consumed..];
+    }
+    messages
+}
+
+/// The first `suffix` in `body` that ends the message (followed by a prefix or the end of the
+/// text): where the content ends and where the next message starts.
+fn closing_suffix(prefixes: &Prefixes, body: &str, suffix: &str) -> Option<(usize, usize)> {
+    let step = suffix.chars().next().map_or(1, char::len_utf8);
+    let mut from = 0;
+    while let Some(found) = body.get(from..).and_then(|b| b.find(suffix)) {
+        let at = from + found;
+        let next = at + suffix.len();
+        if next == body.len() || prefixes.read(&body[next..]).is_some() {
+            return Some((at, next));
+        }
+        from = at + step;
+    }
+    None
+}
+
+/// The message prefix of a template, rendered once for each known role.
+struct Prefixes<'t> {
+    template: &'t str,
+    known: Vec<(&'static str, String)>,
+}
+
+impl<'t> Prefixes<'t> {
+    fn new(t: &'t Template) -> Self {
+        let known = ROLES
+            .iter()
+            .map(|&role| (role, t.message_prefix.replace("{role}", role)))
+            .collect();
+        Self {
+            template: &t.message_prefix,
+            known,
+        }
+    }
+
+    /// The role named by a prefix at the start of `text`, and the prefix's length (never 0).
+    fn read(&self, text: &str) -> Option<(String, usize)> {
+        let Some((head, tail)) = self.template.split_once("{role}") else {
+            // A prefix without a role tells messages apart, but not who wrote them.
+            let prefix = self.template;
+            return (!prefix.is_empty() && text.starts_with(prefix))
+                .then(|| (String::new(), prefix.len()));
+        };
+        for (role, rendered) in &self.known {
+            if text.starts_with(rendered.as_str()) {
+                return Some(((*role).to_owned(), rendered.len()));
+            }
+        }
+        // Another role (a policy of its own may use more), read between the text around
+        // `{role}`; only when both are there, or any word in a message would pass for a role.
+        if head.is_empty() || tail.is_empty() || tail.contains("{role}") {
+            return None;
+        }
+        let after_head = text.strip_prefix(head)?;
+        let window = &after_head[..floor_char_boundary(after_head, MAX_ROLE_LEN + tail.len())];
+        let end = window.find(tail)?;
+        let role = &after_head[..end];
+        let plausible = !role.is_empty()
+            && role
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        plausible.then(|| (role.to_owned(), head.len() + end + tail.len()))
+    }
+
+    /// The first position at or after `from` where a prefix starts.
+    fn next_in(&self, text: &str, from: usize) -> Option<usize> {
+        (from..text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .find(|&i| self.read(&text[i..]).is_some())
+    }
+}
+
+/// The largest char boundary of `text` at or below `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +210,181 @@ mod tests {
         assert_eq!(opening(&t, Some("Be brief.")), "<s>[system] Be brief.\n");
         assert_eq!(opening(&t, Some("")), "<s>");
         assert_eq!(opening(&t, None), "<s>");
+    }
+
+    fn msg(role: &str, content: &str) -> Message {
+        (role.to_owned(), content.to_owned())
+    }
+
+    /// What a token policy's records hold, as text: opening, then per turn the user message,
+    /// the reply opening, the reply and the suffix.
+    fn conversation(t: &Template, system: Option<&str>, turns: &[(&str, &str)]) -> String {
+        let mut text = opening(t, system);
+        for (user, reply) in turns {
+            text.push_str(&user_turn(t, user));
+            text.push_str(reply);
+            text.push_str(&t.message_suffix);
+        }
+        text
+    }
+
+    #[test]
+    fn parses_chatml_back_into_the_rendered_messages() {
+        let t = chatml();
+        let text = conversation(
+            &t,
+            Some("Be brief."),
+            &[
+                ("Hi", "Hello!"),
+                ("Two\nlines", ""),
+                ("Grüße 👋", "Tschüss"),
+            ],
+        );
+        assert_eq!(
+            parse_messages(&t, &text),
+            [
+                msg("system", "Be brief."),
+                msg("user", "Hi"),
+                msg("assistant", "Hello!"),
+                msg("user", "Two\nlines"),
+                msg("assistant", ""),
+                msg("user", "Grüße 👋"),
+                msg("assistant", "Tschüss"),
+            ]
+        );
+        // Message by message, as render_message writes them.
+        let mut text = String::new();
+        for (role, content) in [("user", "a"), ("assistant", "b"), ("tool", "c")] {
+            text.push_str(&render_message(&t, role, content));
+        }
+        assert_eq!(
+            parse_messages(&t, &text),
+            [msg("user", "a"), msg("assistant", "b"), msg("tool", "c")]
+        );
+        assert_eq!(parse_messages(&t, ""), []);
+    }
+
+    #[test]
+    fn skips_the_bos_and_reads_other_templates() {
+        let llama3 = Template::new(
+            "<|begin_of_text|>",
+            "<|start_header_id|>{role}<|end_header_id|>\n\n",
+            "<|eot_id|>",
+        );
+        let text = conversation(&llama3, Some("Sys"), &[("Q", "A")]);
+        assert_eq!(
+            parse_messages(&llama3, &text),
+            [
+                msg("system", "Sys"),
+                msg("user", "Q"),
+                msg("assistant", "A")
+            ]
+        );
+        let simple = Template::new("<s>", "[{role}] ", "\n");
+        let text = conversation(&simple, None, &[("Q", "A")]);
+        assert_eq!(
+            parse_messages(&simple, &text),
+            [msg("user", "Q"), msg("assistant", "A")]
+        );
+        // No suffix at all: the next prefix ends a message.
+        let bare = Template::new("", "{role}: ", "");
+        let text = conversation(&bare, Some("S"), &[("Q", "A"), ("R", "B")]);
+        assert_eq!(
+            parse_messages(&bare, &text),
+            [
+                msg("system", "S"),
+                msg("user", "Q"),
+                msg("assistant", "A"),
+                msg("user", "R"),
+                msg("assistant", "B"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_open_reply_keeps_the_rest_of_the_text() {
+        let t = chatml();
+        let mut text = conversation(&t, None, &[("Hi", "Hello")]);
+        text.push_str(&user_turn(&t, "More"));
+        text.push_str("Cut off mid");
+        assert_eq!(
+            parse_messages(&t, &text),
+            [
+                msg("user", "Hi"),
+                msg("assistant", "Hello"),
+                msg("user", "More"),
+                msg("assistant", "Cut off mid"),
+            ]
+        );
+        // A reply opening with nothing after it yet.
+        assert_eq!(
+            parse_messages(&t, &user_turn(&t, "Q")),
+            [msg("user", "Q"), msg("assistant", "")]
+        );
+    }
+
+    #[test]
+    fn a_suffix_inside_a_message_stays_in_its_content() {
+        let t = chatml();
+        let text = conversation(&t, None, &[("Say <|im_end|>\nplease", "<|im_end|>\n")]);
+        assert_eq!(
+            parse_messages(&t, &text),
+            [
+                msg("user", "Say <|im_end|>\nplease"),
+                msg("assistant", "<|im_end|>\n"),
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_becomes_content_without_panicking() {
+        let t = chatml();
+        assert_eq!(
+            parse_messages(&t, "no template here"),
+            [msg("", "no template here")]
+        );
+        assert_eq!(
+            parse_messages(&t, "noise<|im_start|>user\nHi<|im_end|>\n"),
+            [msg("", "noise"), msg("user", "Hi")]
+        );
+        // A prefix whose role cannot be read is not a prefix.
+        assert_eq!(
+            parse_messages(&t, "<|im_start|>a role?\nx"),
+            [msg("", "<|im_start|>a role?\nx")]
+        );
+        for text in [
+            "<|im_start|>",
+            "<|im_start|>user",
+            "<|im_end|>\n<|im_end|>\n",
+            "<|im_start|>user\n<|im_start|>user\n",
+            "é<|im_start|>ü\n💥<|im_end|>",
+            "<|im_start|>assistant\n<|im_end|",
+        ] {
+            let parsed = parse_messages(&t, text);
+            let total: usize = parsed.iter().map(|(_, c)| c.len()).sum();
+            assert!(total <= text.len(), "{text:?} -> {parsed:?}");
+        }
+        // Degenerate templates terminate too.
+        for t in [
+            Template::new("", "", ""),
+            Template::new("x", "{role}", ""),
+            Template::new("", "{role}{role}", "{role}"),
+            Template::new("", "no role: ", "\n"),
+        ] {
+            for text in [
+                "",
+                "x",
+                "user",
+                "useruser",
+                "no role: a\nno role: b",
+                "💥{role}",
+            ] {
+                parse_messages(&t, text);
+            }
+        }
+        assert_eq!(
+            parse_messages(&Template::new("", "> ", "\n"), "> a\n> b\n"),
+            [msg("", "a"), msg("", "b")]
+        );
     }
 }

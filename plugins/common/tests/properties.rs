@@ -1,14 +1,16 @@
 //! Property tests for the pieces the shipped policies are built from: the record formats
 //! (round trips, and no panic on any bytes a store could hand back), truncate's window choice
 //! (the prompt always fits, keeps the new message, the window only moves forward and only when
-//! it must) and `close_turn` (the stored ids are exactly what the model saw and made).
+//! it must), `close_turn` (the stored ids are exactly what the model saw and made) and
+//! `parse_messages` (reads rendered messages back, and any text without panicking).
 //!
 //! 256 cases per property keeps `cargo test -p policy-common` at a second or two. Run more with
 //! `PROPTEST_CASES=100000 cargo test -p policy-common --test properties`.
 
 use policy_common::{
-    Message, TokenRecord, TokenRecordHead, choose_window, close_turn, decode_message_refs,
-    decode_messages, decode_records, encode_messages, low_water,
+    Message, Template, TokenRecord, TokenRecordHead, choose_window, close_turn,
+    decode_message_refs, decode_messages, decode_records, encode_messages, low_water,
+    parse_messages, render_message,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -380,5 +382,54 @@ proptest! {
         } else {
             prop_assert!(result.is_ok());
         }
+    }
+}
+
+fn chatml() -> Template {
+    Template::new("", "<|im_start|>{role}\n", "<|im_end|>\n")
+}
+
+/// Text built from template pieces and odd characters, to find the parser's corner cases.
+fn template_soup() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("<|im_start|>".to_owned()),
+        Just("<|im_end|>".to_owned()),
+        Just("\n".to_owned()),
+        prop::sample::select(vec!["system", "user", "assistant"]).prop_map(String::from),
+        any::<String>(),
+    ];
+    prop::collection::vec(piece, 0..16).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn parse_messages_reads_rendered_messages_back(
+        messages in prop::collection::vec(
+            (prop::sample::select(vec!["system", "user", "assistant"]), any::<String>()),
+            0..8,
+        )
+    ) {
+        // Content without the template's markers reads back exactly.
+        let messages: Vec<Message> = messages
+            .into_iter()
+            .map(|(role, content)| (role.to_owned(), content.replace('<', "")))
+            .collect();
+        let t = chatml();
+        let text: String = messages.iter().map(|(r, c)| render_message(&t, r, c)).collect();
+        prop_assert_eq!(parse_messages(&t, &text), messages);
+    }
+
+    #[test]
+    fn parse_messages_survives_any_text(text in template_soup(), bos in any::<bool>()) {
+        let mut t = chatml();
+        if bos {
+            t.bos = "<|im_start|>".into();
+        }
+        let parsed = parse_messages(&t, &text);
+        // Nothing is made up: the contents come from the text.
+        let content: usize = parsed.iter().map(|(_, c)| c.len()).sum();
+        prop_assert!(content <= text.len());
     }
 }
