@@ -14,7 +14,7 @@ pub use messages::{Message, MessageRef, decode_message_refs, decode_messages, en
 pub use template::{
     Template, opening, parse_messages, render_message, reply_opening, system_prompt, user_turn,
 };
-pub use tokens::{TokenRecord, TokenRecordHead, close_turn};
+pub use tokens::{TokenRecord, TokenRecordHead, close_turn, session_tokens};
 pub use window::{choose_window, low_water};
 
 /// Decodes every record of a session, naming the index of the first one that cannot be read,

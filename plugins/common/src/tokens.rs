@@ -138,6 +138,19 @@ pub fn close_turn(
     Ok(record.encode())
 }
 
+/// Every id of a session's records, oldest first: the whole conversation as the model saw it
+/// over time (the opening and the turns a window no longer sends included), for showing the
+/// session to its owner. Names the first record that cannot be read.
+pub fn session_tokens(records: &[Vec<u8>]) -> Result<Vec<u32>, String> {
+    let heads = crate::decode_records(records, TokenRecord::head)?;
+    let mut ids = Vec::with_capacity(heads.iter().map(|h| h.tokens).sum());
+    for record in records {
+        // Checked just above: every record reads.
+        read(record, |id| ids.push(id))?;
+    }
+    Ok(ids)
+}
+
 /// The longest start of `suffix` that `reply` ends with.
 fn generated_suffix_len(reply: &[u32], suffix: &[u32]) -> usize {
     (1..=suffix.len().min(reply.len()))
@@ -149,6 +162,27 @@ fn generated_suffix_len(reply: &[u32], suffix: &[u32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_tokens_joins_every_record_in_order() {
+        let record = |pinned, tokens: &[u32]| {
+            TokenRecord {
+                pinned,
+                window_start: 0,
+                tokens: tokens.to_vec(),
+            }
+            .encode()
+        };
+        let records = vec![record(1, &[7, 1, 2]), record(0, &[]), record(0, &[300, 4])];
+        assert_eq!(session_tokens(&records).unwrap(), [7, 1, 2, 300, 4]);
+        assert_eq!(session_tokens(&[]).unwrap(), Vec::<u32>::new());
+        let broken = vec![records[0].clone(), vec![2]];
+        assert!(
+            session_tokens(&broken)
+                .unwrap_err()
+                .starts_with("record 1:")
+        );
+    }
 
     #[test]
     fn round_trips() {

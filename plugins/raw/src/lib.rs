@@ -8,11 +8,12 @@ use policy_common::{
     encode_messages, render_message, reply_opening, system_prompt,
 };
 
-wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
 
 use discedge::policy::types::{
     PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
 };
+use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
 
 struct Component;
@@ -82,6 +83,21 @@ impl Guest for Component {
             decode_messages(&carry).map_err(|e| PolicyError::Internal(format!("carry: {e}")))?;
         messages.push(("assistant".into(), reply.content));
         Ok(Some(encode_messages(&messages)))
+    }
+}
+
+impl History for Component {
+    fn render(
+        records: Vec<Vec<u8>>,
+        _settings: Settings,
+    ) -> Result<Vec<HistoryMessage>, PolicyError> {
+        // The records are the messages: system (turn 1), then each turn's user and assistant.
+        let turns = decode_records(&records, decode_messages).map_err(PolicyError::Internal)?;
+        Ok(turns
+            .into_iter()
+            .flatten()
+            .map(|(role, content)| HistoryMessage { role, content })
+            .collect())
     }
 }
 

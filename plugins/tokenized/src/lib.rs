@@ -5,14 +5,18 @@
 //! llama-server's prompt cache only has to evaluate the new message. Nothing is ever dropped:
 //! when the conversation outgrows the context the turn fails (see the `truncate` policy).
 
-use policy_common::{Template, TokenRecord, close_turn, decode_records, opening, user_turn};
+use policy_common::{
+    Template, TokenRecord, close_turn, decode_records, opening, parse_messages, session_tokens,
+    user_turn,
+};
 
-wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
 
 use discedge::policy::host;
 use discedge::policy::types::{
     PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
 };
+use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
 
 struct Component;
@@ -88,6 +92,26 @@ impl Guest for Component {
         let record = close_turn(&carry, &reply.tokens, &reply.content, &suffix)
             .map_err(PolicyError::Internal)?;
         Ok(Some(record))
+    }
+}
+
+impl History for Component {
+    fn render(
+        records: Vec<Vec<u8>>,
+        settings: Settings,
+    ) -> Result<Vec<HistoryMessage>, PolicyError> {
+        // Every record, the turns the window left out included, read back through the model's
+        // tokenizer and the template that framed them.
+        let ids = session_tokens(&records).map_err(PolicyError::Internal)?;
+        drop(records);
+        let text = host::detokenize(&ids)
+            .map_err(|e| PolicyError::HostFailed(format!("detokenize: {e}")))?;
+        let t = &settings.template;
+        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
+        Ok(parse_messages(&t, &text)
+            .into_iter()
+            .map(|(role, content)| HistoryMessage { role, content })
+            .collect())
     }
 }
 

@@ -8,15 +8,16 @@
 
 use policy_common::{
     Template, TokenRecord, TokenRecordHead, choose_window, close_turn, decode_records, opening,
-    user_turn,
+    parse_messages, session_tokens, user_turn,
 };
 
-wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
 
 use discedge::policy::host::{self, LogLevel};
 use discedge::policy::types::{
     PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
 };
+use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
 
 struct Component;
@@ -141,6 +142,26 @@ fn check_window_state(history: &[TokenRecordHead]) -> Result<(), PolicyError> {
         }
     }
     Ok(())
+}
+
+impl History for Component {
+    fn render(
+        records: Vec<Vec<u8>>,
+        settings: Settings,
+    ) -> Result<Vec<HistoryMessage>, PolicyError> {
+        // Every record, the turns the window left out included, read back through the model's
+        // tokenizer and the template that framed them.
+        let ids = session_tokens(&records).map_err(PolicyError::Internal)?;
+        drop(records);
+        let text = host::detokenize(&ids)
+            .map_err(|e| PolicyError::HostFailed(format!("detokenize: {e}")))?;
+        let t = &settings.template;
+        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
+        Ok(parse_messages(&t, &text)
+            .into_iter()
+            .map(|(role, content)| HistoryMessage { role, content })
+            .collect())
+    }
 }
 
 /// The model's tokenizer, parsing control tokens since templates write them as text.
