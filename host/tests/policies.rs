@@ -220,3 +220,109 @@ fn unreadable_records_are_a_policy_error_not_a_trap() {
         assert!(error.contains("Internal"), "{mode}: {error}");
     }
 }
+
+/// Renders the conversation's records through the policy's optional `history` export.
+fn render(c: &Conversation) -> Option<Vec<(String, String)>> {
+    let mut instance = c
+        .policy
+        .instantiate(&c.runtime, c.services.clone())
+        .unwrap();
+    instance
+        .render(&c.records, &c.settings)
+        .unwrap_or_else(|e| panic!("render: {e}"))
+}
+
+fn messages(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(role, content)| (role.to_string(), content.to_string()))
+        .collect()
+}
+
+#[test]
+fn stored_sessions_render_as_the_messages_of_every_turn() {
+    let expected = messages(&[
+        ("system", "Be brief."),
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "How are you?\nWell?"),
+        ("assistant", "Fine."),
+        ("user", "Bye"),
+        ("assistant", "Goodbye."),
+    ]);
+    for mode in ["raw", "tokenized", "truncate"] {
+        let (mut c, _) = conversation(mode, 2048);
+        assert!(c.policy.has_history(), "{mode}");
+        c.turn("Hi", "Hello!").unwrap();
+        c.turn("How are you?\nWell?", "Fine.").unwrap();
+        c.turn("Bye", "Goodbye.").unwrap();
+        assert_eq!(render(&c), Some(expected.clone()), "{mode}");
+    }
+}
+
+#[test]
+fn truncate_renders_the_turns_its_window_left_out() {
+    let (mut c, _) = conversation("truncate", 600);
+    let reply = "An answer with some words in it. ".repeat(2);
+    let mut dropped = 0;
+    for turn in 1..=30 {
+        let prepared = c.turn(&format!("Question {turn}?"), &reply).unwrap();
+        dropped = prepared.dropped_records;
+    }
+    assert!(dropped > 0, "the window must have moved");
+    let rendered = render(&c).unwrap();
+    assert_eq!(rendered.len(), 1 + 2 * 30);
+    assert_eq!(rendered[0], ("system".into(), "Be brief.".into()));
+    for turn in 1..=30 {
+        assert_eq!(rendered[2 * turn - 1].1, format!("Question {turn}?"));
+        assert_eq!(rendered[2 * turn], ("assistant".into(), reply.clone()));
+    }
+}
+
+#[test]
+fn a_policy_without_the_history_export_renders_nothing() {
+    let (mut c, _) = conversation("client-side", 2048);
+    assert!(!c.policy.has_history());
+    c.turn("Hi", "Hello").unwrap();
+    assert_eq!(render(&c), None);
+}
+
+#[test]
+fn unreadable_records_fail_render_with_a_policy_error() {
+    for mode in ["raw", "tokenized", "truncate"] {
+        let (mut c, _) = conversation(mode, 2048);
+        c.records = vec![vec![1, 2, 3]];
+        let mut instance = c
+            .policy
+            .instantiate(&c.runtime, c.services.clone())
+            .unwrap();
+        let error = instance.render(&c.records, &c.settings).unwrap_err();
+        assert!(error.to_string().contains("Internal"), "{mode}: {error}");
+    }
+}
+
+#[test]
+fn the_policy_list_says_which_policies_render_history() {
+    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+    let registry = PolicyRegistry::new(
+        runtime,
+        common::shipped_plugins(),
+        Some(concat!(env!("CARGO_TARGET_TMPDIR"), "/policy-cache").into()),
+        Arc::new(ByteTokenizer),
+    );
+    assert!(registry.reload().failed.is_empty());
+    let history: Vec<(String, bool)> = registry
+        .list()
+        .into_iter()
+        .map(|p| (p.name, p.history))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("client-side".into(), false),
+            ("raw".into(), true),
+            ("tokenized".into(), true),
+            ("truncate".into(), true),
+        ]
+    );
+}

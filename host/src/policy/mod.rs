@@ -17,8 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-pub use runtime::{CallFailure, HostServices, Limits, PolicyInstance, PolicyRuntime};
-use runtime::{CallState, ContextPolicyPre};
+pub use runtime::{CallFailure, HostServices, Limits, PolicyInstance, PolicyPre, PolicyRuntime};
 pub use watch::watch;
 
 /// A policy ready to serve: compiled, linked, and asked for its info.
@@ -28,7 +27,7 @@ pub struct LoadedPolicy {
     /// SHA-256 (hex) of the `.wasm` file; tells versions apart in replies and `/policies`.
     pub sha256: String,
     pub path: PathBuf,
-    pre: ContextPolicyPre<CallState>,
+    pre: PolicyPre,
 }
 
 impl LoadedPolicy {
@@ -39,6 +38,12 @@ impl LoadedPolicy {
         services: Arc<dyn HostServices>,
     ) -> Result<PolicyInstance, CallFailure> {
         runtime.instantiate(&self.pre, self.name.clone(), services)
+    }
+
+    /// Whether the policy exports the optional `history` interface, so a stored session can be
+    /// shown as chat messages ([`PolicyInstance::render`]).
+    pub fn has_history(&self) -> bool {
+        self.pre.has_history()
     }
 
     /// `name@version+hash`, short enough for a header.
@@ -54,6 +59,8 @@ pub struct PolicySummary {
     pub version: String,
     pub description: String,
     pub stores_context: bool,
+    /// Whether the policy can show a stored session as chat messages (the `history` export).
+    pub history: bool,
     pub sha256: String,
     pub path: String,
 }
@@ -139,6 +146,7 @@ impl PolicyRegistry {
                 version: p.info.version.clone(),
                 description: p.info.description.clone(),
                 stores_context: p.info.stores_context,
+                history: p.has_history(),
                 sha256: p.sha256.clone(),
                 path: p.path.display().to_string(),
             })
@@ -214,7 +222,8 @@ impl PolicyRegistry {
         report
     }
 
-    /// Compiles (or loads precompiled), links, and smoke-calls `info` before anything can use it.
+    /// Compiles (or loads precompiled), links, checks the `history` export if there is one, and
+    /// smoke-calls `info` before anything can use it.
     fn load(
         &self,
         name: &str,
@@ -242,7 +251,10 @@ impl PolicyRegistry {
         let info = self
             .runtime
             .instantiate(&pre, name.clone(), self.services.clone())
-            .and_then(|mut instance| instance.info())
+            .and_then(|mut instance| {
+                instance.check_history()?;
+                instance.info()
+            })
             .map_err(|e| format!("smoke call failed: {e}"))?;
         Ok(LoadedPolicy {
             name,

@@ -20,6 +20,23 @@ wasmtime::component::bindgen!({
     world: "context-policy",
 });
 
+/// Bindings for the optional `history` export, sharing the types and host imports above.
+mod with_history {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "context-policy-with-history",
+        with: {
+            "discedge:policy/types": crate::policy::runtime::discedge::policy::types,
+            "discedge:policy/host": crate::policy::runtime::discedge::policy::host,
+        },
+    });
+}
+
+use with_history::exports::discedge::policy::history;
+
+/// The name under which a component exports the optional `history` interface.
+const HISTORY_EXPORT: &str = "discedge:policy/history@0.1.0";
+
 pub use discedge::policy::host::LogLevel;
 pub use discedge::policy::types::{
     ChatTemplate, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
@@ -164,22 +181,28 @@ impl PolicyRuntime {
         &self.engine
     }
 
-    /// Links a compiled component against the host once, so each call only instantiates.
-    pub fn prepare_component(
-        &self,
-        component: &Component,
-    ) -> anyhow::Result<ContextPolicyPre<CallState>> {
+    /// Links a compiled component against the host once, so each call only instantiates, and
+    /// finds out whether it exports the optional `history` interface.
+    pub fn prepare_component(&self, component: &Component) -> anyhow::Result<PolicyPre> {
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        ContextPolicyPre::new(pre).map_err(|e| anyhow::anyhow!("{e:#}"))
+        let history = match component.get_export_index(None, HISTORY_EXPORT) {
+            None => None,
+            // Exported, so it must be the contract's: a broken one is refused, not ignored.
+            Some(_) => {
+                Some(history::GuestIndices::new(&pre).map_err(|e| anyhow::anyhow!("{e:#}"))?)
+            }
+        };
+        let policy = ContextPolicyPre::new(pre).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Ok(PolicyPre { policy, history })
     }
 
     /// A fresh store and instance for one call (or one prepare/commit pair).
     pub fn instantiate(
         &self,
-        pre: &ContextPolicyPre<CallState>,
+        pre: &PolicyPre,
         policy: Arc<str>,
         services: Arc<dyn HostServices>,
     ) -> Result<PolicyInstance, CallFailure> {
@@ -205,12 +228,17 @@ impl PolicyRuntime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(self.ticks());
-        let bindings = pre
+        let instance = pre
+            .policy
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| failure(&store, e))?;
+        let bindings = ContextPolicy::new(&mut store, &instance).map_err(|e| failure(&store, e))?;
         Ok(PolicyInstance {
             store,
+            instance,
             bindings,
+            history: pre.history.clone(),
             ticks: self.ticks(),
         })
     }
@@ -262,10 +290,30 @@ fn failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
     }
 }
 
+/// A component linked against the host, ready to instantiate: see
+/// [`PolicyRuntime::prepare_component`].
+#[derive(Clone)]
+pub struct PolicyPre {
+    policy: ContextPolicyPre<CallState>,
+    /// Where the `history` export's functions are, when the component has one.
+    history: Option<history::GuestIndices>,
+}
+
+impl PolicyPre {
+    /// Whether the component exports the optional `history` interface (`render`).
+    pub fn has_history(&self) -> bool {
+        self.history.is_some()
+    }
+}
+
 /// A live policy instance for one request; dropped afterwards (a trap poisons only this one).
 pub struct PolicyInstance {
     store: Store<CallState>,
+    instance: wasmtime::component::Instance,
     bindings: ContextPolicy,
+    /// The `history` export's indices; its functions are only looked up when `render` is
+    /// called, so turns pay nothing for it.
+    history: Option<history::GuestIndices>,
     ticks: u64,
 }
 
@@ -319,5 +367,39 @@ impl PolicyInstance {
         result
             .map_err(|e| failure(&self.store, e))?
             .map_err(CallFailure::Declined)
+    }
+
+    /// Looks up and type-checks the `history` export's functions, if there is one, so a
+    /// component whose `render` does not match the contract is refused when it is loaded.
+    pub(super) fn check_history(&mut self) -> Result<(), CallFailure> {
+        if let Some(indices) = &self.history {
+            indices
+                .load(&mut self.store, &self.instance)
+                .map_err(|e| failure(&self.store, e))?;
+        }
+        Ok(())
+    }
+
+    /// The stored session as chat messages (role, content), oldest first, from the optional
+    /// `history` export; `Ok(None)` when the component has none.
+    pub fn render(
+        &mut self,
+        records: &[Vec<u8>],
+        settings: &Settings,
+    ) -> Result<Option<Vec<(String, String)>>, CallFailure> {
+        let Some(indices) = &self.history else {
+            return Ok(None);
+        };
+        let guest = indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| failure(&self.store, e))?;
+        self.reset_deadline();
+        let result = guest.call_render(&mut self.store, records, settings);
+        let messages = result
+            .map_err(|e| failure(&self.store, e))?
+            .map_err(CallFailure::Declined)?;
+        Ok(Some(
+            messages.into_iter().map(|m| (m.role, m.content)).collect(),
+        ))
     }
 }
