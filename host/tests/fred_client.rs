@@ -9,6 +9,7 @@ use common::fred::FredBed;
 use common::{complete, turn_body};
 use discedge::fake_llm::FakeLlm;
 use discedge::store::fred::{FredClient, FredConfig, FredError, FredStore};
+use discedge::store::{ContextStore, SessionHead};
 use fred_proto::Version;
 
 fn config(bed: &FredBed, node: usize, user: &str) -> FredConfig {
@@ -144,6 +145,8 @@ async fn bad_certificates_fail_at_start_up_with_a_clear_message() {
 
 /// A long session costs the same per turn as a short one: one Read and two Updates on the node
 /// that served the previous turn; a node it roams to adds a single Scan for what it lacks.
+/// Turn 1 also adds the session to its user's index: two more Updates (the index entry, and the
+/// user's anchor, which a node writes once per user).
 #[tokio::test(flavor = "multi_thread")]
 async fn turns_cost_a_fixed_number_of_round_trips() {
     let llama = FakeLlm::start().await.unwrap();
@@ -158,9 +161,10 @@ async fn turns_cost_a_fixed_number_of_round_trips() {
         session = Some(reply["session_id"].as_str().unwrap().to_owned());
         let after = bed.nodes[0].stats();
         let calls = |rpc: &str| after.call_count(rpc) - before.call_count(rpc);
+        let updates = if turn == 1 { 4 } else { 2 };
         assert_eq!(
             (calls("Read"), calls("Scan"), calls("Update")),
-            (1, 0, 2),
+            (1, 0, updates),
             "turn {turn}"
         );
     }
@@ -175,4 +179,55 @@ async fn turns_cost_a_fixed_number_of_round_trips() {
         (1, 1, 2),
         "20 records in one Scan"
     );
+}
+
+/// A user's sessions are listed on every node, whichever node created them, and a session
+/// deleted on one node leaves the listing on the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_sessions_are_listed_on_every_node() {
+    let bed = FredBed::start().await;
+    let mut first = config(&bed, 0, "proxy0");
+    first.grant = vec!["proxy1".into()];
+    let a = FredStore::connect(&first).await.unwrap();
+    let b = FredStore::connect(&config(&bed, 1, "proxy1"))
+        .await
+        .unwrap();
+    let head = |user: &str, updated_ms| SessionHead {
+        user_id: user.into(),
+        mode: "raw".into(),
+        turn: 1,
+        records: 1,
+        last_prompt_sha256: String::new(),
+        last_reply: "{}".into(),
+        created_ms: updated_ms,
+        updated_ms,
+    };
+    a.commit_turn("onA", &head("alice", 1), Some(b"a"))
+        .await
+        .unwrap();
+    b.commit_turn("onB", &head("alice", 2), Some(b"b"))
+        .await
+        .unwrap();
+    b.commit_turn("bobs", &head("bob", 3), Some(b"c"))
+        .await
+        .unwrap();
+    for store in [&a, &b] {
+        let ids: Vec<String> = store
+            .sessions_of("alice")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, ["onB", "onA"]);
+    }
+    assert!(a.delete("onB").await.unwrap());
+    let ids: Vec<String> = b
+        .sessions_of("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, ["onA"]);
 }

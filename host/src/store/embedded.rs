@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
 
@@ -12,6 +12,11 @@ use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_tur
 const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
 /// (session id, record number) -> record bytes; a turn's commit inserts one row.
 const RECORDS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("records");
+
+/// (user id, session id) -> nothing: each user's sessions, written in the transaction that
+/// commits a session's first turn and removed in the one that deletes it, so it always agrees
+/// with `HEADS`.
+const USER_SESSIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_sessions");
 
 /// Sessions in one redb file; every commit is an fsynced transaction.
 pub struct EmbeddedStore {
@@ -30,6 +35,7 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(HEADS).map_err(unavailable)?;
         txn.open_table(RECORDS).map_err(unavailable)?;
+        index_existing_sessions(&txn)?;
         txn.commit().map_err(unavailable)?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -44,6 +50,25 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
+}
+
+/// Fills an empty `USER_SESSIONS` from the heads: a database written before the index
+/// existed gets one when first opened. (Every head has an index row otherwise, so an empty
+/// index next to heads can only mean that.)
+fn index_existing_sessions(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+    if !index.is_empty().map_err(unavailable)? {
+        return Ok(());
+    }
+    let heads = txn.open_table(HEADS).map_err(unavailable)?;
+    for row in heads.iter().map_err(unavailable)? {
+        let (id, bytes) = row.map_err(unavailable)?;
+        let head = decode_head(bytes.value())?;
+        index
+            .insert((head.user_id.as_str(), id.value()), ())
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -104,6 +129,12 @@ impl ContextStore for EmbeddedStore {
                     None => None,
                 };
                 check_next_turn(stored.as_ref(), &head)?;
+                if stored.is_none() {
+                    let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+                    index
+                        .insert((head.user_id.as_str(), id.as_str()), ())
+                        .map_err(unavailable)?;
+                }
                 if let Some(record) = &record {
                     let number = stored.as_ref().map_or(0, |h| h.records);
                     let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
@@ -139,12 +170,43 @@ impl ContextStore for EmbeddedStore {
                         for number in 0..head.records {
                             records.remove((id.as_str(), number)).map_err(unavailable)?;
                         }
+                        let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+                        index
+                            .remove((head.user_id.as_str(), id.as_str()))
+                            .map_err(unavailable)?;
                         true
                     }
                 }
             };
             txn.commit().map_err(unavailable)?;
             Ok(existed)
+        })
+        .await
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> Result<Vec<(String, SessionHead)>, StoreError> {
+        let user = user_id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+            let heads = txn.open_table(HEADS).map_err(unavailable)?;
+            let mut sessions = Vec::new();
+            // Keys order by user first: the user's rows are contiguous from (user, "").
+            for row in index.range((user.as_str(), "")..).map_err(unavailable)? {
+                let (key, _) = row.map_err(unavailable)?;
+                let (row_user, id) = key.value();
+                if row_user != user {
+                    break;
+                }
+                let Some(head) = heads.get(id).map_err(unavailable)? else {
+                    return Err(StoreError::Corrupt(format!(
+                        "user {user}'s session {id} is indexed but has no head"
+                    )));
+                };
+                sessions.push((id.to_owned(), decode_head(head.value())?));
+            }
+            super::newest_first(&mut sessions);
+            Ok(sessions)
         })
         .await
     }
@@ -175,6 +237,31 @@ mod tests {
     async fn deletes() {
         let dir = tempfile::tempdir().unwrap();
         contract::deletes(&EmbeddedStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn lists_a_users_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        contract::lists_a_users_sessions(&EmbeddedStore::open(dir.path()).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn indexes_sessions_stored_before_the_index_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store
+                .commit_turn("s1", &contract::head(1, 1), Some(b"one"))
+                .await
+                .unwrap();
+            // As an older build left it: heads and records, no index rows.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(USER_SESSIONS).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let listed = store.sessions_of("alice").await.unwrap();
+        assert_eq!(listed, [("s1".to_owned(), contract::head(1, 1))]);
     }
 
     #[tokio::test]

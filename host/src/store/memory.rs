@@ -51,6 +51,19 @@ impl ContextStore for MemoryStore {
         Ok(self.sessions.lock().unwrap().remove(session_id).is_some())
     }
 
+    async fn sessions_of(&self, user_id: &str) -> Result<Vec<(String, SessionHead)>, StoreError> {
+        let mut sessions: Vec<(String, SessionHead)> = self
+            .sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.head.user_id == user_id)
+            .map(|(id, s)| (id.clone(), s.head.clone()))
+            .collect();
+        super::newest_first(&mut sessions);
+        Ok(sessions)
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }
@@ -74,5 +87,10 @@ mod tests {
     #[tokio::test]
     async fn deletes() {
         contract::deletes(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn lists_a_users_sessions() {
+        contract::lists_a_users_sessions(&MemoryStore::new()).await;
     }
 }

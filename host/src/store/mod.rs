@@ -77,6 +77,11 @@ pub trait ContextStore: Send + Sync + 'static {
     /// replicates like a write.
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
 
+    /// The sessions `user_id` created, with their heads, most recently updated first (ties in
+    /// session id order). A session enters this list with its first committed turn and leaves
+    /// it when deleted; another user's sessions are never listed.
+    async fn sessions_of(&self, user_id: &str) -> Result<Vec<(String, SessionHead)>, StoreError>;
+
     /// A short name for logs and `/health` (e.g. "embedded", "memory").
     fn kind(&self) -> &'static str;
 
@@ -91,6 +96,13 @@ pub trait ContextStore: Send + Sync + 'static {
 pub(crate) fn delta_bytes(head: &SessionHead, record: Option<&[u8]>) -> u64 {
     let head = serde_json::to_vec(head).map_or(0, |h| h.len());
     (head + record.map_or(0, <[u8]>::len)) as u64
+}
+
+/// Sorts a user's sessions as [`ContextStore::sessions_of`] returns them.
+pub(crate) fn newest_first(sessions: &mut [(String, SessionHead)]) {
+    sessions.sort_by(|(a_id, a), (b_id, b)| {
+        b.updated_ms.cmp(&a.updated_ms).then_with(|| a_id.cmp(b_id))
+    });
 }
 
 /// Checks the precondition every store shares: the stored turn must be the one before `head.turn`.
@@ -201,5 +213,67 @@ pub(crate) mod contract {
             vec![b"one".to_vec()],
             "a refused commit appends nothing"
         );
+    }
+
+    fn head_of(user: &str, turn: u32, updated_ms: u64) -> SessionHead {
+        SessionHead {
+            user_id: user.into(),
+            updated_ms,
+            ..head(turn, turn)
+        }
+    }
+
+    fn ids(sessions: &[(String, SessionHead)]) -> Vec<&str> {
+        sessions.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    pub async fn lists_a_users_sessions(store: &dyn ContextStore) {
+        assert!(store.sessions_of("alice").await.unwrap().is_empty());
+        let a1 = head_of("alice", 1, 10);
+        store.commit_turn("a1", &a1, Some(b"one")).await.unwrap();
+        store
+            .commit_turn("b1", &head_of("bob", 1, 20), Some(b"bob's"))
+            .await
+            .unwrap();
+        store
+            .commit_turn("a2", &head_of("alice", 1, 5), Some(b"two"))
+            .await
+            .unwrap();
+        let alice = store.sessions_of("alice").await.unwrap();
+        assert_eq!(ids(&alice), ["a1", "a2"], "most recently updated first");
+        assert_eq!(alice[0].1, a1, "with their heads");
+
+        // A later turn moves a session to the front.
+        let a2 = head_of("alice", 2, 30);
+        store.commit_turn("a2", &a2, None).await.unwrap();
+        let alice = store.sessions_of("alice").await.unwrap();
+        assert_eq!(ids(&alice), ["a2", "a1"]);
+        assert_eq!(alice[0].1, a2, "the head of the latest turn");
+
+        let bob = store.sessions_of("bob").await.unwrap();
+        assert_eq!(ids(&bob), ["b1"], "another user's sessions are not listed");
+        assert!(store.sessions_of("carol").await.unwrap().is_empty());
+        assert!(
+            store.sessions_of("ali").await.unwrap().is_empty(),
+            "no prefix matches"
+        );
+
+        assert!(store.delete("a2").await.unwrap());
+        assert_eq!(ids(&store.sessions_of("alice").await.unwrap()), ["a1"]);
+        assert!(store.delete("b1").await.unwrap());
+        assert!(store.sessions_of("bob").await.unwrap().is_empty());
+        assert_eq!(
+            ids(&store.sessions_of("alice").await.unwrap()),
+            ["a1"],
+            "deleting bob's session leaves alice's"
+        );
+
+        // A deleted id taken again by another user belongs to that user only.
+        store
+            .commit_turn("a2", &head_of("bob", 1, 40), Some(b"bob's again"))
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.sessions_of("alice").await.unwrap()), ["a1"]);
+        assert_eq!(ids(&store.sessions_of("bob").await.unwrap()), ["a2"]);
     }
 }

@@ -22,6 +22,37 @@ pub fn record_key(session_id: &str, number: u32) -> String {
     format!("r{:02}{session_id}{number:08}", session_id.len())
 }
 
+/// Each user's session index: an anchor item `u{hash}` (a Scan must start at an existing id)
+/// followed, in id order, by one item `u{hash}{session id}` per session. The hash is the first
+/// 8 bytes of the user id's SHA-256 in hex, so any user id makes a valid item id of fixed
+/// length, and one user's items are contiguous. The values name the user, so the (unlikely)
+/// sessions of another user with the same hash are told apart.
+pub fn user_anchor_key(user_id: &str) -> String {
+    format!("u{}", hex::encode(&Sha256::digest(user_id.as_bytes())[..8]))
+}
+
+pub fn user_session_key(user_id: &str, session_id: &str) -> String {
+    user_anchor_key(user_id) + session_id
+}
+
+/// The value of a user index item: whose it is and, except for the anchor, which session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub user_id: String,
+    /// Empty for the anchor.
+    pub session_id: String,
+}
+
+impl IndexEntry {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("an index entry always serializes")
+    }
+
+    pub fn decode(value: &str) -> Result<Self, String> {
+        serde_json::from_str(value).map_err(|e| format!("user index entry: {e}"))
+    }
+}
+
 /// The head as stored in FReD: the store-independent head plus what replication needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FredHead {
@@ -129,6 +160,23 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric())
         );
+    }
+
+    #[test]
+    fn user_index_keys_are_alphanumeric_and_contiguous() {
+        let anchor = user_anchor_key("alice@example.org");
+        assert_eq!(anchor.len(), 17);
+        assert!(anchor.chars().all(|c| c.is_ascii_alphanumeric()));
+        let entry = user_session_key("alice@example.org", "abc");
+        assert_eq!(entry, format!("{anchor}abc"));
+        assert!(anchor < entry, "the anchor comes first in a Scan");
+        assert_ne!(user_anchor_key("bob"), anchor);
+        let value = IndexEntry {
+            user_id: "alice".into(),
+            session_id: "abc".into(),
+        };
+        assert_eq!(IndexEntry::decode(&value.encode()).unwrap(), value);
+        assert!(IndexEntry::decode("garbage").is_err());
     }
 
     #[test]

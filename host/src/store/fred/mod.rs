@@ -8,7 +8,7 @@
 mod client;
 mod codec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use fred_proto::{Item, Version};
 
 pub use client::{FredClient, FredConfig, FredError};
-pub use codec::{FredHead, head_key, record_key};
+pub use codec::{FredHead, IndexEntry, head_key, record_key, user_anchor_key, user_session_key};
 use codec::{chain, chain_all, decode_record, encode_record};
 
 use super::{ContextStore, SessionHead, StoreError, StoredSession};
@@ -26,12 +26,17 @@ use super::{ContextStore, SessionHead, StoreError, StoredSession};
 const CACHED_SESSIONS: usize = 10_000;
 /// Records fetched per Scan call (FReD's messages are limited to 4 MiB).
 const SCAN_BATCH: u32 = 256;
+/// User index items fetched per Scan call when listing a user's sessions.
+const INDEX_BATCH: u64 = 256;
 
 /// The FReD-backed store.
 pub struct FredStore {
     client: FredClient,
     node_id: String,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Users whose index anchor this node has written since it started (anchors are never
+    /// deleted), so a user's next new session costs one index write, not two.
+    anchored: Mutex<HashSet<String>>,
     bytes_written: AtomicU64,
 }
 
@@ -65,6 +70,7 @@ impl FredStore {
             client,
             node_id: config.node_id.clone(),
             cache: Mutex::new(HashMap::new()),
+            anchored: Mutex::new(HashSet::new()),
             bytes_written: AtomicU64::new(0),
         })
     }
@@ -214,6 +220,81 @@ impl FredStore {
         }
     }
 
+    /// Adds a new session to its user's index (the anchor first, if this node has not written
+    /// it yet). Idempotent; returns the bytes written.
+    async fn index_session(&self, session_id: &str, user_id: &str) -> Result<u64, StoreError> {
+        let mut written = 0;
+        if !self.anchored.lock().unwrap().contains(user_id) {
+            let anchor = IndexEntry {
+                user_id: user_id.to_owned(),
+                session_id: String::new(),
+            }
+            .encode();
+            written += anchor.len() as u64;
+            self.write(&user_anchor_key(user_id), anchor, Vec::new())
+                .await?;
+            self.anchored.lock().unwrap().insert(user_id.to_owned());
+        }
+        let entry = IndexEntry {
+            user_id: user_id.to_owned(),
+            session_id: session_id.to_owned(),
+        }
+        .encode();
+        written += entry.len() as u64;
+        self.write(&user_session_key(user_id, session_id), entry, Vec::new())
+            .await?;
+        Ok(written)
+    }
+
+    /// The session ids in a user's index: a Scan from the anchor, in batches, until the ids
+    /// leave the user's prefix. Entries may name sessions that are gone (or not replicated yet).
+    async fn indexed_sessions(&self, user_id: &str) -> Result<BTreeSet<String>, StoreError> {
+        let anchor = user_anchor_key(user_id);
+        let mut sessions = BTreeSet::new();
+        let mut start = anchor.clone();
+        loop {
+            let items = match self.client.scan(&start, INDEX_BATCH).await {
+                Ok(items) => items,
+                // No anchor: this user never created a session (that reached this node).
+                Err(FredError::NotFound(_)) if start == anchor => return Ok(sessions),
+                Err(FredError::NotFound(_)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "user {user_id}'s sessions changed while listing them; try again"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(last) = items.last().map(|item| item.id.clone()) else {
+                return Ok(sessions);
+            };
+            for item in &items {
+                if !item.id.starts_with(&anchor) {
+                    return Ok(sessions);
+                }
+                if item.id == anchor {
+                    continue;
+                }
+                match IndexEntry::decode(&item.val) {
+                    // Another user whose id hashes alike, or an entry not written by us: skip.
+                    Ok(entry)
+                        if entry.user_id == user_id
+                            && item.id == user_session_key(user_id, &entry.session_id) =>
+                    {
+                        sessions.insert(entry.session_id);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(id = item.id, "skipping user index item: {e}"),
+                }
+            }
+            // Fewer than asked for: the keygroup ends here. Else go on from the last id seen
+            // (a Scan includes the id it starts at, which is then read twice, harmlessly).
+            if (items.len() as u64) < INDEX_BATCH {
+                return Ok(sessions);
+            }
+            start = last;
+        }
+    }
+
     fn remember(&self, session_id: &str, cached: Cached) {
         let mut cache = self.cache.lock().unwrap();
         if cache.len() >= CACHED_SESSIONS && !cache.contains_key(session_id) {
@@ -290,8 +371,13 @@ impl ContextStore for FredStore {
                 });
             }
         };
-        let mut chain_digest = previous_chain;
         let mut written = 0;
+        if head.turn == 1 {
+            // Indexed before anything else is written: a failure here leaves no session, and
+            // an entry left by a turn that fails later names no session and is skipped.
+            written += self.index_session(session_id, &head.user_id).await?;
+        }
+        let mut chain_digest = previous_chain;
         if let Some(record) = record {
             let key = record_key(session_id, records.len() as u32);
             let value = encode_record(&self.node_id, record);
@@ -334,7 +420,8 @@ impl ContextStore for FredStore {
     }
 
     /// Deletes the head first, so every node stops seeing the session at once; then the
-    /// records (a record left behind by a failure here is never read: no head names it).
+    /// records and the user index entry (left behind by a failure here, a record is never
+    /// read, since no head names it, and an index entry is skipped, since its session is gone).
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         self.cache.lock().unwrap().remove(session_id);
         let Some((head, _)) = self.read_head(session_id).await? else {
@@ -346,7 +433,27 @@ impl ContextStore for FredStore {
                 tracing::warn!(session_id, number, "record not deleted: {e}");
             }
         }
+        let entry = user_session_key(&head.head.user_id, session_id);
+        if let Err(e) = self.client.delete(&entry).await {
+            tracing::warn!(session_id, "user index entry not deleted: {e}");
+        }
         Ok(true)
+    }
+
+    /// One Scan per 256 sessions of the user's index, then one Read per session for its head.
+    async fn sessions_of(&self, user_id: &str) -> Result<Vec<(String, SessionHead)>, StoreError> {
+        let mut sessions = Vec::new();
+        for session_id in self.indexed_sessions(user_id).await? {
+            match self.read_head(&session_id).await? {
+                Some((head, _)) if head.head.user_id == user_id => {
+                    sessions.push((session_id, head.head));
+                }
+                // Deleted (or its id taken again by someone else) since it was indexed.
+                _ => {}
+            }
+        }
+        super::newest_first(&mut sessions);
+        Ok(sessions)
     }
 
     fn kind(&self) -> &'static str {
@@ -355,5 +462,107 @@ impl ContextStore for FredStore {
 
     fn replicated(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The store contract against one node of `fred-testnode` (a FReD-compatible TEST node in
+    //! this repository, not FReD), in this process.
+    use std::time::Duration;
+
+    use fred_testnode::{Cluster, NodeHandle, TestPki};
+
+    use super::*;
+    use crate::store::contract;
+
+    struct Bed {
+        store: FredStore,
+        _node: NodeHandle,
+        _cluster: Cluster,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn bed() -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(dir.path(), &["nodeA", "proxy0"]).unwrap();
+        let cluster = Cluster::new();
+        let node = cluster
+            .start_node(
+                "nodeA",
+                "127.0.0.1:0".parse().unwrap(),
+                pki.node_tls("nodeA"),
+            )
+            .await
+            .unwrap();
+        let config = FredConfig {
+            addr: node.addr().to_string(),
+            tls_name: None,
+            cert: pki.cert("proxy0"),
+            key: pki.key("proxy0"),
+            ca: pki.ca(),
+            keygroup: "sessions".into(),
+            node_id: "nodeA".into(),
+            expiry: 0,
+            replicas: Some(Vec::new()),
+            grant: Vec::new(),
+            timeout: Duration::from_secs(2),
+        };
+        Bed {
+            store: FredStore::connect(&config).await.unwrap(),
+            _node: node,
+            _cluster: cluster,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn appends_and_loads() {
+        contract::appends_and_loads(&bed().await.store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn refuses_out_of_order_turns() {
+        contract::refuses_out_of_order_turns(&bed().await.store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn deletes() {
+        contract::deletes(&bed().await.store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn lists_a_users_sessions() {
+        contract::lists_a_users_sessions(&bed().await.store).await;
+    }
+
+    /// More sessions than one index Scan returns, and index entries whose session is gone.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn lists_many_sessions_in_batches_and_skips_stale_entries() {
+        let bed = bed().await;
+        let store = &bed.store;
+        let head = |user: &str, updated_ms| SessionHead {
+            user_id: user.into(),
+            updated_ms,
+            ..contract::head(1, 1)
+        };
+        let n = INDEX_BATCH as u64 + 10;
+        for i in 0..n {
+            store
+                .commit_turn(&format!("s{i:04}"), &head("alice", i), Some(b"x"))
+                .await
+                .unwrap();
+        }
+        store
+            .commit_turn("zzz", &head("bob", 0), Some(b"x"))
+            .await
+            .unwrap();
+        // An entry whose session was never committed (its turn failed after indexing).
+        store.index_session("gone", "alice").await.unwrap();
+        let listed = store.sessions_of("alice").await.unwrap();
+        assert_eq!(listed.len() as u64, n);
+        assert_eq!(listed[0].0, format!("s{:04}", n - 1), "newest first");
+        assert_eq!(listed[n as usize - 1].0, "s0000");
+        assert!(listed.iter().all(|(_, h)| h.user_id == "alice"));
     }
 }
