@@ -546,7 +546,7 @@ mod tests {
             updated_ms,
             ..contract::head(1, 1)
         };
-        let n = INDEX_BATCH as u64 + 10;
+        let n = INDEX_BATCH + 10;
         for i in 0..n {
             store
                 .commit_turn(&format!("s{i:04}"), &head("alice", i), Some(b"x"))
