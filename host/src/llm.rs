@@ -1,11 +1,14 @@
 //! The model behind the proxy: llama.cpp's server, reached over HTTP.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::body::Bytes;
+use futures_util::Stream;
 use serde_json::{Map, Value, json};
 
 use crate::error::error_chain;
@@ -24,13 +27,31 @@ pub enum LlmError {
     Failed { status: u16, message: String },
     #[error("llama-server sent an unexpected answer: {0}")]
     BadReply(String),
+    /// A streamed answer stopped before its last event (connection lost, server error event).
+    #[error("llama-server's stream broke off: {0}")]
+    StreamBroken(String),
 }
+
+/// One event of a streamed completion: llama-server's JSON object, and its text as received
+/// (passed on to the client byte for byte when the proxy has nothing to add).
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub fields: Map<String, Value>,
+    pub data: Bytes,
+}
+
+/// The events of one streamed completion, as they arrive; dropping it closes the connection,
+/// which makes llama-server stop generating.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, LlmError>> + Send>>;
 
 /// The seam to the model server, so tests and other servers can stand in for llama-server.
 #[async_trait]
 pub trait LlmBackend: Send + Sync + 'static {
     /// Sends a llama.cpp `/completion` body and returns the reply object.
     async fn complete(&self, body: &Map<String, Value>) -> Result<Map<String, Value>, LlmError>;
+    /// Sends a `/completion` body with `"stream": true`; fails before the first event if the
+    /// server refuses, so the client can still get a plain HTTP error.
+    async fn complete_stream(&self, body: &Map<String, Value>) -> Result<EventStream, LlmError>;
     /// The model's tokenizer; never adds a start token.
     async fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, LlmError>;
     async fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError>;
@@ -46,6 +67,8 @@ pub trait LlmBackend: Send + Sync + 'static {
 pub struct LlamaServer {
     base: String,
     http: reqwest::Client,
+    /// For streams: no bound on the whole answer, only on the wait for each piece of it.
+    streaming: reqwest::Client,
     timeout: Duration,
     /// Tokenizations of short texts (template pieces such as `<|im_end|>\n`), reused every turn.
     short_texts: Mutex<HashMap<(String, bool), Vec<u32>>>,
@@ -71,9 +94,16 @@ impl LlamaServer {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("HTTP client builds with static settings");
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .read_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .expect("HTTP client builds with static settings");
         Self {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
+            streaming,
             timeout,
             short_texts: Mutex::new(HashMap::new()),
             n_ctx: AtomicU32::new(UNASKED),
@@ -187,6 +217,60 @@ impl LlmBackend for LlamaServer {
         }
     }
 
+    async fn complete_stream(&self, body: &Map<String, Value>) -> Result<EventStream, LlmError> {
+        let url = format!("{}/completion", self.base);
+        let mut body = body.clone();
+        body.insert("stream".into(), Value::Bool(true));
+        let reply = self
+            .streaming
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        if !reply.status().is_success() {
+            return Err(self
+                .read_json(reply)
+                .await
+                .err()
+                .unwrap_or_else(|| LlmError::BadReply("error status with a JSON body".into())));
+        }
+        let timeout = self.timeout;
+        let state = (reply, SseLines::default(), false);
+        let events =
+            futures_util::stream::unfold(state, move |(mut reply, mut lines, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    if let Some(line) = lines.next_line() {
+                        match event_of(line) {
+                            Some(Ok(event)) => return Some((Ok(event), (reply, lines, false))),
+                            Some(Err(e)) => return Some((Err(e), (reply, lines, true))),
+                            None => continue,
+                        }
+                    }
+                    match reply.chunk().await {
+                        Ok(Some(chunk)) => lines.push(&chunk),
+                        Ok(None) => {
+                            let rest = lines.finish()?;
+                            let event = event_of(rest)?;
+                            return Some((event, (reply, lines, true)));
+                        }
+                        Err(e) => {
+                            let e = if e.is_timeout() {
+                                LlmError::Timeout(timeout)
+                            } else {
+                                LlmError::StreamBroken(error_chain(&e))
+                            };
+                            return Some((Err(e), (reply, lines, true)));
+                        }
+                    }
+                }
+            });
+        Ok(Box::pin(events))
+    }
+
     async fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, LlmError> {
         let memo = text.len() <= MEMO_TEXT_BYTES;
         if memo
@@ -243,6 +327,69 @@ impl LlmBackend for LlamaServer {
     }
 }
 
+/// Splits a server-sent-event byte stream into lines, whatever the chunk boundaries.
+#[derive(Default)]
+struct SseLines {
+    buffer: Vec<u8>,
+    /// Where the next line starts in `buffer`.
+    start: usize,
+}
+
+impl SseLines {
+    fn push(&mut self, chunk: &[u8]) {
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        self.buffer.extend_from_slice(chunk);
+    }
+
+    /// The next complete line, without its line ending.
+    fn next_line(&mut self) -> Option<Bytes> {
+        let end = self.buffer[self.start..].iter().position(|&b| b == b'\n')? + self.start;
+        let mut line = &self.buffer[self.start..end];
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        let line = Bytes::copy_from_slice(line);
+        self.start = end + 1;
+        Some(line)
+    }
+
+    /// What is left when the stream ends without a final line ending.
+    fn finish(&mut self) -> Option<Bytes> {
+        let rest = &self.buffer[self.start..];
+        self.start = self.buffer.len();
+        (!rest.is_empty()).then(|| Bytes::copy_from_slice(rest))
+    }
+}
+
+/// A `data:` line as an event, an `error:` line (llama-server's way of failing mid-stream) as
+/// an error; other lines (blank separators, comments, `[DONE]`) as nothing.
+fn event_of(line: Bytes) -> Option<Result<StreamEvent, LlmError>> {
+    let field = |name: &[u8]| {
+        line.strip_prefix(name)
+            .map(|rest| rest.strip_prefix(b" ").unwrap_or(rest).len())
+    };
+    if let Some(len) = field(b"data:") {
+        let data = line.slice(line.len() - len..);
+        if &data[..] == b"[DONE]" {
+            return None;
+        }
+        return Some(match serde_json::from_slice::<Map<String, Value>>(&data) {
+            Ok(fields) if fields.contains_key("error") => {
+                Err(LlmError::StreamBroken(Value::Object(fields).to_string()))
+            }
+            Ok(fields) => Ok(StreamEvent { fields, data }),
+            Err(e) => Err(LlmError::BadReply(format!(
+                "stream event is not a JSON object ({e}): {}",
+                preview(&data)
+            ))),
+        });
+    }
+    field(b"error:").map(|len| Err(LlmError::StreamBroken(preview(&line[line.len() - len..]))))
+}
+
 /// Lets synchronous policy code (inside a wasm call on a blocking thread) use the async backend.
 pub struct BlockingTokenizer {
     llm: std::sync::Arc<dyn LlmBackend>,
@@ -267,5 +414,70 @@ impl crate::policy::HostServices for BlockingTokenizer {
         self.runtime
             .block_on(self.llm.detokenize(tokens))
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(chunks: &[&[u8]]) -> Vec<Result<Map<String, Value>, String>> {
+        let mut lines = SseLines::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            lines.push(chunk);
+            while let Some(line) = lines.next_line() {
+                out.extend(event_of(line));
+            }
+        }
+        out.extend(lines.finish().and_then(event_of));
+        out.into_iter()
+            .map(|e| e.map(|e| e.fields).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn events_survive_any_chunk_boundaries() {
+        let stream =
+            b"data: {\"content\":\"Hel\"}\n\ndata: {\"content\":\"lo\",\"stop\":true}\r\n\r\n";
+        let whole = events(&[stream]);
+        assert_eq!(whole.len(), 2);
+        assert_eq!(whole[1].as_ref().unwrap()["stop"], true);
+        for split in 1..stream.len() {
+            assert_eq!(
+                events(&[&stream[..split], &stream[split..]]),
+                whole,
+                "split at {split}"
+            );
+        }
+        let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(events(&bytewise), whole);
+    }
+
+    #[test]
+    fn a_last_event_without_line_ending_still_counts() {
+        let got = events(&[b"data: {\"a\":1}\n\ndata: {\"b\":2}"]);
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn error_lines_and_error_objects_break_the_stream() {
+        let got = events(&[b"data: {\"content\":\"x\"}\n\nerror: {\"code\":500}\n\n"]);
+        assert!(got[0].is_ok());
+        assert!(got[1].as_ref().unwrap_err().contains("500"));
+        let got = events(&[b"data: {\"error\":{\"message\":\"boom\"}}\n\n"]);
+        assert!(got[0].as_ref().unwrap_err().contains("boom"));
+        let got = events(&[b"data: not json\n\n: comment\n\ndata: [DONE]\n\n"]);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].as_ref().unwrap_err().contains("not a JSON object"));
+    }
+
+    #[test]
+    fn data_keeps_the_bytes_as_received() {
+        let mut lines = SseLines::default();
+        lines.push(b"data:{\"content\":\"\\u00e9\"}\n");
+        let event = event_of(lines.next_line().unwrap()).unwrap().unwrap();
+        assert_eq!(&event.data[..], b"{\"content\":\"\\u00e9\"}");
+        assert_eq!(event.fields["content"], "\u{e9}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -67,6 +67,8 @@ pub struct TurnRequest {
     pub forward: Map<String, Value>,
     /// The body as received, for policies that read fields of their own.
     pub request_json: String,
+    /// The client asked for server-sent events (`"stream": true`).
+    pub stream: bool,
 }
 
 /// The reply to send, and which policy version produced it.
@@ -130,33 +132,49 @@ impl Proxy {
 
     /// Serves one turn.
     pub async fn turn(&self, request: TurnRequest) -> Result<TurnReply, ApiError> {
-        let policy = self.policies.get(&request.mode).ok_or_else(|| {
-            ApiError::bad_request("unknown_mode", format!("unknown mode {:?}", request.mode))
+        let mut prepared = match self.start_turn(request).await? {
+            StartedTurn::Replayed(reply) => return Ok(reply),
+            StartedTurn::Prepared(prepared) => prepared,
+        };
+        let started = Instant::now();
+        let reply = self.llm.complete(&prepared.body).await?;
+        prepared.timing.llm = started.elapsed();
+        self.finish_turn(prepared, reply).await
+    }
+
+    /// Everything before the model: lock and load the session, check the turn, run the
+    /// policy's `prepare`. A retried turn is answered from the store here.
+    pub async fn start_turn(&self, request: TurnRequest) -> Result<StartedTurn, ApiError> {
+        let TurnRequest {
+            mode,
+            session_id: requested_id,
+            user_id,
+            turn: requested_turn,
+            prompt,
+            system_prompt,
+            forward,
+            request_json,
+            stream: _,
+        } = request;
+        let policy = self.policies.get(&mode).ok_or_else(|| {
+            ApiError::bad_request("unknown_mode", format!("unknown mode {mode:?}"))
                 .with("modes", self.policies.names())
         })?;
-        if policy.info.stores_context && !request.prompt.is_string() {
+        if policy.info.stores_context && !prompt.is_string() {
             return Err(ApiError::bad_request(
                 "invalid_field",
-                format!(
-                    "prompt must be a string (the new user message) in mode {:?}",
-                    request.mode
-                ),
+                format!("prompt must be a string (the new user message) in mode {mode:?}"),
             ));
         }
-        let session_id = match &request.session_id {
+        let session_id = match &requested_id {
             Some(id) => id.clone(),
             None => uuid::Uuid::new_v4().simple().to_string(),
         };
         tracing::Span::current().record("session_id", session_id.as_str());
-        if !policy.info.stores_context {
-            let turn = request.turn.unwrap_or(1);
-            return self
-                .stateless_turn(&policy, request, session_id, turn)
-                .await;
-        }
-        let turn = match (request.turn, &request.session_id) {
+        let turn = match (requested_turn, &requested_id) {
             (Some(turn), _) => turn,
             (None, None) => 1,
+            (None, Some(_)) if !policy.info.stores_context => 1,
             (None, Some(_)) => {
                 return Err(ApiError::bad_request(
                     "missing_field",
@@ -164,98 +182,157 @@ impl Proxy {
                 ));
             }
         };
-        let _lock = self.locks.lock(&session_id).await;
         let mut timing = TurnTiming::default();
-        let started = Instant::now();
-        let stored = self.load_caught_up(&session_id, turn).await?;
-        timing.store_read = started.elapsed();
-        let stored = self.unless_idle(&session_id, stored).await?;
-        let prompt_text = request.prompt.as_str().unwrap_or_default();
-        let prompt_sha256 = hex::encode(&Sha256::digest(prompt_text.as_bytes())[..16]);
-        let (previous, records) = match stored {
-            None if turn == 1 => (None, Vec::new()),
-            None => return Err(unknown_session(&session_id)),
-            Some(stored) => {
-                let head = stored.head;
-                // Another user's session looks exactly like one that does not exist.
-                if head.user_id != request.user_id {
-                    return Err(unknown_session(&session_id));
+        let mut kept = None;
+        let mut records = Vec::new();
+        if policy.info.stores_context {
+            let lock = self.locks.lock(&session_id).await;
+            let started = Instant::now();
+            let stored = self.load_caught_up(&session_id, turn).await?;
+            timing.store_read = started.elapsed();
+            let stored = self.unless_idle(&session_id, stored).await?;
+            let prompt_text = prompt.as_str().unwrap_or_default();
+            let prompt_sha256 = hex::encode(&Sha256::digest(prompt_text.as_bytes())[..16]);
+            let previous = match stored {
+                None if turn == 1 => None,
+                None => return Err(unknown_session(&session_id)),
+                Some(stored) => {
+                    let head = &stored.head;
+                    // Another user's session looks exactly like one that does not exist.
+                    if head.user_id != user_id {
+                        return Err(unknown_session(&session_id));
+                    }
+                    self.check_size(&session_id, &stored.records)?;
+                    if head.mode != mode {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            "mode_mismatch",
+                            format!(
+                                "session {session_id:?} is kept by mode {:?}, not {mode:?}",
+                                head.mode
+                            ),
+                        )
+                        .with("mode", head.mode.clone()));
+                    }
+                    if turn == head.turn && head.last_prompt_sha256 == prompt_sha256 {
+                        return replay(head, &session_id, &policy).map(StartedTurn::Replayed);
+                    }
+                    if turn != head.turn + 1 {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            "turn_mismatch",
+                            format!("turn {turn} does not follow stored turn {}", head.turn),
+                        )
+                        .with("expected_turn", head.turn + 1));
+                    }
+                    records = stored.records;
+                    Some(stored.head)
                 }
-                let size: usize = stored.records.iter().map(Vec::len).sum();
-                if size > self.defaults.max_session_bytes {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "session_too_large",
-                        format!(
-                            "session {session_id:?} holds {size} bytes of context, more than the {} allowed; start a new session",
-                            self.defaults.max_session_bytes
-                        ),
-                    ));
-                }
-                if head.mode != request.mode {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "mode_mismatch",
-                        format!(
-                            "session {session_id:?} is kept by mode {:?}, not {:?}",
-                            head.mode, request.mode
-                        ),
-                    )
-                    .with("mode", head.mode));
-                }
-                if turn == head.turn && head.last_prompt_sha256 == prompt_sha256 {
-                    return replay(&head, &session_id, &policy);
-                }
-                if turn != head.turn + 1 {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "turn_mismatch",
-                        format!("turn {turn} does not follow stored turn {}", head.turn),
-                    )
-                    .with("expected_turn", head.turn + 1));
-                }
-                (Some(head), stored.records)
-            }
-        };
+            };
+            kept = Some((lock, previous, prompt_sha256));
+        }
 
         let input = TurnInput {
             session_id: session_id.clone(),
-            user_id: request.user_id.clone(),
+            user_id: user_id.clone(),
             turn,
-            prompt: prompt_text.to_owned(),
+            prompt: match &prompt {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            },
         };
-        let settings = self.settings(&request, turn == 1).await;
+        let settings = self
+            .settings(&forward, system_prompt, request_json, turn == 1)
+            .await;
+        let n_ctx = settings.n_ctx;
         let started = Instant::now();
         let (instance, prepared, input, settings) =
             self.prepare(&policy, records, input, settings).await?;
         timing.policy = started.elapsed();
-        let started = Instant::now();
-        let (reply, llm_reply) = self
-            .ask_model(&request, &prepared, &policy, settings.n_ctx)
+        let want_reply_tokens = prepared.want_reply_tokens;
+        let client_wants_tokens = forward
+            .get("return_tokens")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut body = self
+            .model_body(forward, prompt, prepared.prompt, &policy, n_ctx)
             .await?;
-        timing.llm = started.elapsed();
+        if want_reply_tokens {
+            body.insert("return_tokens".into(), Value::Bool(true));
+        }
+        let state = kept.map(|(lock, previous, prompt_sha256)| PendingCommit {
+            _lock: lock,
+            previous,
+            prompt_sha256,
+            instance,
+            input,
+            settings,
+            carry: prepared.carry,
+        });
+        Ok(StartedTurn::Prepared(Box::new(PreparedTurn {
+            body,
+            timing,
+            session_id,
+            user_id,
+            mode,
+            turn,
+            policy,
+            state,
+            want_reply_tokens,
+            client_wants_tokens,
+        })))
+    }
+
+    /// Everything after the model: let the policy fold the reply in and commit the turn.
+    /// `reply` is llama-server's answer (for a stream: its last event, holding the whole
+    /// `content` and `tokens`).
+    pub async fn finish_turn(
+        &self,
+        prepared: Box<PreparedTurn>,
+        mut reply: Map<String, Value>,
+    ) -> Result<TurnReply, ApiError> {
+        let model_reply = self.read_reply(&prepared, &mut reply)?;
+        let PreparedTurn {
+            mut timing,
+            session_id,
+            user_id,
+            mode,
+            turn,
+            policy,
+            state,
+            ..
+        } = *prepared;
+        let Some(pending) = state else {
+            return Ok(TurnReply {
+                body: with_session_fields(reply, &session_id, &user_id, &mode, turn),
+                policy: policy.label(),
+                replayed: false,
+                timing,
+            });
+        };
         let started = Instant::now();
         let record = self
             .commit(
                 &policy,
-                instance,
-                input,
-                settings,
-                prepared.carry,
-                llm_reply,
+                pending.instance,
+                pending.input,
+                pending.settings,
+                pending.carry,
+                model_reply,
             )
             .await?;
         timing.policy += started.elapsed();
 
         let now = unix_ms();
+        let previous = pending.previous.as_ref();
         let head = SessionHead {
-            user_id: request.user_id.clone(),
-            mode: request.mode.clone(),
+            user_id,
+            mode,
             turn,
-            records: previous.as_ref().map_or(0, |h| h.records) + u32::from(record.is_some()),
-            last_prompt_sha256: prompt_sha256,
+            records: previous.map_or(0, |h| h.records) + u32::from(record.is_some()),
+            last_prompt_sha256: pending.prompt_sha256,
             last_reply: replay_copy(&reply),
-            created_ms: previous.as_ref().map_or(now, |h| h.created_ms),
+            created_ms: previous.map_or(now, |h| h.created_ms),
             updated_ms: now,
         };
         let started = Instant::now();
@@ -265,47 +342,26 @@ impl Proxy {
             .await?;
         timing.store_write = started.elapsed();
         Ok(TurnReply {
-            body: with_session_fields(reply, &session_id, &request.user_id, &request.mode, turn),
+            body: with_session_fields(reply, &session_id, &head.user_id, &head.mode, turn),
             policy: policy.label(),
             replayed: false,
             timing,
         })
     }
 
-    /// A policy that keeps nothing: no lock, no load, no store.
-    async fn stateless_turn(
-        &self,
-        policy: &Arc<LoadedPolicy>,
-        request: TurnRequest,
-        session_id: String,
-        turn: u32,
-    ) -> Result<TurnReply, ApiError> {
-        let input = TurnInput {
-            session_id: session_id.clone(),
-            user_id: request.user_id.clone(),
-            turn,
-            prompt: match &request.prompt {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            },
-        };
-        let settings = self.settings(&request, turn == 1).await;
-        let mut timing = TurnTiming::default();
-        let started = Instant::now();
-        let (_instance, prepared, _, settings) =
-            self.prepare(policy, Vec::new(), input, settings).await?;
-        timing.policy = started.elapsed();
-        let started = Instant::now();
-        let (reply, _) = self
-            .ask_model(&request, &prepared, policy, settings.n_ctx)
-            .await?;
-        timing.llm = started.elapsed();
-        Ok(TurnReply {
-            body: with_session_fields(reply, &session_id, &request.user_id, &request.mode, turn),
-            policy: policy.label(),
-            replayed: false,
-            timing,
-        })
+    fn check_size(&self, session_id: &str, records: &[Vec<u8>]) -> Result<(), ApiError> {
+        let size: usize = records.iter().map(Vec::len).sum();
+        if size <= self.defaults.max_session_bytes {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "session_too_large",
+            format!(
+                "session {session_id:?} holds {size} bytes of context, more than the {} allowed; start a new session",
+                self.defaults.max_session_bytes
+            ),
+        ))
     }
 
     /// Deletes a session of `user_id`; another user's session is reported as unknown.
@@ -320,6 +376,80 @@ impl Proxy {
             }
             _ => Err(unknown_session(session_id)),
         }
+    }
+
+    /// A session as its owner sees it (`GET /sessions/{id}`): what the head says, and the
+    /// conversation as the session's policy renders it (null if it cannot).
+    pub async fn session_view(
+        &self,
+        session_id: &str,
+        user_id: &str,
+    ) -> Result<Map<String, Value>, ApiError> {
+        let stored = self.store.load(session_id).await?;
+        let stored = match self.unless_idle(session_id, stored).await? {
+            Some(stored) if stored.head.user_id == user_id => stored,
+            _ => return Err(unknown_session(session_id)),
+        };
+        let mut view = session_summary(session_id, &stored.head);
+        view.insert("user_id".into(), user_id.into());
+        view.insert("records".into(), stored.head.records.into());
+        let bytes: usize = stored.records.iter().map(Vec::len).sum();
+        view.insert("stored_bytes".into(), bytes.into());
+        let history = match self.render_history(stored).await {
+            Ok(messages) => messages.map(|messages| {
+                messages
+                    .into_iter()
+                    .map(|(role, content)| json!({"role": role, "content": content}))
+                    .collect::<Vec<_>>()
+            }),
+            Err(why) => {
+                view.insert("history_unavailable".into(), why.into());
+                None
+            }
+        };
+        view.insert("history".into(), history.into());
+        Ok(view)
+    }
+
+    /// A user's sessions, most recently updated first (`GET /sessions?user_id=`).
+    pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
+        let mut listed = Vec::new();
+        for (session_id, head) in self.store.sessions_of(user_id).await? {
+            let idle = self
+                .defaults
+                .session_idle
+                .is_some_and(|idle| head.updated_ms + (idle.as_millis() as u64) < unix_ms());
+            if !idle {
+                listed.push(session_summary(&session_id, &head));
+            }
+        }
+        Ok(listed)
+    }
+
+    /// The session's conversation through its policy's optional `history` export; `Ok(None)`
+    /// if the policy has none, `Err` (a reason for the client) if it failed.
+    async fn render_history(
+        &self,
+        stored: StoredSession,
+    ) -> Result<Option<Vec<(String, String)>>, String> {
+        let mode = &stored.head.mode;
+        let policy = self
+            .policies
+            .get(mode)
+            .ok_or_else(|| format!("mode {mode:?} is not loaded on this node"))?;
+        if !policy.has_history() {
+            return Ok(None);
+        }
+        let settings = self.settings(&Map::new(), None, "{}".into(), false).await;
+        let (runtime, services) = (self.policies.runtime().clone(), self.services.clone());
+        let policy2 = policy.clone();
+        let rendered = tokio::task::spawn_blocking(move || {
+            let mut instance = policy2.instantiate(&runtime, services)?;
+            instance.render(&stored.records, &settings)
+        })
+        .await
+        .map_err(|e| joined(e, &policy).message)?;
+        rendered.map_err(|e| policy_error(e, &policy).message)
     }
 
     /// Drops a session that has been idle past `session_idle`, as if it never existed.
@@ -365,13 +495,18 @@ impl Proxy {
         }
     }
 
-    async fn settings(&self, request: &TurnRequest, first_turn: bool) -> Settings {
+    async fn settings(
+        &self,
+        forward: &Map<String, Value>,
+        system_prompt: Option<String>,
+        request_json: String,
+        first_turn: bool,
+    ) -> Settings {
         let n_ctx = match self.llm.context_size().await {
             Ok(Some(n)) => n,
             _ => self.defaults.n_ctx,
         };
-        let reply_budget = request
-            .forward
+        let reply_budget = forward
             .get("n_predict")
             .and_then(Value::as_i64)
             .filter(|&n| n > 0)
@@ -379,10 +514,7 @@ impl Proxy {
                 n.min(i64::from(u32::MAX)) as u32
             });
         let system_prompt = if first_turn {
-            request
-                .system_prompt
-                .clone()
-                .or_else(|| self.defaults.system_prompt.clone())
+            system_prompt.or_else(|| self.defaults.system_prompt.clone())
         } else {
             None
         };
@@ -391,7 +523,7 @@ impl Proxy {
             reply_budget,
             template: self.defaults.template.clone(),
             system_prompt,
-            request_json: request.request_json.clone(),
+            request_json,
         }
     }
 
@@ -439,40 +571,43 @@ impl Proxy {
         .map_err(|e| policy_error(e, policy))
     }
 
-    /// Sends the prepared prompt with the client's own llama.cpp fields.
-    async fn ask_model(
+    /// The `/completion` body for llama-server: the client's own llama.cpp fields (moved, not
+    /// copied) with the policy's prompt, checked first if it is token ids.
+    async fn model_body(
         &self,
-        request: &TurnRequest,
-        prepared: &Prepared,
+        mut forward: Map<String, Value>,
+        client_prompt: Value,
+        prompt: Prompt,
         policy: &LoadedPolicy,
         n_ctx: u32,
-    ) -> Result<(Map<String, Value>, Reply), ApiError> {
-        if let Prompt::Tokens(ids) = &prepared.prompt {
-            let vocab = self.llm.vocab_size().await.ok().flatten();
-            check_token_prompt(ids, n_ctx, vocab).map_err(|why| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "policy_bad_output",
-                    format!("policy {} {why}", policy.name),
-                )
-                .with("policy", policy.label())
-            })?;
-        }
-        let mut body = request.forward.clone();
-        let prompt = match &prepared.prompt {
-            Prompt::Unchanged => request.prompt.clone(),
-            Prompt::Text(text) => Value::String(text.clone()),
-            Prompt::Tokens(ids) => Value::Array(ids.iter().map(|&id| Value::from(id)).collect()),
+    ) -> Result<Map<String, Value>, ApiError> {
+        let prompt = match prompt {
+            Prompt::Unchanged => client_prompt,
+            Prompt::Text(text) => Value::String(text),
+            Prompt::Tokens(ids) => {
+                let vocab = self.llm.vocab_size().await.ok().flatten();
+                check_token_prompt(&ids, n_ctx, vocab).map_err(|why| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "policy_bad_output",
+                        format!("policy {} {why}", policy.name),
+                    )
+                    .with("policy", policy.label())
+                })?;
+                Value::Array(ids.into_iter().map(Value::from).collect())
+            }
         };
-        body.insert("prompt".into(), prompt);
-        let client_wants_tokens = body
-            .get("return_tokens")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if prepared.want_reply_tokens {
-            body.insert("return_tokens".into(), Value::Bool(true));
-        }
-        let mut reply = self.llm.complete(&body).await?;
+        forward.insert("prompt".into(), prompt);
+        Ok(forward)
+    }
+
+    /// What the policy needs from llama-server's answer; the token ids it asked for are taken
+    /// out of the client's copy unless the client asked for them too.
+    fn read_reply(
+        &self,
+        prepared: &PreparedTurn,
+        reply: &mut Map<String, Value>,
+    ) -> Result<Reply, ApiError> {
         let timing = |key: &str| {
             reply
                 .get("timings")
@@ -489,7 +624,7 @@ impl Proxy {
                 "llm_failed",
                 format!("llama-server reply has no {what}"),
             )
-            .with("policy", policy.label())
+            .with("policy", prepared.policy.label())
         };
         let content = reply
             .get("content")
@@ -514,17 +649,90 @@ impl Proxy {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if prepared.want_reply_tokens && !client_wants_tokens {
+        if prepared.want_reply_tokens && !prepared.client_wants_tokens {
             reply.remove("tokens");
         }
-        Ok((
-            reply,
-            Reply {
-                content,
-                tokens,
-                stop_type,
-            },
-        ))
+        Ok(Reply {
+            content,
+            tokens,
+            stop_type,
+        })
+    }
+}
+
+/// Where [`Proxy::start_turn`] left a turn.
+pub enum StartedTurn {
+    /// A retried turn, answered from the store; the model is not asked again.
+    Replayed(TurnReply),
+    /// Ready for the model (boxed: it holds the policy instance and the session lock).
+    Prepared(Box<PreparedTurn>),
+}
+
+/// A turn between the policy's `prepare` and `commit`: the session is locked and the body for
+/// llama-server is ready. Dropping it abandons the turn, and nothing is written.
+pub struct PreparedTurn {
+    /// The llama-server `/completion` body: the client's fields with the policy's prompt.
+    pub body: Map<String, Value>,
+    pub timing: TurnTiming,
+    pub session_id: String,
+    pub user_id: String,
+    pub mode: String,
+    pub turn: u32,
+    policy: Arc<LoadedPolicy>,
+    /// `None` for a policy that keeps nothing.
+    state: Option<PendingCommit>,
+    /// The policy asked for the generated ids (`return_tokens` was set for it).
+    want_reply_tokens: bool,
+    client_wants_tokens: bool,
+}
+
+impl PreparedTurn {
+    /// The policy and its version, for the `x-discedge-policy` header.
+    pub fn policy_label(&self) -> String {
+        self.policy.label()
+    }
+
+    /// Whether the generated token ids must be kept from llama-server's answer.
+    pub fn wants_tokens(&self) -> bool {
+        self.want_reply_tokens || self.client_wants_tokens
+    }
+}
+
+/// What committing a stored turn needs: the session lock, held until then, and the instance
+/// `prepare` ran on, with its inputs.
+struct PendingCommit {
+    _lock: SessionGuard,
+    previous: Option<SessionHead>,
+    prompt_sha256: String,
+    instance: PolicyInstance,
+    input: TurnInput,
+    settings: Settings,
+    carry: Vec<u8>,
+}
+
+/// What a session listing shows of one session.
+fn session_summary(session_id: &str, head: &SessionHead) -> Map<String, Value> {
+    // The model's context after the last turn: that turn's prompt and its reply.
+    let last: Option<Value> = serde_json::from_str(&head.last_reply).ok();
+    let count = |key: &str| {
+        last.as_ref()
+            .and_then(|r| r.get(key))
+            .and_then(Value::as_u64)
+    };
+    let tokens = count("tokens_evaluated")
+        .zip(count("tokens_predicted"))
+        .map(|(p, r)| p + r);
+    let fields = json!({
+        "session_id": session_id,
+        "mode": head.mode,
+        "turns": head.turn,
+        "tokens": tokens,
+        "created_ms": head.created_ms,
+        "updated_ms": head.updated_ms,
+    });
+    match fields {
+        Value::Object(fields) => fields,
+        _ => unreachable!("json! of an object is an object"),
     }
 }
 

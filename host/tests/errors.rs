@@ -85,10 +85,10 @@ async fn bad_input_gets_a_clear_4xx() {
             "invalid_field",
         ),
         (
-            "streaming",
-            json!({"mode": "raw", "prompt": "hi", "stream": true}).to_string(),
+            "stream not a boolean",
+            json!({"mode": "raw", "prompt": "hi", "stream": "yes"}).to_string(),
             400,
-            "unsupported",
+            "invalid_field",
         ),
         (
             "unknown session",

@@ -1,0 +1,286 @@
+//! Streamed turns (`"stream": true`): llama-server's server-sent events go to the client as
+//! they arrive, and the turn is committed only when the stream ended normally with the client
+//! still listening. A broken stream or a client that left changes nothing in the session.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use crate::llm::{EventStream, StreamEvent};
+use crate::openai::ChatMeta;
+use crate::session::{PreparedTurn, Proxy, StartedTurn, TurnReply, TurnTiming};
+
+/// Which event format the client speaks.
+pub enum EventFormat {
+    /// llama.cpp's own `/completion` events, with the session fields in the first and last.
+    Completion,
+    /// OpenAI's `chat.completion.chunk` events, ending with `data: [DONE]`.
+    Chat(ChatMeta),
+}
+
+/// Events buffered between llama-server and a slow client before llama-server is slowed too.
+const BUFFERED_EVENTS: usize = 32;
+
+/// Starts the model's stream for a started turn and answers with an event stream. Errors
+/// before the first event (llama-server refusing, say) are still plain HTTP errors.
+pub async fn respond(
+    proxy: Arc<Proxy>,
+    started: StartedTurn,
+    format: EventFormat,
+) -> Result<Response, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED_EVENTS);
+    let policy = match started {
+        StartedTurn::Replayed(reply) => {
+            let policy = reply.policy.clone();
+            let mode = string_field(&reply.body, "mode");
+            for event in format.replayed(&reply) {
+                // The channel is new and larger than a replay: this cannot wait or fail.
+                let _ = tx.try_send(event);
+            }
+            proxy.metrics.request(&mode, 200, "", Some(&reply.timing));
+            policy
+        }
+        StartedTurn::Prepared(prepared) => {
+            let started = Instant::now();
+            let events = proxy.llm.complete_stream(&prepared.body).await?;
+            let policy = prepared.policy_label();
+            let span = tracing::Span::current();
+            tokio::spawn(
+                async move {
+                    let mode = prepared.mode.clone();
+                    match relay(&proxy, prepared, events, started, &format, &tx).await {
+                        Ok(timing) => proxy.metrics.request(&mode, 200, "", Some(&timing)),
+                        Err(Ended::ClientGone) => {
+                            tracing::info!("client left during the stream; turn not committed");
+                            proxy
+                                .metrics
+                                .request(&mode, 499, "client_disconnected", None);
+                        }
+                        Err(Ended::Failed(e)) => {
+                            tracing::warn!("streamed turn failed: {e}");
+                            let _ = tx.send(format.error(&e)).await;
+                            proxy
+                                .metrics
+                                .request(&mode, e.status.as_u16(), e.code, None);
+                        }
+                    }
+                }
+                .instrument(span),
+            );
+            policy
+        }
+    };
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(policy) = HeaderValue::from_str(&policy) {
+        headers.insert("x-discedge-policy", policy);
+    }
+    Ok(response)
+}
+
+/// How a stream ended without committing.
+enum Ended {
+    /// The client closed the connection; nobody is told.
+    ClientGone,
+    /// The client is told in a last error event.
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Ended {
+    fn from(e: ApiError) -> Self {
+        Ended::Failed(e)
+    }
+}
+
+/// Passes events on until llama-server's last one, then commits and sends the last event.
+async fn relay(
+    proxy: &Proxy,
+    mut prepared: Box<PreparedTurn>,
+    mut events: EventStream,
+    started: Instant,
+    format: &EventFormat,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<TurnTiming, Ended> {
+    let mut content = String::new();
+    let mut tokens: Vec<Value> = Vec::new();
+    let mut first = true;
+    while let Some(event) = events.next().await {
+        let event = event.map_err(ApiError::from)?;
+        if let Some(text) = event.fields.get("content").and_then(Value::as_str) {
+            content.push_str(text);
+        }
+        if let Some(ids) = event.fields.get("tokens").and_then(Value::as_array) {
+            tokens.extend(ids.iter().cloned());
+        }
+        if event.fields.get("stop").and_then(Value::as_bool) == Some(true) {
+            prepared.timing.llm = started.elapsed();
+            drop(events);
+            // A client that left before the end does not get its turn committed.
+            if tx.is_closed() {
+                return Err(Ended::ClientGone);
+            }
+            let last = event.fields.clone();
+            let mut whole = event.fields;
+            whole.insert("content".into(), Value::String(content));
+            if prepared.wants_tokens() {
+                whole.insert("tokens".into(), Value::Array(tokens));
+            }
+            let reply = proxy.finish_turn(prepared, whole).await?;
+            // Committed: a client leaving now retries the turn and gets it replayed.
+            let _ = tx.send(format.last(last, &reply)).await;
+            return Ok(reply.timing);
+        }
+        let out = if first {
+            first = false;
+            format.first(&event, &prepared)
+        } else {
+            format.middle(&event)
+        };
+        tx.send(out).await.map_err(|_| Ended::ClientGone)?;
+    }
+    Err(ApiError::from(crate::llm::LlmError::StreamBroken(
+        "the stream ended before its last event".into(),
+    ))
+    .into())
+}
+
+impl EventFormat {
+    /// The first event: the session fields ride along, so a client learns its session at once.
+    fn first(&self, event: &StreamEvent, turn: &PreparedTurn) -> Bytes {
+        match self {
+            EventFormat::Completion => {
+                let mut fields = event.fields.clone();
+                add_session_fields(&mut fields, turn);
+                sse(&Value::Object(fields))
+            }
+            EventFormat::Chat(meta) => {
+                let mut chunk = meta.chunk(Some(content_of(&event.fields)), true, None);
+                add_session_fields(&mut chunk, turn);
+                sse(&Value::Object(chunk))
+            }
+        }
+    }
+
+    /// Any other event before the last: llama-server's bytes as they came.
+    fn middle(&self, event: &StreamEvent) -> Bytes {
+        match self {
+            EventFormat::Completion => sse_raw(&event.data),
+            EventFormat::Chat(meta) => sse(&Value::Object(meta.chunk(
+                Some(content_of(&event.fields)),
+                false,
+                None,
+            ))),
+        }
+    }
+
+    /// The last event, sent once the turn is committed: llama-server's last event (or the
+    /// closing chunk) with the session fields.
+    fn last(&self, mut event: Map<String, Value>, reply: &TurnReply) -> Bytes {
+        let session = ["session_id", "user_id", "mode", "turn"];
+        match self {
+            EventFormat::Completion => {
+                for key in session {
+                    if let Some(value) = reply.body.get(key) {
+                        event.insert(key.into(), value.clone());
+                    }
+                }
+                sse(&Value::Object(event))
+            }
+            EventFormat::Chat(meta) => {
+                let text = content_of(&event);
+                let mut chunk = meta.closing_chunk(text, &reply.body);
+                for key in session {
+                    if let Some(value) = reply.body.get(key) {
+                        chunk.insert(key.into(), value.clone());
+                    }
+                }
+                let mut out = sse(&Value::Object(chunk)).to_vec();
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                Bytes::from(out)
+            }
+        }
+    }
+
+    /// A retried turn, answered from the store as a stream of its own.
+    fn replayed(&self, reply: &TurnReply) -> Vec<Bytes> {
+        match self {
+            EventFormat::Completion => {
+                let mut body = reply.body.clone();
+                body.insert("stop".into(), Value::Bool(true));
+                vec![sse(&Value::Object(body))]
+            }
+            EventFormat::Chat(meta) => {
+                let mut first = meta.chunk(Some(content_of(&reply.body)), true, None);
+                for key in ["session_id", "user_id", "mode", "turn"] {
+                    if let Some(value) = reply.body.get(key) {
+                        first.insert(key.into(), value.clone());
+                    }
+                }
+                let last = Map::new();
+                vec![sse(&Value::Object(first)), self.last(last, reply)]
+            }
+        }
+    }
+
+    /// The error event a failed stream ends with (the shape of llama-server's own).
+    fn error(&self, e: &ApiError) -> Bytes {
+        sse(&e.body())
+    }
+}
+
+fn add_session_fields(fields: &mut Map<String, Value>, turn: &PreparedTurn) {
+    fields.insert("session_id".into(), turn.session_id.clone().into());
+    fields.insert("user_id".into(), turn.user_id.clone().into());
+    fields.insert("mode".into(), turn.mode.clone().into());
+    fields.insert("turn".into(), turn.turn.into());
+}
+
+fn content_of(fields: &Map<String, Value>) -> &str {
+    fields
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn string_field(fields: &Map<String, Value>, key: &str) -> String {
+    fields
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn sse(value: &Value) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    // Serializing a `Value` to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+fn sse_raw(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
