@@ -104,7 +104,7 @@ impl Metrics {
     /// The Prometheus text exposition; `policy_loads` comes from the policy registry.
     pub fn render(&self, policy_loads: u64, policies_loaded: usize) -> String {
         let mut out = String::new();
-        out.push_str("# HELP discedge_requests_total /completion requests by mode, HTTP status and error code.\n");
+        out.push_str("# HELP discedge_requests_total Turn requests (/completion and /v1/chat/completions, streamed or not) by mode, HTTP status and error code (499 client_disconnected: a client left a stream).\n");
         out.push_str("# TYPE discedge_requests_total counter\n");
         for ((mode, status, code), n) in self.requests.lock().unwrap().iter() {
             let _ = writeln!(
