@@ -4,6 +4,9 @@
 //! the bytes replicated per turn do not grow with the conversation. A node keeps the sessions
 //! it has seen in memory and, on the next turn, reads the head (one round trip) and fetches
 //! only the records it lacks (one Scan), checked against the head's chain digest.
+//!
+//! A session's first turn also writes an entry in its user's index (see
+//! [`codec::user_anchor_key`]), which `sessions_of` scans; later turns never touch it.
 
 mod client;
 mod codec;
