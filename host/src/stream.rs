@@ -123,7 +123,14 @@ async fn relay(
     let mut content = String::new();
     let mut tokens: Vec<Value> = Vec::new();
     let mut first = true;
-    while let Some(event) = events.next().await {
+    loop {
+        // A client that leaves is noticed at once, even while llama-server is still reading
+        // a long prompt and has sent nothing.
+        let event = tokio::select! {
+            event = events.next() => event,
+            () = tx.closed() => return Err(Ended::ClientGone),
+        };
+        let Some(event) = event else { break };
         let event = event.map_err(ApiError::from)?;
         if let Some(text) = event.fields.get("content").and_then(Value::as_str) {
             content.push_str(text);

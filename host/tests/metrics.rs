@@ -24,6 +24,27 @@ async fn a_scrape_shows_the_requests_made() {
         &turn_body("tokenized", Some(session), 9, "skipped"),
     )
     .await;
+    // A streamed turn and a chat turn count like any other, once their stream has ended.
+    let mut streamed = turn_body("raw", None, 1, "hello");
+    streamed["stream"] = true.into();
+    let events = common::client()
+        .post(format!("{}/completion", proxy.url))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("\"stop\":true"), "{events}");
+    let chat = serde_json::json!({"mode": "raw", "messages": [{"role": "user", "content": "hi"}]});
+    let reply = common::client()
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
 
     let reply = common::client()
         .get(format!("{}/metrics", proxy.url))
@@ -42,8 +63,9 @@ async fn a_scrape_shows_the_requests_made() {
         "discedge_requests_total{mode=\"tokenized\",status=\"200\",code=\"\"} 2",
         "discedge_requests_total{mode=\"nope\",status=\"400\",code=\"unknown_mode\"} 1",
         "discedge_requests_total{mode=\"tokenized\",status=\"409\",code=\"turn_mismatch\"} 1",
-        "discedge_turn_seconds_count{stage=\"llm\"} 2",
-        "discedge_turn_seconds_count{stage=\"store_write\"} 2",
+        "discedge_requests_total{mode=\"raw\",status=\"200\",code=\"\"} 2",
+        "discedge_turn_seconds_count{stage=\"llm\"} 4",
+        "discedge_turn_seconds_count{stage=\"store_write\"} 4",
         "discedge_policies_loaded 4",
         "discedge_policy_loads_total 4",
     ] {
