@@ -28,6 +28,7 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Proxy>>)> {
     vec![
         (Method::POST, "/completion", post(completion)),
         (Method::POST, "/v1/chat/completions", post(chat_completions)),
+        (Method::GET, "/v1/models", get(models)),
         (Method::GET, "/sessions", get(list_sessions)),
         (Method::GET, "/sessions/{id}", get(get_session)),
         (Method::DELETE, "/sessions/{id}", delete(delete_session)),
@@ -357,6 +358,11 @@ async fn metrics(State(proxy): State<Arc<Proxy>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The loaded modes as OpenAI's model list (a chat request may name its mode as `model`).
+async fn models(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
+    Json(openai::model_list(&proxy.policies.names()))
 }
 
 async fn policies(State(proxy): State<Arc<Proxy>>) -> Json<Value> {

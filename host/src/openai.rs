@@ -3,7 +3,8 @@
 //! A chat request becomes a `/completion` turn: the last message (the user's) is the prompt,
 //! a leading system message is the session's system prompt, and the session fields
 //! (`session_id`, `user_id`, `mode`, `turn`) travel in the body as with `/completion`
-//! (OpenAI clients send them as extra body fields). A session keeps its own history, so
+//! (OpenAI clients send them as extra body fields; a client that cannot may name the mode as
+//! its `model`). A session keeps its own history, so
 //! earlier messages in `messages` are not needed and are ignored, except in a mode that keeps
 //! nothing (`client-side`), where the messages are the history and are rendered with the
 //! proxy's chat template.
@@ -84,8 +85,14 @@ pub fn parse_chat(
         );
     }
     let messages = read_messages(fields.get("messages"))?;
-    let mode = match fields.get("mode") {
-        Some(Value::String(mode)) => mode.clone(),
+    // A client that cannot send extra fields picks the mode as its model (see `GET /v1/models`).
+    let mode = match (fields.get("mode"), fields.get("model")) {
+        (Some(Value::String(mode)), _) => mode.clone(),
+        (None, Some(Value::String(model))) if keeps_context(model).is_some() => {
+            let mode = model.clone();
+            fields.insert("mode".into(), Value::String(mode.clone()));
+            mode
+        }
         _ => defaults.mode.clone(),
     };
     let (prompt, system_prompt) = if keeps_context(&mode) == Some(false) {
@@ -215,6 +222,15 @@ fn render(template: &ChatTemplate, messages: &[(String, String)]) -> String {
     }
     text.push_str(&template.message_prefix.replace("{role}", "assistant"));
     text
+}
+
+/// `GET /v1/models`: the loaded modes, as OpenAI's model list, for clients that pick a model.
+pub fn model_list(modes: &[String]) -> Value {
+    let data: Vec<Value> = modes
+        .iter()
+        .map(|mode| json!({"id": mode, "object": "model", "created": 0, "owned_by": "discedge"}))
+        .collect();
+    json!({ "object": "list", "data": data })
 }
 
 /// llama.cpp's stop reason in OpenAI's words.
@@ -368,6 +384,23 @@ mod tests {
         assert_eq!(
             request.prompt,
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn a_loaded_mode_named_as_the_model_is_the_mode() {
+        let body = json!({"model": "client-side", "messages": [{"role": "user", "content": "x"}]});
+        let keeps = |mode: &str| (mode == "client-side").then_some(false);
+        let (request, meta) =
+            parse_chat(body.to_string().as_bytes(), &defaults(), None, keeps).unwrap();
+        assert_eq!(request.mode, "client-side");
+        assert_eq!(meta.model, "client-side");
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]});
+        let (request, _) =
+            parse_chat(body.to_string().as_bytes(), &defaults(), None, keeps).unwrap();
+        assert_eq!(
+            request.mode, "tokenized",
+            "an unknown model leaves the default mode"
         );
     }
 

@@ -65,6 +65,13 @@ assert three.usage.prompt_tokens > one.usage.prompt_tokens
 print(json.dumps({"turn": 3, "content": three.choices[0].message.content,
                   "usage": three.usage.model_dump()}))
 
+# A client that cannot send extra fields names the mode as its model (listed by /v1/models).
+models = [m.id for m in client.models.list()]
+assert mode in models, models
+plain = client.chat.completions.create(
+    model="client-side", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
+assert extra(plain, "mode") == "client-side" and plain.choices[0].message.content is not None
+
 # A turn out of order: the client raises the proxy's 409 with its error body.
 try:
     client.chat.completions.create(
