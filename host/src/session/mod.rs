@@ -2,12 +2,11 @@
 //! policy build the prompt, ask the model, let the policy fold the reply in, commit.
 //! Nothing is written unless every step succeeded, so a failed turn leaves the session as it was.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -17,6 +16,11 @@ use crate::policy::runtime::{
 };
 use crate::policy::{CallFailure, HostServices, LoadedPolicy, PolicyInstance, PolicyRegistry};
 use crate::store::{ContextStore, SessionHead, StoredSession};
+
+mod locks;
+mod view;
+
+use locks::{SessionGuard, SessionLocks};
 
 /// Settings that apply when a request does not say otherwise.
 #[derive(Debug, Clone)]
@@ -378,80 +382,6 @@ impl Proxy {
         }
     }
 
-    /// A session as its owner sees it (`GET /sessions/{id}`): what the head says, and the
-    /// conversation as the session's policy renders it (null if it cannot).
-    pub async fn session_view(
-        &self,
-        session_id: &str,
-        user_id: &str,
-    ) -> Result<Map<String, Value>, ApiError> {
-        let stored = self.store.load(session_id).await?;
-        let stored = match self.unless_idle(session_id, stored).await? {
-            Some(stored) if stored.head.user_id == user_id => stored,
-            _ => return Err(unknown_session(session_id)),
-        };
-        let mut view = session_summary(session_id, &stored.head);
-        view.insert("user_id".into(), user_id.into());
-        view.insert("records".into(), stored.head.records.into());
-        let bytes: usize = stored.records.iter().map(Vec::len).sum();
-        view.insert("stored_bytes".into(), bytes.into());
-        let history = match self.render_history(stored).await {
-            Ok(messages) => messages.map(|messages| {
-                messages
-                    .into_iter()
-                    .map(|(role, content)| json!({"role": role, "content": content}))
-                    .collect::<Vec<_>>()
-            }),
-            Err(why) => {
-                view.insert("history_unavailable".into(), why.into());
-                None
-            }
-        };
-        view.insert("history".into(), history.into());
-        Ok(view)
-    }
-
-    /// A user's sessions, most recently updated first (`GET /sessions?user_id=`).
-    pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
-        let mut listed = Vec::new();
-        for (session_id, head) in self.store.sessions_of(user_id).await? {
-            let idle = self
-                .defaults
-                .session_idle
-                .is_some_and(|idle| head.updated_ms + (idle.as_millis() as u64) < unix_ms());
-            if !idle {
-                listed.push(session_summary(&session_id, &head));
-            }
-        }
-        Ok(listed)
-    }
-
-    /// The session's conversation through its policy's optional `history` export; `Ok(None)`
-    /// if the policy has none, `Err` (a reason for the client) if it failed.
-    async fn render_history(
-        &self,
-        stored: StoredSession,
-    ) -> Result<Option<Vec<(String, String)>>, String> {
-        let mode = &stored.head.mode;
-        let policy = self
-            .policies
-            .get(mode)
-            .ok_or_else(|| format!("mode {mode:?} is not loaded on this node"))?;
-        if !policy.has_history() {
-            return Ok(None);
-        }
-        let settings = self.settings(&Map::new(), None, "{}".into(), false).await;
-        let (runtime, services) = (self.policies.runtime().clone(), self.services.clone());
-        let policy2 = policy.clone();
-        let rendered = tokio::task::spawn_blocking(move || {
-            let mut instance = policy2.instantiate(&runtime, services)?;
-            instance.render(&stored.records, &settings)
-        })
-        .await
-        .map_err(|e| joined(e, &policy).message)?;
-        rendered.map_err(|e| policy_error(e, &policy).message)
-    }
-
     /// Drops a session that has been idle past `session_idle`, as if it never existed.
     async fn unless_idle(
         &self,
@@ -710,32 +640,6 @@ struct PendingCommit {
     carry: Vec<u8>,
 }
 
-/// What a session listing shows of one session.
-fn session_summary(session_id: &str, head: &SessionHead) -> Map<String, Value> {
-    // The model's context after the last turn: that turn's prompt and its reply.
-    let last: Option<Value> = serde_json::from_str(&head.last_reply).ok();
-    let count = |key: &str| {
-        last.as_ref()
-            .and_then(|r| r.get(key))
-            .and_then(Value::as_u64)
-    };
-    let tokens = count("tokens_evaluated")
-        .zip(count("tokens_predicted"))
-        .map(|(p, r)| p + r);
-    let fields = json!({
-        "session_id": session_id,
-        "mode": head.mode,
-        "turns": head.turn,
-        "tokens": tokens,
-        "created_ms": head.created_ms,
-        "updated_ms": head.updated_ms,
-    });
-    match fields {
-        Value::Object(fields) => fields,
-        _ => unreachable!("json! of an object is an object"),
-    }
-}
-
 /// Answers a retried turn from the store.
 fn replay(
     head: &SessionHead,
@@ -846,71 +750,4 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// One async mutex per session in use, so two requests for a session run one after the other.
-/// Entries are dropped when the last holder leaves, so the map does not grow with old sessions.
-#[derive(Default)]
-struct SessionLocks {
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
-struct SessionGuard {
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    session_id: String,
-}
-
-impl SessionLocks {
-    async fn lock(&self, session_id: &str) -> SessionGuard {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap()
-            .entry(session_id.to_owned())
-            .or_default()
-            .clone();
-        let guard = lock.clone().lock_owned().await;
-        SessionGuard {
-            guard: Some(guard),
-            lock,
-            locks: self.locks.clone(),
-            session_id: session_id.to_owned(),
-        }
-    }
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut locks = self.locks.lock().unwrap();
-        // The map and this guard hold the only references: nobody else waits for this session.
-        if Arc::strong_count(&self.lock) == 2 {
-            locks.remove(&self.session_id);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn session_locks_serialize_and_clean_up() {
-        let locks = SessionLocks::default();
-        let first = locks.lock("a").await;
-        let waiting =
-            tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("a")).await;
-        assert!(waiting.is_err(), "a second holder must wait");
-        let other =
-            tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock("b")).await;
-        assert!(other.is_ok(), "other sessions do not wait");
-        drop(other);
-        drop(first);
-        assert!(
-            locks.locks.lock().unwrap().is_empty(),
-            "idle sessions leave no entry"
-        );
-    }
 }

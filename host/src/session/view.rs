@@ -1,0 +1,110 @@
+//! The sessions API's side of a session: what its owner sees (`GET /sessions/{id}`,
+//! `GET /sessions?user_id=`), including the conversation as the session's policy renders it.
+
+use serde_json::{Map, Value, json};
+
+use super::{Proxy, joined, policy_error, unix_ms, unknown_session};
+use crate::error::ApiError;
+use crate::store::{SessionHead, StoredSession};
+
+impl Proxy {
+    /// A session as its owner sees it (`GET /sessions/{id}`): what the head says, and the
+    /// conversation as the session's policy renders it (null if it cannot).
+    pub async fn session_view(
+        &self,
+        session_id: &str,
+        user_id: &str,
+    ) -> Result<Map<String, Value>, ApiError> {
+        let stored = self.store.load(session_id).await?;
+        let stored = match self.unless_idle(session_id, stored).await? {
+            Some(stored) if stored.head.user_id == user_id => stored,
+            _ => return Err(unknown_session(session_id)),
+        };
+        let mut view = session_summary(session_id, &stored.head);
+        view.insert("user_id".into(), user_id.into());
+        view.insert("records".into(), stored.head.records.into());
+        let bytes: usize = stored.records.iter().map(Vec::len).sum();
+        view.insert("stored_bytes".into(), bytes.into());
+        let history = match self.render_history(stored).await {
+            Ok(messages) => messages.map(|messages| {
+                messages
+                    .into_iter()
+                    .map(|(role, content)| json!({"role": role, "content": content}))
+                    .collect::<Vec<_>>()
+            }),
+            Err(why) => {
+                view.insert("history_unavailable".into(), why.into());
+                None
+            }
+        };
+        view.insert("history".into(), history.into());
+        Ok(view)
+    }
+
+    /// A user's sessions, most recently updated first (`GET /sessions?user_id=`).
+    pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
+        let mut listed = Vec::new();
+        for (session_id, head) in self.store.sessions_of(user_id).await? {
+            let idle = self
+                .defaults
+                .session_idle
+                .is_some_and(|idle| head.updated_ms + (idle.as_millis() as u64) < unix_ms());
+            if !idle {
+                listed.push(session_summary(&session_id, &head));
+            }
+        }
+        Ok(listed)
+    }
+
+    /// The session's conversation through its policy's optional `history` export; `Ok(None)`
+    /// if the policy has none, `Err` (a reason for the client) if it failed.
+    async fn render_history(
+        &self,
+        stored: StoredSession,
+    ) -> Result<Option<Vec<(String, String)>>, String> {
+        let mode = &stored.head.mode;
+        let policy = self
+            .policies
+            .get(mode)
+            .ok_or_else(|| format!("mode {mode:?} is not loaded on this node"))?;
+        if !policy.has_history() {
+            return Ok(None);
+        }
+        let settings = self.settings(&Map::new(), None, "{}".into(), false).await;
+        let (runtime, services) = (self.policies.runtime().clone(), self.services.clone());
+        let policy2 = policy.clone();
+        let rendered = tokio::task::spawn_blocking(move || {
+            let mut instance = policy2.instantiate(&runtime, services)?;
+            instance.render(&stored.records, &settings)
+        })
+        .await
+        .map_err(|e| joined(e, &policy).message)?;
+        rendered.map_err(|e| policy_error(e, &policy).message)
+    }
+}
+
+/// What a session listing shows of one session.
+fn session_summary(session_id: &str, head: &SessionHead) -> Map<String, Value> {
+    // The model's context after the last turn: that turn's prompt and its reply.
+    let last: Option<Value> = serde_json::from_str(&head.last_reply).ok();
+    let count = |key: &str| {
+        last.as_ref()
+            .and_then(|r| r.get(key))
+            .and_then(Value::as_u64)
+    };
+    let tokens = count("tokens_evaluated")
+        .zip(count("tokens_predicted"))
+        .map(|(p, r)| p + r);
+    let fields = json!({
+        "session_id": session_id,
+        "mode": head.mode,
+        "turns": head.turn,
+        "tokens": tokens,
+        "created_ms": head.created_ms,
+        "updated_ms": head.updated_ms,
+    });
+    match fields {
+        Value::Object(fields) => fields,
+        _ => unreachable!("json! of an object is an object"),
+    }
+}
