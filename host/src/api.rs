@@ -214,15 +214,37 @@ pub fn parse_turn(
     defaults: &TurnDefaults,
     caller: Option<String>,
 ) -> Result<TurnRequest, ApiError> {
+    let fields = json_object(body)?;
+    turn_from_fields(
+        fields,
+        String::from_utf8_lossy(body).into_owned(),
+        defaults,
+        caller,
+    )
+}
+
+/// The body as a JSON object, or the 400 that says why not.
+pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
     })?;
-    let Value::Object(mut fields) = value else {
-        return Err(ApiError::bad_request(
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(ApiError::bad_request(
             "invalid_json",
             "body must be a JSON object",
-        ));
-    };
+        )),
+    }
+}
+
+/// [`parse_turn`] on a body already read as JSON (`/completion`'s fields; the chat endpoint
+/// builds them from a chat request). `request_json` is the body as the client sent it.
+pub fn turn_from_fields(
+    mut fields: Map<String, Value>,
+    request_json: String,
+    defaults: &TurnDefaults,
+    caller: Option<String>,
+) -> Result<TurnRequest, ApiError> {
     let mode = optional_string(&fields, "mode")?.unwrap_or_else(|| defaults.mode.clone());
     let session_id = optional_string(&fields, "session_id")?;
     if let Some(id) = &session_id
@@ -310,7 +332,7 @@ pub fn parse_turn(
         prompt,
         system_prompt,
         forward: fields,
-        request_json: String::from_utf8_lossy(body).into_owned(),
+        request_json,
         stream,
     })
 }

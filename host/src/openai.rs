@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use crate::api::parse_turn;
+use crate::api::{json_object, turn_from_fields};
 use crate::error::ApiError;
 use crate::policy::runtime::ChatTemplate;
 use crate::session::{TurnDefaults, TurnRequest};
@@ -56,15 +56,7 @@ pub fn parse_chat(
     caller: Option<String>,
     keeps_context: impl Fn(&str) -> Option<bool>,
 ) -> Result<(TurnRequest, ChatMeta), ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
-    })?;
-    let Value::Object(mut fields) = value else {
-        return Err(ApiError::bad_request(
-            "invalid_json",
-            "body must be a JSON object",
-        ));
-    };
+    let mut fields = json_object(body)?;
     if let Some(n) = fields
         .get("n")
         .filter(|n| !n.is_null() && n.as_u64() != Some(1))
@@ -153,12 +145,9 @@ pub fn parse_chat(
             .entry("system_prompt")
             .or_insert(Value::String(system));
     }
-    let completion = serde_json::to_vec(&Value::Object(fields)).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("body cannot be re-encoded: {e}"))
-    })?;
-    let mut request = parse_turn(&completion, defaults, caller)?;
     // Policies with fields of their own read the chat request as the client sent it.
-    request.request_json = String::from_utf8_lossy(body).into_owned();
+    let request_json = String::from_utf8_lossy(body).into_owned();
+    let request = turn_from_fields(fields, request_json, defaults, caller)?;
     Ok((request, meta))
 }
 

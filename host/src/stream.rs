@@ -42,11 +42,11 @@ pub async fn respond(
         StartedTurn::Replayed(reply) => {
             let policy = reply.policy.clone();
             let mode = string_field(&reply.body, "mode");
-            for event in format.replayed(&reply) {
+            proxy.metrics.request(&mode, 200, "", Some(&reply.timing));
+            for event in format.replayed(reply) {
                 // The channel is new and larger than a replay: this cannot wait or fail.
                 let _ = tx.try_send(event);
             }
-            proxy.metrics.request(&mode, 200, "", Some(&reply.timing));
             policy
         }
         StartedTurn::Prepared(prepared) => {
@@ -145,20 +145,26 @@ async fn relay(
             if tx.is_closed() {
                 return Err(Ended::ClientGone);
             }
-            let last = event.fields.clone();
+            // The whole reply goes to the policy; the client already has all but this
+            // event's own piece of it.
             let mut whole = event.fields;
-            whole.insert("content".into(), Value::String(content));
-            if prepared.wants_tokens() {
-                whole.insert("tokens".into(), Value::Array(tokens));
-            }
+            let own = LastPiece {
+                content: whole.insert("content".into(), Value::String(content)),
+                tokens: if prepared.wants_tokens() {
+                    whole.insert("tokens".into(), Value::Array(tokens))
+                } else {
+                    whole.remove("tokens")
+                },
+            };
             let reply = proxy.finish_turn(prepared, whole).await?;
+            let timing = reply.timing;
             // Committed: a client leaving now retries the turn and gets it replayed.
-            let _ = tx.send(format.last(last, &reply)).await;
-            return Ok(reply.timing);
+            let _ = tx.send(format.last(own, reply)).await;
+            return Ok(timing);
         }
         let out = if first {
             first = false;
-            format.first(&event, &prepared)
+            format.first(event, &prepared)
         } else {
             format.middle(&event)
         };
@@ -172,10 +178,10 @@ async fn relay(
 
 impl EventFormat {
     /// The first event: the session fields ride along, so a client learns its session at once.
-    fn first(&self, event: &StreamEvent, turn: &PreparedTurn) -> Bytes {
+    fn first(&self, event: StreamEvent, turn: &PreparedTurn) -> Bytes {
         match self {
             EventFormat::Completion => {
-                let mut fields = event.fields.clone();
+                let mut fields = event.fields;
                 add_session_fields(&mut fields, turn);
                 sse(&Value::Object(fields))
             }
@@ -200,26 +206,26 @@ impl EventFormat {
     }
 
     /// The last event, sent once the turn is committed: llama-server's last event (or the
-    /// closing chunk) with the session fields.
-    fn last(&self, mut event: Map<String, Value>, reply: &TurnReply) -> Bytes {
-        let session = ["session_id", "user_id", "mode", "turn"];
+    /// closing chunk) with the session fields, holding only its own piece of the reply.
+    fn last(&self, own: LastPiece, reply: TurnReply) -> Bytes {
         match self {
             EventFormat::Completion => {
-                for key in session {
-                    if let Some(value) = reply.body.get(key) {
-                        event.insert(key.into(), value.clone());
-                    }
+                let mut event = reply.body;
+                let content = own.content.unwrap_or(Value::String(String::new()));
+                event.insert("content".into(), content);
+                if let Some(tokens) = event.get_mut("tokens") {
+                    *tokens = own.tokens.unwrap_or(Value::Array(Vec::new()));
                 }
                 sse(&Value::Object(event))
             }
             EventFormat::Chat(meta) => {
-                let text = content_of(&event);
+                let text = own
+                    .content
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let mut chunk = meta.closing_chunk(text, &reply.body);
-                for key in session {
-                    if let Some(value) = reply.body.get(key) {
-                        chunk.insert(key.into(), value.clone());
-                    }
-                }
+                copy_session_fields(&mut chunk, &reply.body);
                 let mut out = sse(&Value::Object(chunk)).to_vec();
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 Bytes::from(out)
@@ -228,22 +234,21 @@ impl EventFormat {
     }
 
     /// A retried turn, answered from the store as a stream of its own.
-    fn replayed(&self, reply: &TurnReply) -> Vec<Bytes> {
+    fn replayed(&self, reply: TurnReply) -> Vec<Bytes> {
         match self {
             EventFormat::Completion => {
-                let mut body = reply.body.clone();
+                let mut body = reply.body;
                 body.insert("stop".into(), Value::Bool(true));
                 vec![sse(&Value::Object(body))]
             }
             EventFormat::Chat(meta) => {
                 let mut first = meta.chunk(Some(content_of(&reply.body)), true, None);
-                for key in ["session_id", "user_id", "mode", "turn"] {
-                    if let Some(value) = reply.body.get(key) {
-                        first.insert(key.into(), value.clone());
-                    }
-                }
-                let last = Map::new();
-                vec![sse(&Value::Object(first)), self.last(last, reply)]
+                copy_session_fields(&mut first, &reply.body);
+                let nothing_more = LastPiece {
+                    content: None,
+                    tokens: None,
+                };
+                vec![sse(&Value::Object(first)), self.last(nothing_more, reply)]
             }
         }
     }
@@ -251,6 +256,21 @@ impl EventFormat {
     /// The error event a failed stream ends with (the shape of llama-server's own).
     fn error(&self, e: &ApiError) -> Bytes {
         sse(&e.body())
+    }
+}
+
+/// What llama-server's last event itself carried of the reply (usually nothing: the text came
+/// in the events before it).
+struct LastPiece {
+    content: Option<Value>,
+    tokens: Option<Value>,
+}
+
+fn copy_session_fields(to: &mut Map<String, Value>, reply: &Map<String, Value>) {
+    for key in ["session_id", "user_id", "mode", "turn"] {
+        if let Some(value) = reply.get(key) {
+            to.insert(key.into(), value.clone());
+        }
     }
 }
 
