@@ -70,6 +70,19 @@ pub fn router(proxy: Arc<Proxy>, max_body_bytes: usize) -> Router {
         .with_state(proxy)
 }
 
+/// Accepted connections with Nagle's algorithm off: a stream's events are small writes that
+/// must leave at once, not wait for the client's delayed ACK (about 40 ms each on Linux).
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    })
+}
+
 /// The OpenAPI document, written as YAML in the source tree and served as JSON.
 pub fn openapi_document() -> &'static Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();

@@ -109,7 +109,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policies = ?node.proxy.policies.names(),
         "discedge serving"
     );
-    axum::serve(listener, app)
+    axum::serve(crate::api::no_delay(listener), app)
         .with_graceful_shutdown(shutdown())
         .await?;
     drop(node);

@@ -6,6 +6,7 @@
 //!   several context sizes;
 //! - `latency`: the latency a proxy on the embedded store adds to a turn, at several numbers
 //!   of concurrent sessions, and requests per second;
+//! - `stream`: time to the first event and to the end of a streamed turn, added to the model's;
 //! - `swap`: how soon a replaced policy serves, and failed requests during swaps under load;
 //! - `bytes`: store bytes per turn for 50 turns, our delta scheme against a whole-context
 //!   rewrite, in the same run.
@@ -14,6 +15,7 @@ mod bytes;
 mod conversation;
 mod latency;
 mod policy_step;
+mod stream;
 mod swap;
 
 use std::time::Duration;
@@ -36,6 +38,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("latency") {
         latency::run(&args).await?;
+    }
+    if wanted("stream") {
+        stream::run(&args).await?;
     }
     if wanted("swap") {
         swap::run(&args).await?;
@@ -79,7 +84,7 @@ impl BenchProxy {
         let app = crate::api::router(node.proxy.clone(), serve.max_body_bytes);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/completion", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move { axum::serve(crate::api::no_delay(listener), app).await });
         Ok(Self {
             url,
             fake,

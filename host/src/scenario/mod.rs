@@ -223,7 +223,7 @@ impl LocalProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/completion", listener.local_addr()?);
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(crate::api::no_delay(listener), app).await;
         });
         let proxy = Self {
             url,

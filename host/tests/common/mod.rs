@@ -108,7 +108,9 @@ pub async fn start_proxy(args: &[&str]) -> TestProxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        axum::serve(discedge::api::no_delay(listener), app)
+            .await
+            .unwrap();
     });
     TestProxy {
         url,
