@@ -88,16 +88,17 @@ impl LlamaServer {
     /// `base_url` like `http://127.0.0.1:8080`; `timeout` bounds every call (a hung model must
     /// not hold a session forever).
     pub fn new(base_url: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
+        let client = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .pool_idle_timeout(Duration::from_secs(90))
+        };
+        let http = client()
             .timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("HTTP client builds with static settings");
-        let streaming = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
+        let streaming = client()
             .read_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("HTTP client builds with static settings");
         Self {

@@ -11,12 +11,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use policy_common::{Template, render_message, reply_opening};
 use serde_json::{Map, Value, json};
 
 use crate::api::{json_object, turn_from_fields};
 use crate::error::ApiError;
 use crate::policy::runtime::ChatTemplate;
-use crate::session::{TurnDefaults, TurnRequest};
+use crate::session::{TurnDefaults, TurnRequest, copy_session_fields};
 
 /// OpenAI request fields with no llama.cpp `/completion` counterpart: read here or dropped.
 const OPENAI_ONLY: [&str; 16] = [
@@ -201,15 +202,19 @@ fn read_messages(messages: Option<&Value>) -> Result<Vec<(String, String)>, ApiE
         .collect()
 }
 
-/// The whole conversation as a prompt, for a mode where the client keeps the history.
+/// The whole conversation as a prompt, for a mode where the client keeps the history; framed
+/// exactly as the shipped policies frame their stored messages.
 fn render(template: &ChatTemplate, messages: &[(String, String)]) -> String {
-    let mut text = template.bos.clone();
+    let t = Template::new(
+        template.bos.as_str(),
+        template.message_prefix.as_str(),
+        template.message_suffix.as_str(),
+    );
+    let mut text = t.bos.clone();
     for (role, content) in messages {
-        text.push_str(&template.message_prefix.replace("{role}", role));
-        text.push_str(content);
-        text.push_str(&template.message_suffix);
+        text.push_str(&render_message(&t, role, content));
     }
-    text.push_str(&template.message_prefix.replace("{role}", "assistant"));
+    text.push_str(&reply_opening(&t));
     text
 }
 
@@ -240,9 +245,6 @@ fn usage(reply: &Map<String, Value>) -> Value {
     })
 }
 
-/// The session fields every reply carries, as on `/completion`.
-const SESSION_FIELDS: [&str; 4] = ["session_id", "user_id", "mode", "turn"];
-
 impl ChatMeta {
     /// A whole answer (`chat.completion`) from a turn's reply.
     pub fn completion(&self, reply: Map<String, Value>) -> Value {
@@ -261,10 +263,8 @@ impl ChatMeta {
             }],
             "usage": usage(&reply),
         });
-        for key in SESSION_FIELDS {
-            if let Some(value) = reply.get(key) {
-                out[key] = value.clone();
-            }
+        if let Value::Object(fields) = &mut out {
+            copy_session_fields(fields, &reply);
         }
         out
     }

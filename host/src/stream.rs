@@ -17,7 +17,10 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::llm::{EventStream, StreamEvent};
 use crate::openai::ChatMeta;
-use crate::session::{PreparedTurn, Proxy, StartedTurn, TurnReply, TurnTiming};
+use crate::session::{
+    PreparedTurn, Proxy, StartedTurn, TurnReply, TurnTiming, add_session_fields,
+    copy_session_fields,
+};
 
 /// Which event format the client speaks.
 pub enum EventFormat {
@@ -182,12 +185,12 @@ impl EventFormat {
         match self {
             EventFormat::Completion => {
                 let mut fields = event.fields;
-                add_session_fields(&mut fields, turn);
+                add_turn_fields(&mut fields, turn);
                 sse(&Value::Object(fields))
             }
             EventFormat::Chat(meta) => {
                 let mut chunk = meta.chunk(Some(content_of(&event.fields)), true, None);
-                add_session_fields(&mut chunk, turn);
+                add_turn_fields(&mut chunk, turn);
                 sse(&Value::Object(chunk))
             }
         }
@@ -266,19 +269,14 @@ struct LastPiece {
     tokens: Option<Value>,
 }
 
-fn copy_session_fields(to: &mut Map<String, Value>, reply: &Map<String, Value>) {
-    for key in ["session_id", "user_id", "mode", "turn"] {
-        if let Some(value) = reply.get(key) {
-            to.insert(key.into(), value.clone());
-        }
-    }
-}
-
-fn add_session_fields(fields: &mut Map<String, Value>, turn: &PreparedTurn) {
-    fields.insert("session_id".into(), turn.session_id.clone().into());
-    fields.insert("user_id".into(), turn.user_id.clone().into());
-    fields.insert("mode".into(), turn.mode.clone().into());
-    fields.insert("turn".into(), turn.turn.into());
+fn add_turn_fields(fields: &mut Map<String, Value>, turn: &PreparedTurn) {
+    add_session_fields(
+        fields,
+        &turn.session_id,
+        &turn.user_id,
+        &turn.mode,
+        turn.turn,
+    );
 }
 
 fn content_of(fields: &Map<String, Value>) -> &str {

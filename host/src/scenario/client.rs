@@ -6,6 +6,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::record::{Row, rfc3339_utc};
+use crate::error::error_chain;
 
 /// Resends of a turn that a node refused because it has not yet seen the previous turn.
 pub const LAG_RETRIES: u32 = 3;
@@ -234,18 +235,6 @@ fn error_text(reply: &Value) -> String {
         (_, _, Value::String(text)) => text.clone(),
         _ => reply.to_string().chars().take(200).collect(),
     }
-}
-
-/// An error with its causes, which is where reqwest says "connection refused".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -391,12 +391,19 @@ impl Proxy {
         let (Some(idle), Some(session)) = (self.defaults.session_idle, &stored) else {
             return Ok(stored);
         };
-        if session.head.updated_ms + (idle.as_millis() as u64) >= unix_ms() {
+        if !self.expired(&session.head) {
             return Ok(stored);
         }
         tracing::info!(session_id, "session expired after {idle:?} idle");
         self.store.delete(session_id).await?;
         Ok(None)
+    }
+
+    /// Whether a session has been idle past `session_idle`, and so no longer counts.
+    fn expired(&self, head: &SessionHead) -> bool {
+        self.defaults
+            .session_idle
+            .is_some_and(|idle| head.updated_ms + (idle.as_millis() as u64) < unix_ms())
     }
 
     /// Loads a session; on a replicated store, waits (bounded, with backoff) while the stored
@@ -670,6 +677,32 @@ fn replay_copy(reply: &Map<String, Value>) -> String {
     Value::Object(kept).to_string()
 }
 
+/// The fields every reply carries (every format, streamed or not), so a client can go on.
+pub const SESSION_FIELDS: [&str; 4] = ["session_id", "user_id", "mode", "turn"];
+
+/// Adds the [`SESSION_FIELDS`] to a reply or an event.
+pub fn add_session_fields(
+    fields: &mut Map<String, Value>,
+    session_id: &str,
+    user_id: &str,
+    mode: &str,
+    turn: u32,
+) {
+    fields.insert("session_id".into(), session_id.into());
+    fields.insert("user_id".into(), user_id.into());
+    fields.insert("mode".into(), mode.into());
+    fields.insert("turn".into(), turn.into());
+}
+
+/// Copies the [`SESSION_FIELDS`] of a turn's reply into another reply or event.
+pub fn copy_session_fields(to: &mut Map<String, Value>, reply: &Map<String, Value>) {
+    for key in SESSION_FIELDS {
+        if let Some(value) = reply.get(key) {
+            to.insert(key.into(), value.clone());
+        }
+    }
+}
+
 fn with_session_fields(
     mut reply: Map<String, Value>,
     session_id: &str,
@@ -677,10 +710,7 @@ fn with_session_fields(
     mode: &str,
     turn: u32,
 ) -> Map<String, Value> {
-    reply.insert("session_id".into(), session_id.into());
-    reply.insert("user_id".into(), user_id.into());
-    reply.insert("mode".into(), mode.into());
-    reply.insert("turn".into(), turn.into());
+    add_session_fields(&mut reply, session_id, user_id, mode, turn);
     reply
 }
 

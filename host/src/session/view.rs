@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Proxy, joined, policy_error, unix_ms, unknown_session};
+use super::{Proxy, joined, policy_error, unknown_session};
 use crate::error::ApiError;
 use crate::store::{SessionHead, StoredSession};
 
@@ -43,17 +43,12 @@ impl Proxy {
 
     /// A user's sessions, most recently updated first (`GET /sessions?user_id=`).
     pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
-        let mut listed = Vec::new();
-        for (session_id, head) in self.store.sessions_of(user_id).await? {
-            let idle = self
-                .defaults
-                .session_idle
-                .is_some_and(|idle| head.updated_ms + (idle.as_millis() as u64) < unix_ms());
-            if !idle {
-                listed.push(session_summary(&session_id, &head));
-            }
-        }
-        Ok(listed)
+        let sessions = self.store.sessions_of(user_id).await?;
+        Ok(sessions
+            .iter()
+            .filter(|(_, head)| !self.expired(head))
+            .map(|(session_id, head)| session_summary(session_id, head))
+            .collect())
     }
 
     /// The session's conversation through its policy's optional `history` export; `Ok(None)`
