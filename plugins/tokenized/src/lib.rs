@@ -5,19 +5,19 @@
 //! llama-server's prompt cache only has to evaluate the new message. Nothing is ever dropped:
 //! when the conversation outgrows the context the turn fails (see the `truncate` policy).
 
-use policy_common::{
-    Template, TokenRecord, close_turn, decode_records, opening, parse_messages, session_tokens,
-    user_turn,
-};
+use policy_common::{TokenRecord, decode_records, opening, user_turn};
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
 
-use discedge::policy::host;
+#[path = "../../shared/token_policy.rs"]
+mod token_policy;
+
 use discedge::policy::types::{
     PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
 };
 use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
+use token_policy::tokenize;
 
 struct Component;
 
@@ -39,8 +39,7 @@ impl Guest for Component {
         // Every record is checked, but only sized: a session too long for the context is
         // refused before its ids are held in memory (the policy's memory is limited).
         let heads = decode_records(&records, TokenRecord::head).map_err(PolicyError::Internal)?;
-        let t = &settings.template;
-        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
+        let t = token_policy::template(&settings);
         // A new conversation starts with its opening (bos and system message).
         let mut new_text = if records.is_empty() {
             opening(&t, settings.system_prompt.as_deref())
@@ -88,10 +87,7 @@ impl Guest for Component {
         carry: Vec<u8>,
         reply: Reply,
     ) -> Result<Option<Vec<u8>>, PolicyError> {
-        let suffix = tokenize(&settings.template.message_suffix)?;
-        let record = close_turn(&carry, &reply.tokens, &reply.content, &suffix)
-            .map_err(PolicyError::Internal)?;
-        Ok(Some(record))
+        token_policy::commit(&settings, &carry, &reply)
     }
 }
 
@@ -100,24 +96,8 @@ impl History for Component {
         records: Vec<Vec<u8>>,
         settings: Settings,
     ) -> Result<Vec<HistoryMessage>, PolicyError> {
-        // Every record, the turns the window left out included, read back through the model's
-        // tokenizer and the template that framed them.
-        let ids = session_tokens(&records).map_err(PolicyError::Internal)?;
-        drop(records);
-        let text = host::detokenize(&ids)
-            .map_err(|e| PolicyError::HostFailed(format!("detokenize: {e}")))?;
-        let t = &settings.template;
-        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
-        Ok(parse_messages(&t, &text)
-            .into_iter()
-            .map(|(role, content)| HistoryMessage { role, content })
-            .collect())
+        token_policy::render(records, &settings)
     }
-}
-
-/// The model's tokenizer, parsing control tokens since templates write them as text.
-fn tokenize(text: &str) -> Result<Vec<u32>, PolicyError> {
-    host::tokenize(text, true).map_err(|e| PolicyError::HostFailed(format!("tokenize: {e}")))
 }
 
 export!(Component);

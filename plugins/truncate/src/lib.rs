@@ -7,11 +7,13 @@
 //! changes the prompt's prefix and costs llama-server a full re-evaluation.
 
 use policy_common::{
-    Template, TokenRecord, TokenRecordHead, choose_window, close_turn, decode_records, opening,
-    parse_messages, session_tokens, user_turn,
+    TokenRecord, TokenRecordHead, choose_window, decode_records, opening, user_turn,
 };
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
+
+#[path = "../../shared/token_policy.rs"]
+mod token_policy;
 
 use discedge::policy::host::{self, LogLevel};
 use discedge::policy::types::{
@@ -19,6 +21,7 @@ use discedge::policy::types::{
 };
 use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
+use token_policy::tokenize;
 
 struct Component;
 
@@ -46,8 +49,7 @@ impl Guest for Component {
             TokenRecord::decode(&records[i])
                 .map_err(|e| PolicyError::Internal(format!("record {i}: {e}")))
         };
-        let t = &settings.template;
-        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
+        let t = token_policy::template(&settings);
 
         // The opening is tokenized on its own on turn 1, so its length (`pinned`) is known.
         let opening_ids = match heads.first() {
@@ -118,10 +120,7 @@ impl Guest for Component {
         carry: Vec<u8>,
         reply: Reply,
     ) -> Result<Option<Vec<u8>>, PolicyError> {
-        let suffix = tokenize(&settings.template.message_suffix)?;
-        let record = close_turn(&carry, &reply.tokens, &reply.content, &suffix)
-            .map_err(PolicyError::Internal)?;
-        Ok(Some(record))
+        token_policy::commit(&settings, &carry, &reply)
     }
 }
 
@@ -149,24 +148,8 @@ impl History for Component {
         records: Vec<Vec<u8>>,
         settings: Settings,
     ) -> Result<Vec<HistoryMessage>, PolicyError> {
-        // Every record, the turns the window left out included, read back through the model's
-        // tokenizer and the template that framed them.
-        let ids = session_tokens(&records).map_err(PolicyError::Internal)?;
-        drop(records);
-        let text = host::detokenize(&ids)
-            .map_err(|e| PolicyError::HostFailed(format!("detokenize: {e}")))?;
-        let t = &settings.template;
-        let t = Template::new(&t.bos, &t.message_prefix, &t.message_suffix);
-        Ok(parse_messages(&t, &text)
-            .into_iter()
-            .map(|(role, content)| HistoryMessage { role, content })
-            .collect())
+        token_policy::render(records, &settings)
     }
-}
-
-/// The model's tokenizer, parsing control tokens since templates write them as text.
-fn tokenize(text: &str) -> Result<Vec<u32>, PolicyError> {
-    host::tokenize(text, true).map_err(|e| PolicyError::HostFailed(format!("tokenize: {e}")))
 }
 
 export!(Component);
