@@ -12,9 +12,10 @@ mod wire;
 
 pub use messages::{Message, MessageRef, decode_message_refs, decode_messages, encode_messages};
 pub use template::{
-    Template, opening, parse_messages, render_message, reply_opening, system_prompt, user_turn,
+    Template, message_len, opening, parse_messages, push_message, render_message, reply_opening,
+    system_prompt, user_turn,
 };
-pub use tokens::{TokenRecord, TokenRecordHead, close_turn, session_tokens};
+pub use tokens::{TokenRecord, TokenRecordHead, append_ids, close_turn, session_tokens};
 pub use window::{choose_window, low_water};
 
 /// Decodes every record of a session, naming the index of the first one that cannot be read,

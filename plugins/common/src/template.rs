@@ -30,11 +30,35 @@ impl Template {
 
 /// One message as the model sees it: prefix (with the role filled in), content, suffix.
 pub fn render_message(t: &Template, role: &str, content: &str) -> String {
-    let mut text = t.message_prefix.replace("{role}", role);
-    text.push_str(content);
-    text.push_str(&t.message_suffix);
+    let mut text = String::with_capacity(message_len(t, role, content));
+    push_message(&mut text, t, role, content);
     text
 }
+
+/// Appends [`render_message`]'s text to `out` without building it apart first: a long
+/// conversation is rendered into one buffer.
+pub fn push_message(out: &mut String, t: &Template, role: &str, content: &str) {
+    for (i, part) in t.message_prefix.split(ROLE).enumerate() {
+        if i > 0 {
+            out.push_str(role);
+        }
+        out.push_str(part);
+    }
+    out.push_str(content);
+    out.push_str(&t.message_suffix);
+}
+
+/// The length of [`render_message`]'s text, for sizing a buffer before rendering into it.
+pub fn message_len(t: &Template, role: &str, content: &str) -> usize {
+    let roles = t.message_prefix.matches(ROLE).count();
+    t.message_prefix.len() - roles * ROLE.len()
+        + roles * role.len()
+        + content.len()
+        + t.message_suffix.len()
+}
+
+/// What a template's message prefix writes where the role goes.
+const ROLE: &str = "{role}";
 
 /// The text that opens the model's reply; the model continues from here.
 pub fn reply_opening(t: &Template) -> String {
@@ -202,6 +226,27 @@ mod tests {
             user_turn(&t, "Hi"),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn a_message_fills_in_every_role_and_is_sized_exactly() {
+        for prefix in [
+            "",
+            "<|im_start|>{role}\n",
+            "[{role}|{role}]",
+            "{role}",
+            "{rol}",
+        ] {
+            let t = Template::new("<s>", prefix, "</m>");
+            for (role, content) in [("user", "Hi"), ("assistant", ""), ("x", "ünï")] {
+                let text = render_message(&t, role, content);
+                assert_eq!(text, prefix.replace("{role}", role) + content + "</m>");
+                assert_eq!(message_len(&t, role, content), text.len(), "{prefix:?}");
+                let mut out = String::from("before");
+                push_message(&mut out, &t, role, content);
+                assert_eq!(out, format!("before{text}"));
+            }
+        }
     }
 
     #[test]

@@ -146,9 +146,23 @@ pub fn session_tokens(records: &[Vec<u8>]) -> Result<Vec<u32>, String> {
     let mut ids = Vec::with_capacity(heads.iter().map(|h| h.tokens).sum());
     for record in records {
         // Checked just above: every record reads.
-        read(record, |id| ids.push(id))?;
+        append_ids(record, 0, &mut ids)?;
     }
     Ok(ids)
+}
+
+/// Appends a record's ids after its first `skip` to `out`, checking the record as
+/// [`TokenRecord::decode`] does: a prompt is built from many records without first decoding
+/// each into a vector of its own.
+pub fn append_ids(record: &[u8], skip: usize, out: &mut Vec<u32>) -> Result<(), String> {
+    let mut seen = 0;
+    read(record, |id| {
+        if seen >= skip {
+            out.push(id);
+        }
+        seen += 1;
+    })?;
+    Ok(())
 }
 
 /// The longest start of `suffix` that `reply` ends with.
@@ -162,6 +176,24 @@ fn generated_suffix_len(reply: &[u32], suffix: &[u32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn append_ids_skips_the_first_ids_and_checks_the_record() {
+        let record = TokenRecord {
+            pinned: 2,
+            window_start: 0,
+            tokens: vec![7, 8, 300, 9],
+        };
+        let mut out = vec![1];
+        append_ids(&record.encode(), 0, &mut out).unwrap();
+        append_ids(&record.encode(), 2, &mut out).unwrap();
+        append_ids(&record.encode(), 9, &mut out).unwrap();
+        assert_eq!(out, [1, 7, 8, 300, 9, 300, 9]);
+        assert_eq!(
+            append_ids(&[9], 0, &mut out),
+            TokenRecord::decode(&[9]).map(|_| ())
+        );
+    }
 
     #[test]
     fn session_tokens_joins_every_record_in_order() {

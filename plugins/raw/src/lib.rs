@@ -5,7 +5,7 @@
 
 use policy_common::{
     Message, MessageRef, Template, decode_message_refs, decode_messages, decode_records,
-    encode_messages, render_message, reply_opening, system_prompt,
+    encode_messages, message_len, push_message, reply_opening, system_prompt,
 };
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
@@ -54,14 +54,12 @@ impl Guest for Component {
             history.iter().flatten().copied().chain(new)
         };
         let opening = reply_opening(&t);
-        let rendered_len = |(role, content): MessageRef| {
-            t.message_prefix.replace("{role}", role).len() + content.len() + t.message_suffix.len()
-        };
+        let rendered_len = |(role, content): MessageRef| message_len(&t, role, content);
         let len = t.bos.len() + messages().map(rendered_len).sum::<usize>() + opening.len();
         let mut text = String::with_capacity(len);
         text.push_str(&t.bos);
         for (role, content) in messages() {
-            text.push_str(&render_message(&t, role, content));
+            push_message(&mut text, &t, role, content);
         }
         text.push_str(&opening);
 

@@ -5,7 +5,7 @@
 //! llama-server's prompt cache only has to evaluate the new message. Nothing is ever dropped:
 //! when the conversation outgrows the context the turn fails (see the `truncate` policy).
 
-use policy_common::{TokenRecord, decode_records, opening, user_turn};
+use policy_common::{TokenRecord, append_ids, decode_records, opening, user_turn};
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
 
@@ -62,9 +62,8 @@ impl Guest for Component {
         // Only now, known to fit the context, are the ids held in memory.
         let mut prompt = Vec::with_capacity(prompt_len as usize);
         for (i, record) in records.iter().enumerate() {
-            let record = TokenRecord::decode(record)
+            append_ids(record, 0, &mut prompt)
                 .map_err(|e| PolicyError::Internal(format!("record {i}: {e}")))?;
-            prompt.extend_from_slice(&record.tokens);
         }
         prompt.extend_from_slice(&new_ids);
 

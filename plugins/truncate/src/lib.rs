@@ -7,7 +7,7 @@
 //! changes the prompt's prefix and costs llama-server a full re-evaluation.
 
 use policy_common::{
-    TokenRecord, TokenRecordHead, choose_window, decode_records, opening, user_turn,
+    TokenRecord, TokenRecordHead, append_ids, choose_window, decode_records, opening, user_turn,
 };
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
@@ -45,15 +45,14 @@ impl Guest for Component {
         // are decoded: a session grows for ever, the policy's memory does not.
         let heads = decode_records(&records, TokenRecord::head).map_err(PolicyError::Internal)?;
         check_window_state(&heads)?;
-        let decode = |i: usize| {
-            TokenRecord::decode(&records[i])
-                .map_err(|e| PolicyError::Internal(format!("record {i}: {e}")))
-        };
         let t = token_policy::template(&settings);
 
         // The opening is tokenized on its own on turn 1, so its length (`pinned`) is known.
         let opening_ids = match heads.first() {
-            Some(_) => decode(0)?.pinned_tokens().to_vec(),
+            Some(_) => TokenRecord::decode(&records[0])
+                .map_err(|e| PolicyError::Internal(format!("record 0: {e}")))?
+                .pinned_tokens()
+                .to_vec(),
             None => {
                 let text = opening(&t, settings.system_prompt.as_deref());
                 if text.is_empty() {
@@ -89,7 +88,8 @@ impl Guest for Component {
         let mut prompt = Vec::with_capacity(opening_ids.len() + kept + new_ids.len());
         prompt.extend_from_slice(&opening_ids);
         for i in start..records.len() {
-            prompt.extend_from_slice(decode(i)?.unpinned_tokens());
+            append_ids(&records[i], heads[i].pinned as usize, &mut prompt)
+                .map_err(|e| PolicyError::Internal(format!("record {i}: {e}")))?;
         }
         prompt.extend_from_slice(&new_ids);
         // Turn 1's record holds the opening in front of its new tokens and pins it.
