@@ -20,7 +20,7 @@ fn config(bed: &FredBed, node: usize, user: &str) -> FredConfig {
         key: bed.pki.key(user),
         ca: bed.pki.ca(),
         keygroup: "sessions".into(),
-        node_id: ["nodeA", "nodeB"][node].into(),
+        node_id: common::fred::NODES[node].into(),
         expiry: 0,
         replicas: None,
         grant: Vec::new(),

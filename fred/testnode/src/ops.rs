@@ -206,7 +206,6 @@ impl Cluster {
     pub(crate) fn update(&self, node: &str, user: &str, r: UpdateRequest) -> Res<UpdateResponse> {
         check_name("item id", &r.id)?;
         check_value(&r.keygroup, &r.id, &r.data)?;
-        let bytes = r.data.len() as u64;
         let clock = self.write(
             node,
             user,
@@ -216,12 +215,6 @@ impl Cluster {
             &r.versions,
             "Update",
         )?;
-        self.state()
-            .nodes
-            .get_mut(node)
-            .expect("known node")
-            .stats
-            .bytes_written += bytes;
         Ok(UpdateResponse {
             version: Some(clock_to_wire(&clock)),
         })
@@ -255,14 +248,13 @@ impl Cluster {
             .iter()
             .map(|v| clock_from_wire(&v.version))
             .collect();
-        let items = st
-            .nodes
-            .get_mut(node)
-            .expect("known node")
+        let n = st.nodes.get_mut(node).expect("known node");
+        let entry = n
             .data
             .entry(kg.to_string())
+            .or_default()
+            .entry(id.to_string())
             .or_default();
-        let entry = items.entry(id.to_string()).or_default();
         if val.is_none() && !entry.is_live() {
             return Err(not_found(kg, id));
         }
@@ -271,7 +263,10 @@ impl Cluster {
                 "cannot {op} item {id} in keygroup {kg}: the given versions do not cover all versions this node knows"
             ));
         }
+        // Counted under the same lock as the write, so stats never show one without the other.
+        let bytes = val.as_ref().map_or(0, |v| v.len() as u64);
         let version = entry.write_local(node, val, &given);
+        n.stats.bytes_written += bytes;
         self.replicate(&mut st, node, kg, id, &version);
         Ok(version.clock)
     }

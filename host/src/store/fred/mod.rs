@@ -13,7 +13,6 @@ mod codec;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use fred_proto::{Item, Version};
@@ -22,7 +21,7 @@ pub use client::{FredClient, FredConfig, FredError};
 pub use codec::{FredHead, IndexEntry, head_key, record_key, user_anchor_key, user_session_key};
 use codec::{chain, chain_all, decode_record, encode_record};
 
-use super::{ContextStore, SessionHead, StoreError, StoredSession};
+use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
 
 /// Sessions kept in memory per node; beyond this the least recently committed are forgotten
 /// (and fetched again in full if they come back).
@@ -40,7 +39,6 @@ pub struct FredStore {
     /// Users whose index anchor this node has written since it started (anchors are never
     /// deleted), so a user's next new session costs one index write, not two.
     anchored: Mutex<HashSet<String>>,
-    bytes_written: AtomicU64,
 }
 
 /// What this node knows of a session: the head it last read or wrote, with FReD's version of
@@ -74,25 +72,7 @@ impl FredStore {
             node_id: config.node_id.clone(),
             cache: Mutex::new(HashMap::new()),
             anchored: Mutex::new(HashSet::new()),
-            bytes_written: AtomicU64::new(0),
         })
-    }
-
-    /// Bytes of item values this node has written to FReD (what replication carries).
-    pub fn bytes_written(&self) -> u64 {
-        self.bytes_written.load(Ordering::Relaxed)
-    }
-
-    async fn write(
-        &self,
-        id: &str,
-        value: String,
-        versions: Vec<Version>,
-    ) -> Result<Version, FredError> {
-        let bytes = value.len() as u64;
-        let version = self.client.update(id, value, versions).await?;
-        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
-        Ok(version)
     }
 
     /// Reads the head, resolving siblings left by concurrent turns on two nodes.
@@ -128,7 +108,8 @@ impl FredStore {
         );
         // Writing the winner with every sibling's version replaces them all, on every replica.
         match self
-            .write(&head_key(session_id), winner.encode(), all_versions.clone())
+            .client
+            .update(&head_key(session_id), winner.encode(), all_versions.clone())
             .await
         {
             Ok(version) => Ok(Some((winner, vec![version]))),
@@ -213,7 +194,8 @@ impl FredStore {
                     });
                 let (writer, bytes, _) = decoded.swap_remove(index);
                 if let Err(e) = self
-                    .write(key, encode_record(&writer, &bytes), versions)
+                    .client
+                    .update(key, encode_record(&writer, &bytes), versions)
                     .await
                 {
                     tracing::warn!(key, "could not write the resolved record back: {e}");
@@ -234,7 +216,8 @@ impl FredStore {
             }
             .encode();
             written += anchor.len() as u64;
-            self.write(&user_anchor_key(user_id), anchor, Vec::new())
+            self.client
+                .update(&user_anchor_key(user_id), anchor, Vec::new())
                 .await?;
             self.anchored.lock().unwrap().insert(user_id.to_owned());
         }
@@ -244,7 +227,8 @@ impl FredStore {
         }
         .encode();
         written += entry.len() as u64;
-        self.write(&user_session_key(user_id, session_id), entry, Vec::new())
+        self.client
+            .update(&user_session_key(user_id, session_id), entry, Vec::new())
             .await?;
         Ok(written)
     }
@@ -279,9 +263,10 @@ impl FredStore {
                 }
                 match IndexEntry::decode(&item.val) {
                     // Another user whose id hashes alike, or an entry not written by us: skip.
+                    // (`item.id` starts with the anchor, checked above.)
                     Ok(entry)
                         if entry.user_id == user_id
-                            && item.id == user_session_key(user_id, &entry.session_id) =>
+                            && item.id[anchor.len()..] == entry.session_id =>
                     {
                         sessions.insert(entry.session_id);
                     }
@@ -365,14 +350,10 @@ impl ContextStore for FredStore {
     ) -> Result<u64, StoreError> {
         // Taken out rather than cloned: it goes back in, extended, once the head is written.
         let cached = self.cache.lock().unwrap().remove(session_id);
-        let (versions, mut records, previous_chain) = match cached {
-            Some(c) if c.head.head.turn + 1 == head.turn => (c.versions, c.records, c.head.chain),
-            None if head.turn == 1 => (Vec::new(), Vec::new(), String::new()),
-            other => {
-                return Err(StoreError::Conflict {
-                    stored_turn: other.map_or(0, |c| c.head.head.turn),
-                });
-            }
+        check_next_turn(cached.as_ref().map(|c| &c.head.head), head)?;
+        let (versions, mut records, mut chain_digest) = match cached {
+            Some(c) => (c.versions, c.records, c.head.chain),
+            None => (Vec::new(), Vec::new(), String::new()),
         };
         let mut written = 0;
         if head.turn == 1 {
@@ -380,12 +361,11 @@ impl ContextStore for FredStore {
             // an entry left by a turn that fails later names no session and is skipped.
             written += self.index_session(session_id, &head.user_id).await?;
         }
-        let mut chain_digest = previous_chain;
         if let Some(record) = record {
             let key = record_key(session_id, records.len() as u32);
             let value = encode_record(&self.node_id, record);
             written += value.len() as u64;
-            self.write(&key, value, Vec::new()).await?;
+            self.client.update(&key, value, Vec::new()).await?;
             chain_digest = chain(&chain_digest, record);
             records.push(record.to_vec());
         }
@@ -396,7 +376,11 @@ impl ContextStore for FredStore {
         };
         let value = fred_head.encode();
         written += value.len() as u64;
-        match self.write(&head_key(session_id), value, versions).await {
+        match self
+            .client
+            .update(&head_key(session_id), value, versions)
+            .await
+        {
             Ok(version) => {
                 self.remember(
                     session_id,
