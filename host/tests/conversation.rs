@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{complete, start_proxy, turn_body};
-use serde_json::Value;
+use common::{complete, context_tokens, start_proxy, turn_body};
 
 const QUESTIONS: [&str; 10] = [
     "My name is Ada and I live in Lisbon.",
@@ -20,11 +19,6 @@ const QUESTIONS: [&str; 10] = [
 ];
 
 /// Tokens in the model's context for a turn: evaluated now plus reused from its cache.
-fn context_tokens(reply: &Value) -> u64 {
-    let timings = &reply["timings"];
-    timings["prompt_n"].as_u64().unwrap() + timings["cache_n"].as_u64().unwrap()
-}
-
 async fn ten_turns_keep_context(mode: &str) {
     let proxy = start_proxy(&[]).await;
     let mut session: Option<String> = None;
@@ -108,7 +102,7 @@ async fn client_side_forwards_the_clients_history() {
         history.push_str("<|im_end|>\n");
         let id = reply["session_id"].as_str().unwrap();
         assert!(
-            proxy.node.proxy.store.load(id).await.unwrap().is_none(),
+            proxy.stored(id).await.is_none(),
             "client-side stores nothing"
         );
     }

@@ -168,7 +168,7 @@ async fn turns_must_follow_and_belong_to_their_user() {
         "{reply}"
     );
 
-    let stored = proxy.node.proxy.store.load(session).await.unwrap().unwrap();
+    let stored = proxy.stored(session).await.unwrap();
     assert_eq!(stored.head.turn, 1, "refused turns change nothing");
     assert_eq!(stored.records.len(), 1);
 }
@@ -212,7 +212,7 @@ async fn a_failing_model_leaves_the_session_unchanged() {
     let proxy = start_proxy(&["--llama-url", &llama.url, "--llm-timeout-secs", "1"]).await;
     let (_, one) = complete(&proxy.url, &turn_body("raw", None, 1, "hello")).await;
     let session = one["session_id"].as_str().unwrap();
-    let before = proxy.node.proxy.store.load(session).await.unwrap();
+    let before = proxy.stored(session).await;
 
     llama.set(Behaviour::Fail);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
@@ -232,11 +232,7 @@ async fn a_failing_model_leaves_the_session_unchanged() {
         (504, "llm_timeout"),
         "{reply}"
     );
-    assert_eq!(
-        proxy.node.proxy.store.load(session).await.unwrap(),
-        before,
-        "session unchanged"
-    );
+    assert_eq!(proxy.stored(session).await, before, "session unchanged");
 
     llama.set(Behaviour::Answer);
     let (status, reply) = complete(&proxy.url, &turn_body("raw", Some(session), 2, "again")).await;
@@ -260,14 +256,7 @@ async fn an_unreachable_model_is_a_502() {
         "{reply}"
     );
     assert!(
-        proxy
-            .node
-            .proxy
-            .store
-            .load("fresh1")
-            .await
-            .unwrap()
-            .is_none(),
+        proxy.stored("fresh1").await.is_none(),
         "no session was created"
     );
 }
@@ -298,14 +287,7 @@ async fn concurrent_requests_for_one_session_are_serialized() {
         vec![200, 409, 409, 409, 409, 409],
         "exactly one turn 2 wins"
     );
-    let stored = proxy
-        .node
-        .proxy
-        .store
-        .load(&session)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = proxy.stored(&session).await.unwrap();
     assert_eq!((stored.head.turn, stored.records.len()), (2, 2));
 }
 
@@ -322,19 +304,7 @@ async fn a_model_answering_garbage_is_a_502_and_the_turn_can_be_retried() {
     )
     .await;
     assert_eq!((status, error_code(&reply)), (502, "llm_failed"), "{reply}");
-    assert_eq!(
-        proxy
-            .node
-            .proxy
-            .store
-            .load(session)
-            .await
-            .unwrap()
-            .unwrap()
-            .head
-            .turn,
-        1
-    );
+    assert_eq!(proxy.stored(session).await.unwrap().head.turn, 1);
     llama.set(Behaviour::Answer);
     let (status, reply) = complete(
         &proxy.url,

@@ -9,11 +9,9 @@ use std::time::Duration;
 use common::{complete, eventually, plugins_copy, shipped_plugins, start_proxy, turn_body};
 use serde_json::{Value, json};
 
-/// Deploys `source` as `dir/name.wasm` the safe way: write a temporary file, then rename.
+/// Deploys the policy file `source` as `dir/name.wasm` (see [`common::deploy_bytes`]).
 fn deploy(source: &Path, dir: &Path, name: &str) {
-    let tmp = dir.join(format!(".{name}.wasm.tmp"));
-    std::fs::copy(source, &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
+    common::deploy_bytes(dir, name, &std::fs::read(source).unwrap());
 }
 
 async fn post(url: &str, body: &Value) -> (u16, String, Value) {
@@ -121,12 +119,7 @@ async fn a_replaced_component_serves_new_requests_while_old_ones_finish() {
     assert_eq!((status, policy.as_str()), (200, new.as_str()), "{reply}");
 
     // A corrupt file is refused; the version serving keeps serving.
-    std::fs::write(plugins.path().join(".bad.tmp"), b"not wasm at all").unwrap();
-    std::fs::rename(
-        plugins.path().join(".bad.tmp"),
-        plugins.path().join("swap.wasm"),
-    )
-    .unwrap();
+    common::deploy_bytes(plugins.path(), "swap", b"not wasm at all");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         registry.get("swap").unwrap().label(),

@@ -77,12 +77,7 @@ async fn concurrent_roaming_sessions_lose_and_duplicate_nothing() {
     .await;
     let old = registry.get("raw").unwrap().label();
     let rebuilt = new_build(&std::fs::read(plugins.path().join("raw.wasm")).unwrap(), 1);
-    std::fs::write(plugins.path().join(".raw.tmp"), rebuilt).unwrap();
-    std::fs::rename(
-        plugins.path().join(".raw.tmp"),
-        plugins.path().join("raw.wasm"),
-    )
-    .unwrap();
+    common::deploy_bytes(plugins.path(), "raw", &rebuilt);
     eventually("the new build to serve", || {
         registry.get("raw").unwrap().label() != old
     })
@@ -98,14 +93,7 @@ async fn concurrent_roaming_sessions_lose_and_duplicate_nothing() {
         }
         // Both nodes must hold exactly the successful turns, in order, once each.
         for proxy in [&a, &b] {
-            let stored = proxy
-                .node
-                .proxy
-                .store
-                .load(&session)
-                .await
-                .unwrap()
-                .expect("stored");
+            let stored = proxy.stored(&session).await.expect("stored");
             assert_eq!(stored.head.turn, TURNS, "session {s}");
             let history = String::from_utf8_lossy(&stored.records.concat()).into_owned();
             for turn in 1..=TURNS {

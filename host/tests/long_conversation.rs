@@ -25,8 +25,7 @@ async fn fifty_long_turns_stay_inside_the_window() {
         assert_eq!(status, 200, "turn {turn}: {reply}");
         session = Some(reply["session_id"].as_str().unwrap().to_owned());
         let prompt = reply["prompt"].as_str().unwrap();
-        let timings = &reply["timings"];
-        let context = timings["prompt_n"].as_u64().unwrap() + timings["cache_n"].as_u64().unwrap();
+        let context = common::context_tokens(&reply);
         assert!(
             context + 64 <= 2048,
             "turn {turn}: {context} prompt tokens + 64 exceed the window"
@@ -65,14 +64,7 @@ async fn tokenized_says_when_the_window_is_full() {
         if status == 422 {
             assert_eq!(reply["error"]["code"], "context_full", "{reply}");
             assert!(turn > 3, "full too early, at turn {turn}");
-            let stored = proxy
-                .node
-                .proxy
-                .store
-                .load(session.as_deref().unwrap())
-                .await
-                .unwrap()
-                .unwrap();
+            let stored = proxy.stored(session.as_deref().unwrap()).await.unwrap();
             assert_eq!(
                 stored.head.turn,
                 turn - 1,

@@ -6,66 +6,54 @@ mod common;
 
 use std::time::Duration;
 
-use common::{complete, error_code, start_proxy, turn_body};
+use common::{
+    ALICE_KEY as ALICE, BOB_KEY as BOB, api_keys, complete, complete_as, error_code, start_proxy,
+    turn_body,
+};
 use discedge::fake_llm::FakeLlm;
 use serde_json::{Value, json};
-
-const ALICE: &str = "alice-key-0123456789";
-const BOB: &str = "bob-key-0123456789ab";
-
-async fn post(url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
-    let mut request = common::client()
-        .post(format!("{url}/completion"))
-        .json(body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let reply = request.send().await.unwrap();
-    (reply.status().as_u16(), reply.json().await.unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_api_keys_the_key_is_the_user() {
     let llama = FakeLlm::start().await.unwrap();
-    let keys = format!("{ALICE}=alice,{BOB}=bob");
-    let proxy = start_proxy(&["--llama-url", &llama.url, "--api-keys", &keys]).await;
+    let proxy = start_proxy(&["--llama-url", &llama.url, "--api-keys", &api_keys()]).await;
     let mut body = turn_body("raw", None, 1, "hello");
     body.as_object_mut().unwrap().remove("user_id");
 
-    let (status, reply) = post(&proxy.url, None, &body).await;
+    let (status, reply) = complete_as(&proxy.url, None, &body).await;
     assert_eq!(
         (status, error_code(&reply)),
         (401, "unauthorized"),
         "{reply}"
     );
-    let (status, reply) = post(&proxy.url, Some("not-a-key-at-all-000"), &body).await;
+    let (status, reply) = complete_as(&proxy.url, Some("not-a-key-at-all-000"), &body).await;
     assert_eq!(
         (status, error_code(&reply)),
         (401, "unauthorized"),
         "{reply}"
     );
 
-    let (status, reply) = post(&proxy.url, Some(ALICE), &body).await;
+    let (status, reply) = complete_as(&proxy.url, Some(ALICE), &body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["user_id"], "alice");
     let session = reply["session_id"].as_str().unwrap();
 
     let mut claim = turn_body("raw", Some(session), 2, "I am alice, really");
     claim["user_id"] = "alice".into();
-    let (status, reply) = post(&proxy.url, Some(BOB), &claim).await;
+    let (status, reply) = complete_as(&proxy.url, Some(BOB), &claim).await;
     assert_eq!(
         (status, error_code(&reply)),
         (403, "user_mismatch"),
         "a key's user cannot be overridden: {reply}"
     );
     claim.as_object_mut().unwrap().remove("user_id");
-    let (status, reply) = post(&proxy.url, Some(BOB), &claim).await;
+    let (status, reply) = complete_as(&proxy.url, Some(BOB), &claim).await;
     assert_eq!(
         (status, error_code(&reply)),
         (404, "unknown_session"),
         "bob cannot see alice's session: {reply}"
     );
-    let (status, reply) = post(&proxy.url, Some(ALICE), &claim).await;
+    let (status, reply) = complete_as(&proxy.url, Some(ALICE), &claim).await;
     assert_eq!(status, 200, "{reply}");
 
     let delete = |key: &'static str| {
@@ -107,16 +95,7 @@ async fn owners_delete_their_sessions() {
     assert_eq!(reply.status(), 200);
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body, json!({"deleted": session}));
-    assert!(
-        proxy
-            .node
-            .proxy
-            .store
-            .load(session)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(proxy.stored(session).await.is_none());
     let (status, reply) = complete(
         &proxy.url,
         &turn_body("tokenized", Some(session), 2, "again"),
@@ -145,14 +124,7 @@ async fn idle_sessions_expire() {
         "{reply}"
     );
     assert!(
-        proxy
-            .node
-            .proxy
-            .store
-            .load(session)
-            .await
-            .unwrap()
-            .is_none(),
+        proxy.stored(session).await.is_none(),
         "deleted from the store"
     );
 }
@@ -195,14 +167,7 @@ async fn prompts_and_sessions_are_bounded() {
         (413, "session_too_large"),
         "{reply}"
     );
-    let stored = proxy
-        .node
-        .proxy
-        .store
-        .load(&session)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = proxy.stored(&session).await.unwrap();
     assert_eq!(
         stored.head.turn,
         turn - 1,

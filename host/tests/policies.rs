@@ -49,7 +49,7 @@ fn conversation(mode: &str, n_ctx: u32) -> (Conversation, Arc<CountingTokenizer>
     let registry = PolicyRegistry::new(
         runtime.clone(),
         common::shipped_plugins(),
-        Some(concat!(env!("CARGO_TARGET_TMPDIR"), "/policy-cache").into()),
+        Some(common::POLICY_CACHE.into()),
         tokenizer.clone(),
     );
     let report = registry.reload();
@@ -307,7 +307,7 @@ fn the_policy_list_says_which_policies_render_history() {
     let registry = PolicyRegistry::new(
         runtime,
         common::shipped_plugins(),
-        Some(concat!(env!("CARGO_TARGET_TMPDIR"), "/policy-cache").into()),
+        Some(common::POLICY_CACHE.into()),
         Arc::new(ByteTokenizer),
     );
     assert!(registry.reload().failed.is_empty());

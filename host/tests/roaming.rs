@@ -228,7 +228,7 @@ async fn a_fred_node_dying_mid_turn_leaves_no_half_written_session() {
         .await;
     let (_, one) = complete(&a.url, &turn_body("tokenized", None, 1, "first")).await;
     let session = one["session_id"].as_str().unwrap().to_owned();
-    let before = a.node.proxy.store.load(&session).await.unwrap();
+    let before = a.stored(&session).await;
 
     llama.set_delay(Duration::from_millis(600));
     let url = a.url.clone();
@@ -245,11 +245,7 @@ async fn a_fred_node_dying_mid_turn_leaves_no_half_written_session() {
 
     bed.nodes[0].restart().await.unwrap();
     llama.set_delay(Duration::ZERO);
-    assert_eq!(
-        a.node.proxy.store.load(&session).await.unwrap(),
-        before,
-        "nothing half-written"
-    );
+    assert_eq!(a.stored(&session).await, before, "nothing half-written");
     let (status, reply) =
         complete(&a.url, &turn_body("tokenized", Some(&session), 2, "second")).await;
     assert_eq!(status, 200, "the same turn goes through: {reply}");

@@ -20,7 +20,7 @@ fn scenario_file(name: &str) -> PathBuf {
 /// `discedge scenario FILE ARGS...` as parsed from a command line, writing into `out`.
 fn args(file: &Path, out: &Path, extra: &[&str]) -> ScenarioArgs {
     let plugins = common::shipped_plugins();
-    let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/policy-cache");
+    let cache = common::POLICY_CACHE;
     let mut argv = vec![
         "discedge",
         "scenario",

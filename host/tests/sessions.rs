@@ -4,18 +4,11 @@
 
 mod common;
 
-use common::{complete, error_code, start_proxy, turn_body};
+use common::{
+    ALICE_KEY as ALICE, BOB_KEY as BOB, api_keys, complete, complete_as, error_code, get_as,
+    start_proxy, turn_body,
+};
 use discedge::fake_llm::FakeLlm;
-use serde_json::Value;
-
-async fn get(url: &str, key: Option<&str>) -> (u16, Value) {
-    let mut request = common::client().get(url);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let reply = request.send().await.unwrap();
-    (reply.status().as_u16(), reply.json().await.unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_owner_reads_lists_and_deletes_sessions_in_every_mode() {
@@ -30,7 +23,8 @@ async fn an_owner_reads_lists_and_deletes_sessions_in_every_mode() {
         let (status, two) = complete(url, &turn_body(mode, Some(&session), 2, prompts[1])).await;
         assert_eq!(status, 200, "{two}");
 
-        let (status, view) = get(&format!("{url}/sessions/{session}?user_id=tester"), None).await;
+        let (status, view) =
+            get_as(&format!("{url}/sessions/{session}?user_id=tester"), None).await;
         assert_eq!(status, 200, "{view}");
         eprintln!("{mode}: {view}");
         assert_eq!(view["mode"], mode);
@@ -64,12 +58,13 @@ async fn an_owner_reads_lists_and_deletes_sessions_in_every_mode() {
         );
         assert_eq!(history[4]["content"], two["content"], "{mode}");
 
-        let (status, other) = get(&format!("{url}/sessions/{session}?user_id=mallory"), None).await;
+        let (status, other) =
+            get_as(&format!("{url}/sessions/{session}?user_id=mallory"), None).await;
         assert_eq!((status, error_code(&other)), (404, "unknown_session"));
         sessions.push(session);
     }
 
-    let (status, list) = get(&format!("{url}/sessions?user_id=tester"), None).await;
+    let (status, list) = get_as(&format!("{url}/sessions?user_id=tester"), None).await;
     assert_eq!(status, 200, "{list}");
     let listed: Vec<&str> = list["sessions"]
         .as_array()
@@ -80,7 +75,7 @@ async fn an_owner_reads_lists_and_deletes_sessions_in_every_mode() {
     let newest_first: Vec<&str> = sessions.iter().rev().map(String::as_str).collect();
     assert_eq!(listed, newest_first);
     assert_eq!(list["sessions"][0]["turns"], 2);
-    let (_, none) = get(&format!("{url}/sessions?user_id=mallory"), None).await;
+    let (_, none) = get_as(&format!("{url}/sessions?user_id=mallory"), None).await;
     assert_eq!(none["sessions"], serde_json::json!([]));
 
     let deleted = common::client()
@@ -89,54 +84,45 @@ async fn an_owner_reads_lists_and_deletes_sessions_in_every_mode() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), 200);
-    let (status, _) = get(
+    let (status, _) = get_as(
         &format!("{url}/sessions/{}?user_id=tester", sessions[0]),
         None,
     )
     .await;
     assert_eq!(status, 404);
-    let (_, list) = get(&format!("{url}/sessions?user_id=tester"), None).await;
+    let (_, list) = get_as(&format!("{url}/sessions?user_id=tester"), None).await;
     assert_eq!(list["sessions"].as_array().unwrap().len(), 2, "{list}");
 
     // client-side keeps nothing, so there is nothing to show.
     let (_, reply) = complete(url, &turn_body("client-side", None, 1, "Hi")).await;
     let session = reply["session_id"].as_str().unwrap();
-    let (status, _) = get(&format!("{url}/sessions/{session}?user_id=tester"), None).await;
+    let (status, _) = get_as(&format!("{url}/sessions/{session}?user_id=tester"), None).await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_api_keys_the_key_names_the_owner() {
-    const ALICE: &str = "alice-key-0123456789";
-    const BOB: &str = "bob-key-0123456789ab";
     let llama = FakeLlm::start().await.unwrap();
-    let keys = format!("{ALICE}=alice,{BOB}=bob");
-    let proxy = start_proxy(&["--llama-url", &llama.url, "--api-keys", &keys]).await;
+    let proxy = start_proxy(&["--llama-url", &llama.url, "--api-keys", &api_keys()]).await;
     let url = &proxy.url;
     let mut body = turn_body("tokenized", None, 1, "hello");
     body.as_object_mut().unwrap().remove("user_id");
-    let reply = common::client()
-        .post(format!("{url}/completion"))
-        .bearer_auth(ALICE)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let reply: Value = reply.json().await.unwrap();
+    let (status, reply) = complete_as(url, Some(ALICE), &body).await;
+    assert_eq!(status, 200, "{reply}");
     let session = reply["session_id"].as_str().unwrap();
 
-    let (status, view) = get(&format!("{url}/sessions/{session}"), Some(ALICE)).await;
+    let (status, view) = get_as(&format!("{url}/sessions/{session}"), Some(ALICE)).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["user_id"], "alice");
-    let (status, list) = get(&format!("{url}/sessions"), Some(ALICE)).await;
+    let (status, list) = get_as(&format!("{url}/sessions"), Some(ALICE)).await;
     assert_eq!(
         (status, list["sessions"].as_array().unwrap().len()),
         (200, 1)
     );
-    let (status, _) = get(&format!("{url}/sessions/{session}"), Some(BOB)).await;
+    let (status, _) = get_as(&format!("{url}/sessions/{session}"), Some(BOB)).await;
     assert_eq!(status, 404, "bob cannot see alice's session");
-    let (status, e) = get(&format!("{url}/sessions?user_id=alice"), Some(BOB)).await;
+    let (status, e) = get_as(&format!("{url}/sessions?user_id=alice"), Some(BOB)).await;
     assert_eq!((status, error_code(&e)), (403, "user_mismatch"));
-    let (status, e) = get(&format!("{url}/sessions"), None).await;
+    let (status, e) = get_as(&format!("{url}/sessions"), None).await;
     assert_eq!((status, error_code(&e)), (401, "unauthorized"));
 }

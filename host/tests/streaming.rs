@@ -303,15 +303,5 @@ async fn a_real_streamed_tokenized_turn_keeps_the_prompt_cache_warm() {
     )
     .await;
     assert_eq!(status, 200, "{two}");
-    let turn1_prompt = last["timings"]["prompt_n"].as_u64().unwrap()
-        + last["timings"]["cache_n"].as_u64().unwrap();
-    let generated = last["timings"]["predicted_n"].as_u64().unwrap();
-    let cached = two["timings"]["cache_n"].as_u64().unwrap();
-    eprintln!(
-        "turn 2: {cached} from cache (turn 1: {turn1_prompt} prompt + {generated} generated)"
-    );
-    assert!(
-        cached + 1 >= turn1_prompt + generated,
-        "cache_n {cached} < {turn1_prompt} + {generated}"
-    );
+    common::assert_turn1_cached(last, &two);
 }

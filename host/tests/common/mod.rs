@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use discedge::config::{Cli, Command};
 use discedge::serve::Node;
+use discedge::store::StoredSession;
 use serde_json::{Value, json};
 
 /// The real llama.cpp server the tests talk to (scripts/test.sh starts one and sets this).
@@ -61,12 +62,35 @@ pub fn plugins_copy(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// Where every test keeps compiled policies: compiling them anew for each test would dominate.
+pub const POLICY_CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/policy-cache");
+
+/// Installs `bytes` as the policy `dir/name.wasm` the way operators should: write a
+/// temporary file, then rename it over, so a watching proxy never reads half a file.
+pub fn deploy_bytes(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
+}
+
 /// A proxy serving on a free loopback port until dropped.
 pub struct TestProxy {
     pub url: String,
     pub node: Node,
     pub data: tempfile::TempDir,
     server: tokio::task::JoinHandle<()>,
+}
+
+impl TestProxy {
+    /// The session as this proxy's store holds it (`None`: nothing committed).
+    pub async fn stored(&self, session: &str) -> Option<StoredSession> {
+        self.node
+            .proxy
+            .store
+            .load(session)
+            .await
+            .expect("the store reads")
+    }
 }
 
 impl Drop for TestProxy {
@@ -79,15 +103,13 @@ impl Drop for TestProxy {
 pub async fn start_proxy(args: &[&str]) -> TestProxy {
     let data = tempfile::tempdir().unwrap();
     let plugins = shipped_plugins();
-    // Compiled policies are shared by all tests: compiling them anew for each would dominate.
-    let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/policy-cache");
     let mut argv = vec![
         "discedge",
         "serve",
         "--data-dir",
         data.path().to_str().unwrap(),
         "--policy-cache-dir",
-        cache,
+        POLICY_CACHE,
     ];
     let llama = llama_url();
     if !args.contains(&"--llama-url") {
@@ -137,6 +159,35 @@ pub async fn complete(proxy_url: &str, body: &Value) -> (u16, Value) {
     (status, body)
 }
 
+/// API keys for the tests of `--api-keys`: alice's and bob's (see [`api_keys`]).
+pub const ALICE_KEY: &str = "alice-key-0123456789";
+pub const BOB_KEY: &str = "bob-key-0123456789ab";
+
+/// The `--api-keys` value that gives alice and bob their keys.
+pub fn api_keys() -> String {
+    format!("{ALICE_KEY}=alice,{BOB_KEY}=bob")
+}
+
+/// POSTs JSON to `/completion` with `key` as the bearer token (none: no key); the reply
+/// must be JSON.
+pub async fn complete_as(proxy_url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
+    let request = client().post(format!("{proxy_url}/completion")).json(body);
+    send_as(request, key).await
+}
+
+/// GETs `url` with `key` as the bearer token (none: no key); the reply must be JSON.
+pub async fn get_as(url: &str, key: Option<&str>) -> (u16, Value) {
+    send_as(client().get(url), key).await
+}
+
+async fn send_as(mut request: reqwest::RequestBuilder, key: Option<&str>) -> (u16, Value) {
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let reply = request.send().await.unwrap();
+    (reply.status().as_u16(), reply.json().await.unwrap())
+}
+
 /// `POST /admin/policies/reload` on a proxy; returns its JSON answer.
 pub async fn reload_policies(proxy_url: &str) -> Value {
     let reply = client()
@@ -145,6 +196,29 @@ pub async fn reload_policies(proxy_url: &str) -> Value {
         .await
         .unwrap();
     reply.json().await.unwrap()
+}
+
+/// The tokens the model's prompt held for a reply: evaluated now plus reused from its cache.
+pub fn context_tokens(reply: &Value) -> u64 {
+    let timings = &reply["timings"];
+    timings["prompt_n"].as_u64().unwrap() + timings["cache_n"].as_u64().unwrap()
+}
+
+/// Asserts that turn 2 reused from llama-server's prompt cache everything turn 1 left there:
+/// its prompt and its reply (the last generated token may not be in the cache yet). `turn1`
+/// is turn 1's reply (or last streamed event), `turn2` turn 2's reply.
+pub fn assert_turn1_cached(turn1: &Value, turn2: &Value) {
+    let turn1_prompt = context_tokens(turn1);
+    let generated = turn1["timings"]["predicted_n"].as_u64().unwrap();
+    let cached = turn2["timings"]["cache_n"].as_u64().unwrap();
+    let evaluated = turn2["timings"]["prompt_n"].as_u64().unwrap();
+    eprintln!(
+        "turn 2: {evaluated} evaluated, {cached} from cache (turn 1: {turn1_prompt} prompt + {generated} generated)"
+    );
+    assert!(
+        cached + 1 >= turn1_prompt + generated,
+        "cache_n {cached} < {turn1_prompt} + {generated}"
+    );
 }
 
 /// The `error.code` of an error reply.
