@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use discedge::bench::{ByteTokenizer, Conversation};
 use discedge::policy::runtime::{ChatTemplate, Prompt, Settings};
@@ -43,20 +43,31 @@ fn settings(n_ctx: u32) -> Settings {
     }
 }
 
+/// One runtime and registry of the shipped policies for every test here: an engine, its
+/// instance pool and the loads are set up once. Each conversation brings its own tokenizer
+/// (the registry's is only used by the load-time check).
+fn shipped() -> &'static (Arc<PolicyRuntime>, PolicyRegistry) {
+    static SHIPPED: OnceLock<(Arc<PolicyRuntime>, PolicyRegistry)> = OnceLock::new();
+    SHIPPED.get_or_init(|| {
+        let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+        let registry = PolicyRegistry::new(
+            runtime.clone(),
+            common::shipped_plugins(),
+            Some(common::POLICY_CACHE.into()),
+            Arc::new(ByteTokenizer),
+        );
+        let report = registry.reload();
+        assert!(report.failed.is_empty(), "{report:?}");
+        (runtime, registry)
+    })
+}
+
 fn conversation(mode: &str, n_ctx: u32) -> (Conversation, Arc<CountingTokenizer>) {
-    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
+    let (runtime, registry) = shipped();
     let tokenizer = Arc::new(CountingTokenizer::default());
-    let registry = PolicyRegistry::new(
-        runtime.clone(),
-        common::shipped_plugins(),
-        Some(common::POLICY_CACHE.into()),
-        tokenizer.clone(),
-    );
-    let report = registry.reload();
-    assert!(report.failed.is_empty(), "{report:?}");
     let conversation = Conversation {
         policy: registry.get(mode).unwrap(),
-        runtime,
+        runtime: runtime.clone(),
         services: tokenizer.clone(),
         settings: settings(n_ctx),
         records: Vec::new(),
@@ -303,15 +314,8 @@ fn unreadable_records_fail_render_with_a_policy_error() {
 
 #[test]
 fn the_policy_list_says_which_policies_render_history() {
-    let runtime = PolicyRuntime::new(Limits::default()).unwrap();
-    let registry = PolicyRegistry::new(
-        runtime,
-        common::shipped_plugins(),
-        Some(common::POLICY_CACHE.into()),
-        Arc::new(ByteTokenizer),
-    );
-    assert!(registry.reload().failed.is_empty());
-    let history: Vec<(String, bool)> = registry
+    let history: Vec<(String, bool)> = shipped()
+        .1
         .list()
         .into_iter()
         .map(|p| (p.name, p.history))
