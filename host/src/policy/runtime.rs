@@ -344,9 +344,7 @@ impl PolicyInstance {
             input,
             settings,
         );
-        result
-            .map_err(|e| failure(&self.store, e))?
-            .map_err(CallFailure::Declined)
+        self.outcome(result)
     }
 
     pub fn commit(
@@ -364,6 +362,15 @@ impl PolicyInstance {
             carry,
             reply,
         );
+        self.outcome(result)
+    }
+
+    /// A contract call's result: a trap described with the policy's stderr, or the policy's
+    /// own answer, a declined call included.
+    fn outcome<T>(
+        &self,
+        result: wasmtime::Result<Result<T, PolicyError>>,
+    ) -> Result<T, CallFailure> {
         result
             .map_err(|e| failure(&self.store, e))?
             .map_err(CallFailure::Declined)
@@ -395,9 +402,7 @@ impl PolicyInstance {
             .map_err(|e| failure(&self.store, e))?;
         self.reset_deadline();
         let result = guest.call_render(&mut self.store, records, settings);
-        let messages = result
-            .map_err(|e| failure(&self.store, e))?
-            .map_err(CallFailure::Declined)?;
+        let messages = self.outcome(result)?;
         Ok(Some(
             messages.into_iter().map(|m| (m.role, m.content)).collect(),
         ))
