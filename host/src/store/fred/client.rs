@@ -12,6 +12,7 @@ use fred_proto::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use super::codec::is_fred_name;
 use crate::error::error_chain;
 
 /// Where and how to reach this node's FReD, and how the keygroup is set up.
@@ -121,8 +122,7 @@ fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 impl FredClient {
     /// Connects with mutual TLS; fails with a message naming the file or the refusal.
     pub async fn connect(config: &FredConfig) -> anyhow::Result<Self> {
-        if config.keygroup.is_empty() || !config.keygroup.chars().all(|c| c.is_ascii_alphanumeric())
-        {
+        if !is_fred_name(&config.keygroup) {
             bail!(
                 "keygroup {:?}: FReD names must be ASCII letters and digits",
                 config.keygroup

@@ -13,6 +13,11 @@ use crate::store::SessionHead;
 
 /// Item ids must be `[A-Za-z0-9]+`; the session id's length keeps ids of different sessions
 /// apart (`h05abcde`, `r05abcde00000003`), and the zero-padded record number keeps a
+/// Whether FReD accepts `name` as a keygroup name, node id or item id (`^[a-zA-Z0-9]+$`).
+pub fn is_fred_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 /// session's records contiguous and in order for one Scan.
 pub fn head_key(session_id: &str) -> String {
     format!("h{:02}{session_id}", session_id.len())
@@ -155,18 +160,14 @@ mod tests {
             !record_key("ab0", 1).starts_with("r02ab"),
             "another session's records never interleave"
         );
-        assert!(
-            record_key("x", 1)
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric())
-        );
+        assert!(is_fred_name(&record_key("x", 1)));
     }
 
     #[test]
     fn user_index_keys_are_alphanumeric_and_contiguous() {
         let anchor = user_anchor_key("alice@example.org");
         assert_eq!(anchor.len(), 17);
-        assert!(anchor.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert!(is_fred_name(&anchor));
         let entry = user_session_key("alice@example.org", "abc");
         assert_eq!(entry, format!("{anchor}abc"));
         assert!(anchor < entry, "the anchor comes first in a Scan");

@@ -19,7 +19,7 @@ use fred_proto::{Item, Version};
 
 pub use client::{FredClient, FredConfig, FredError};
 pub use codec::{FredHead, IndexEntry, head_key, record_key, user_anchor_key, user_session_key};
-use codec::{chain, chain_all, decode_record, encode_record};
+use codec::{chain, chain_all, decode_record, encode_record, is_fred_name};
 
 use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
 
@@ -59,7 +59,7 @@ impl From<FredError> for StoreError {
 impl FredStore {
     /// Connects, then makes sure the keygroup exists, roles are granted and replicas added.
     pub async fn connect(config: &FredConfig) -> anyhow::Result<Self> {
-        if config.node_id.is_empty() || !config.node_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if !is_fred_name(&config.node_id) {
             anyhow::bail!(
                 "--node-id {:?}: must be the FReD node's id (ASCII letters and digits)",
                 config.node_id
