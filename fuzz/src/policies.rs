@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
 use discedge::bench::ByteTokenizer;
+use discedge::config::TemplatePreset;
 use discedge::policy::runtime::{ChatTemplate, Prepared, Prompt, Reply, Settings, TurnInput};
 use discedge::policy::{
     CallFailure, HostServices, Limits, LoadedPolicy, PolicyInstance, PolicyRegistry, PolicyRuntime,
@@ -110,12 +111,8 @@ pub enum TemplateInput {
 impl TemplateInput {
     fn get(&self) -> ChatTemplate {
         let (bos, prefix, suffix) = match self {
-            Self::Chatml => ("", "<|im_start|>{role}\n", "<|im_end|>\n"),
-            Self::Llama3 => (
-                "<|begin_of_text|>",
-                "<|start_header_id|>{role}<|end_header_id|>\n\n",
-                "<|eot_id|>",
-            ),
+            Self::Chatml => preset(TemplatePreset::Chatml),
+            Self::Llama3 => preset(TemplatePreset::Llama3),
             Self::Custom {
                 bos,
                 prefix,
@@ -290,11 +287,9 @@ fn reply_ids(case: &PolicyCase, prepared: &Prepared) -> Vec<u32> {
     if !prepared.want_reply_tokens {
         return Vec::new();
     }
-    case.reply_ids.clone().unwrap_or_else(|| {
-        ByteTokenizer
-            .tokenize(&case.reply, true)
-            .expect("fake tokenizer")
-    })
+    case.reply_ids
+        .clone()
+        .unwrap_or_else(|| tokenize(&case.reply))
 }
 
 /// A declined call ends the turn; a trap is a bug in the policy and a crash for the fuzzer.
@@ -304,6 +299,11 @@ fn accepted<T>(mode: &str, call: &str, result: Result<T, CallFailure>) -> Option
         Err(CallFailure::Declined(_)) => None,
         Err(CallFailure::Trapped(why)) => panic!("policy {mode} trapped in {call}: {why}"),
     }
+}
+
+/// A host preset's parts, exactly as `discedge serve --chat-template` uses them.
+fn preset(preset: TemplatePreset) -> (&'static str, &'static str, &'static str) {
+    preset.parts().expect("a preset, not custom")
 }
 
 fn tokenize(text: &str) -> Vec<u32> {

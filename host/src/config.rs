@@ -53,6 +53,21 @@ pub enum TemplatePreset {
     Custom,
 }
 
+impl TemplatePreset {
+    /// The preset's (bos, message prefix, message suffix); `None` for `custom`.
+    pub fn parts(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Self::Chatml => Some(("", "<|im_start|>{role}\n", "<|im_end|>\n")),
+            Self::Llama3 => Some((
+                "<|begin_of_text|>",
+                "<|start_header_id|>{role}<|end_header_id|>\n\n",
+                "<|eot_id|>",
+            )),
+            Self::Custom => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -310,14 +325,9 @@ pub struct ReportArgs {
 impl ModelArgs {
     /// The template record handed to policies.
     pub fn template(&self) -> Result<ChatTemplate, String> {
-        let (bos, prefix, suffix) = match self.chat_template {
-            TemplatePreset::Chatml => ("", "<|im_start|>{role}\n", "<|im_end|>\n"),
-            TemplatePreset::Llama3 => (
-                "<|begin_of_text|>",
-                "<|start_header_id|>{role}<|end_header_id|>\n\n",
-                "<|eot_id|>",
-            ),
-            TemplatePreset::Custom => {
+        let (bos, prefix, suffix) = match self.chat_template.parts() {
+            Some(parts) => parts,
+            None => {
                 let (Some(prefix), Some(suffix)) = (&self.template_prefix, &self.template_suffix)
                 else {
                     return Err(
