@@ -270,18 +270,7 @@ pub fn turn_from_fields(
         .with("field", "session_id"));
     }
     let claimed = optional_string(&fields, "user_id")?;
-    let user_id = match (caller, claimed) {
-        (Some(caller), Some(claimed)) if caller != claimed => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "user_mismatch",
-                "user_id is not the API key's user",
-            )
-            .with("field", "user_id"));
-        }
-        (Some(caller), _) => caller,
-        (None, claimed) => claimed.unwrap_or_else(|| defaults.user_id.clone()),
-    };
+    let user_id = resolve_user(caller.as_deref(), claimed, &defaults.user_id)?;
     if user_id.is_empty() || user_id.len() > 128 {
         return Err(
             ApiError::bad_request("invalid_field", "user_id must be 1 to 128 bytes")
@@ -409,21 +398,29 @@ struct OwnerQuery {
     user_id: Option<String>,
 }
 
-/// The user a sessions request acts for: the API key's user when keys are configured (a
-/// different `?user_id=` is refused), else `?user_id=`, else the default user.
-fn owner(proxy: &Proxy, headers: &HeaderMap, claimed: Option<String>) -> Result<String, ApiError> {
-    match proxy.api_keys.caller(headers)? {
-        Some(caller) if claimed.as_deref().is_some_and(|claimed| claimed != caller) => {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "user_mismatch",
-                "user_id is not the API key's user",
-            )
-            .with("field", "user_id"))
-        }
-        Some(caller) => Ok(caller.to_owned()),
-        None => Ok(claimed.unwrap_or_else(|| proxy.defaults.user_id.clone())),
+/// The user a request acts for: the API key's user when keys are configured (a different
+/// claimed `user_id` is refused), else the claimed one, else the default user.
+fn resolve_user(
+    caller: Option<&str>,
+    claimed: Option<String>,
+    default: &str,
+) -> Result<String, ApiError> {
+    match (caller, claimed) {
+        (Some(caller), Some(claimed)) if caller != claimed => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "user_mismatch",
+            "user_id is not the API key's user",
+        )
+        .with("field", "user_id")),
+        (Some(caller), _) => Ok(caller.to_owned()),
+        (None, claimed) => Ok(claimed.unwrap_or_else(|| default.to_owned())),
     }
+}
+
+/// The user a sessions request acts for (`?user_id=` is the claim).
+fn owner(proxy: &Proxy, headers: &HeaderMap, claimed: Option<String>) -> Result<String, ApiError> {
+    let caller = proxy.api_keys.caller(headers)?;
+    resolve_user(caller, claimed, &proxy.defaults.user_id)
 }
 
 /// `GET /sessions/{id}`: the session's turn count, mode, size and rendered history, for its owner.

@@ -49,9 +49,10 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, LlmError>> 
 pub trait LlmBackend: Send + Sync + 'static {
     /// Sends a llama.cpp `/completion` body and returns the reply object.
     async fn complete(&self, body: &Map<String, Value>) -> Result<Map<String, Value>, LlmError>;
-    /// Sends a `/completion` body with `"stream": true`; fails before the first event if the
-    /// server refuses, so the client can still get a plain HTTP error.
-    async fn complete_stream(&self, body: &Map<String, Value>) -> Result<EventStream, LlmError>;
+    /// Sends a `/completion` body with `"stream": true` (taken, not copied: it holds the whole
+    /// prompt); fails before the first event if the server refuses, so the client can still
+    /// get a plain HTTP error.
+    async fn complete_stream(&self, body: Map<String, Value>) -> Result<EventStream, LlmError>;
     /// The model's tokenizer; never adds a start token.
     async fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, LlmError>;
     async fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError>;
@@ -218,9 +219,8 @@ impl LlmBackend for LlamaServer {
         }
     }
 
-    async fn complete_stream(&self, body: &Map<String, Value>) -> Result<EventStream, LlmError> {
+    async fn complete_stream(&self, mut body: Map<String, Value>) -> Result<EventStream, LlmError> {
         let url = format!("{}/completion", self.base);
-        let mut body = body.clone();
         body.insert("stream".into(), Value::Bool(true));
         let reply = self
             .streaming

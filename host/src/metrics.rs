@@ -59,7 +59,7 @@ impl Histogram {
 #[derive(Default)]
 pub struct Metrics {
     /// (mode, HTTP status, error code or "") -> requests.
-    requests: Mutex<BTreeMap<(String, u16, String), u64>>,
+    requests: Mutex<BTreeMap<(String, u16, &'static str), u64>>,
     store_read: Histogram,
     policy: Histogram,
     llm: Histogram,
@@ -71,13 +71,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// One answered `/completion`: its mode, status, error code (if any) and time split.
-    pub fn request(&self, mode: &str, status: u16, code: &str, timing: Option<&TurnTiming>) {
+    /// One answered turn (either endpoint): its mode, status, error code (if any) and time split.
+    pub fn request(
+        &self,
+        mode: &str,
+        status: u16,
+        code: &'static str,
+        timing: Option<&TurnTiming>,
+    ) {
         *self
             .requests
             .lock()
             .unwrap()
-            .entry((mode.to_owned(), status, code.to_owned()))
+            .entry((mode.to_owned(), status, code))
             .or_default() += 1;
         if let Some(t) = timing {
             self.store_read.observe(t.store_read);

@@ -11,7 +11,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use policy_common::{Template, render_message, reply_opening};
+use policy_common::{Template, push_message, reply_opening};
 use serde_json::{Map, Value, json};
 
 use crate::api::{json_object, turn_from_fields};
@@ -212,7 +212,7 @@ fn render(template: &ChatTemplate, messages: &[(String, String)]) -> String {
     );
     let mut text = t.bos.clone();
     for (role, content) in messages {
-        text.push_str(&render_message(&t, role, content));
+        push_message(&mut text, &t, role, content);
     }
     text.push_str(&reply_opening(&t));
     text

@@ -52,9 +52,10 @@ pub async fn respond(
             }
             policy
         }
-        StartedTurn::Prepared(prepared) => {
+        StartedTurn::Prepared(mut prepared) => {
             let started = Instant::now();
-            let events = proxy.llm.complete_stream(&prepared.body).await?;
+            let body = std::mem::take(&mut prepared.body);
+            let events = proxy.llm.complete_stream(body).await?;
             let policy = prepared.policy_label();
             let span = tracing::Span::current();
             tokio::spawn(
@@ -124,6 +125,7 @@ async fn relay(
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<TurnTiming, Ended> {
     let mut content = String::new();
+    let wants_tokens = prepared.wants_tokens();
     let mut tokens: Vec<Value> = Vec::new();
     let mut first = true;
     loop {
@@ -138,7 +140,7 @@ async fn relay(
         if let Some(text) = event.fields.get("content").and_then(Value::as_str) {
             content.push_str(text);
         }
-        if let Some(ids) = event.fields.get("tokens").and_then(Value::as_array) {
+        if wants_tokens && let Some(ids) = event.fields.get("tokens").and_then(Value::as_array) {
             tokens.extend(ids.iter().cloned());
         }
         if event.fields.get("stop").and_then(Value::as_bool) == Some(true) {
@@ -153,7 +155,7 @@ async fn relay(
             let mut whole = event.fields;
             let own = LastPiece {
                 content: whole.insert("content".into(), Value::String(content)),
-                tokens: if prepared.wants_tokens() {
+                tokens: if wants_tokens {
                     whole.insert("tokens".into(), Value::Array(tokens))
                 } else {
                     whole.remove("tokens")

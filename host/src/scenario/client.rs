@@ -6,7 +6,9 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::record::{Row, rfc3339_utc};
+use crate::config::TemplatePreset;
 use crate::error::error_chain;
+use policy_common::{Template, user_turn};
 
 /// Resends of a turn that a node refused because it has not yet seen the previous turn.
 pub const LAG_RETRIES: u32 = 3;
@@ -27,6 +29,12 @@ pub struct Session<'a> {
     pub id: Option<String>,
     pub turn: u32,
     history: String,
+}
+
+/// The template a `client-side` client renders its history with: the proxy's ChatML preset.
+fn chatml() -> Template {
+    let (bos, prefix, suffix) = TemplatePreset::Chatml.parts().expect("a preset");
+    Template::new(bos, prefix, suffix)
 }
 
 impl<'a> Session<'a> {
@@ -52,7 +60,7 @@ impl<'a> Session<'a> {
     /// Sends the next turn to `url`; the row says how it went (the session advances only on 200).
     pub async fn send(&mut self, url: &str, node: &str, message: &str) -> Row {
         let turn = self.turn + 1;
-        let user = format!("<|im_start|>user\n{message}<|im_end|>\n<|im_start|>assistant\n");
+        let user = user_turn(&chatml(), message);
         let prompt = if self.mode == CLIENT_SIDE {
             format!("{}{user}", self.history)
         } else {
@@ -104,8 +112,9 @@ impl<'a> Session<'a> {
                 if status == 200 {
                     fill_figures(&mut row, &reply);
                     let content = reply["content"].as_str().unwrap_or_default();
-                    self.history
-                        .push_str(&format!("{user}{content}<|im_end|>\n"));
+                    self.history.push_str(&user);
+                    self.history.push_str(content);
+                    self.history.push_str(&chatml().message_suffix);
                     if let Some(id) = reply["session_id"].as_str() {
                         self.id = Some(id.to_owned());
                         row.session = id.to_owned();

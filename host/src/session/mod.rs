@@ -206,7 +206,7 @@ impl Proxy {
                     if head.user_id != user_id {
                         return Err(unknown_session(&session_id));
                     }
-                    self.check_size(&session_id, &stored.records)?;
+                    self.check_size(&session_id, &stored)?;
                     if head.mode != mode {
                         return Err(ApiError::new(
                             StatusCode::CONFLICT,
@@ -353,8 +353,8 @@ impl Proxy {
         })
     }
 
-    fn check_size(&self, session_id: &str, records: &[Vec<u8>]) -> Result<(), ApiError> {
-        let size: usize = records.iter().map(Vec::len).sum();
+    fn check_size(&self, session_id: &str, stored: &StoredSession) -> Result<(), ApiError> {
+        let size = stored.bytes();
         if size <= self.defaults.max_session_bytes {
             return Ok(());
         }
@@ -371,13 +371,17 @@ impl Proxy {
     /// Deletes a session of `user_id`; another user's session is reported as unknown.
     pub async fn delete_session(&self, session_id: &str, user_id: &str) -> Result<(), ApiError> {
         let _lock = self.locks.lock(session_id).await;
+        self.load_owned(session_id, user_id).await?;
+        self.store.delete(session_id).await?;
+        tracing::info!(session_id, "session deleted");
+        Ok(())
+    }
+
+    /// A live session of `user_id`; one that is gone, expired or another user's is unknown.
+    async fn load_owned(&self, session_id: &str, user_id: &str) -> Result<StoredSession, ApiError> {
         let stored = self.store.load(session_id).await?;
         match self.unless_idle(session_id, stored).await? {
-            Some(stored) if stored.head.user_id == user_id => {
-                self.store.delete(session_id).await?;
-                tracing::info!(session_id, "session deleted");
-                Ok(())
-            }
+            Some(stored) if stored.head.user_id == user_id => Ok(stored),
             _ => Err(unknown_session(session_id)),
         }
     }

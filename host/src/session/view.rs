@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Proxy, joined, policy_error, unknown_session};
+use super::{Proxy, joined, policy_error};
 use crate::error::ApiError;
 use crate::store::{SessionHead, StoredSession};
 
@@ -15,16 +15,11 @@ impl Proxy {
         session_id: &str,
         user_id: &str,
     ) -> Result<Map<String, Value>, ApiError> {
-        let stored = self.store.load(session_id).await?;
-        let stored = match self.unless_idle(session_id, stored).await? {
-            Some(stored) if stored.head.user_id == user_id => stored,
-            _ => return Err(unknown_session(session_id)),
-        };
+        let stored = self.load_owned(session_id, user_id).await?;
         let mut view = session_summary(session_id, &stored.head);
         view.insert("user_id".into(), user_id.into());
         view.insert("records".into(), stored.head.records.into());
-        let bytes: usize = stored.records.iter().map(Vec::len).sum();
-        view.insert("stored_bytes".into(), bytes.into());
+        view.insert("stored_bytes".into(), stored.bytes().into());
         let history = match self.render_history(stored).await {
             Ok(messages) => messages.map(|messages| {
                 messages

@@ -42,6 +42,13 @@ pub struct StoredSession {
     pub records: Vec<Vec<u8>>,
 }
 
+impl StoredSession {
+    /// The session's context as stored: the sum of its records' bytes.
+    pub fn bytes(&self) -> usize {
+        self.records.iter().map(Vec::len).sum()
+    }
+}
+
 /// Why a store call failed; none of these leave a session half-written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
