@@ -10,8 +10,6 @@
 //! node's counters; "original" is the JSON the original wrote each turn for the same tokens,
 //! `{"context":[ids...],"turn":N}`, computed from the session's stored token ids.
 
-use clap::Parser;
-use discedge::config::{Cli, Command};
 use fred_testnode::{Cluster, TestPki};
 use policy_common::TokenRecord;
 use serde_json::{Value, json};
@@ -62,14 +60,8 @@ async fn main() -> anyhow::Result<()> {
         "--data-dir",
         dir.path().to_str().unwrap(),
     ];
-    let Command::Serve(serve) = Cli::parse_from(argv).command else {
-        unreachable!()
-    };
-    let node = discedge::serve::build(&serve).await?;
-    let app = discedge::api::router(node.proxy.clone(), serve.max_body_bytes);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/completion", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let local = discedge::serve::start_local(&argv).await?;
+    let (node, url) = (local.node, format!("http://{}/completion", local.addr));
     let http = reqwest::Client::new();
 
     println!(

@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::auth::ApiKeys;
-use crate::config::{ServeArgs, StoreKind};
+use clap::Parser;
+
+use crate::config::{Cli, Command, ServeArgs, StoreKind};
 use crate::llm::{BlockingTokenizer, LlamaServer, LlmBackend};
 use crate::policy::{self, Limits, PolicyRegistry, PolicyRuntime};
 use crate::session::{Proxy, TurnDefaults};
@@ -93,6 +95,32 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
     }
     let proxy = Arc::new(proxy);
     Ok(Node { proxy, watcher })
+}
+
+/// A node serving on a free loopback port inside this process (tests, benchmarks,
+/// `discedge scenario`): the node, the address it answers on, and the server task.
+pub struct LocalServer {
+    pub node: Node,
+    pub addr: std::net::SocketAddr,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a node from a full `discedge serve ...` command line, serving on 127.0.0.1 at a
+/// free port, exactly as `discedge serve` would serve it.
+pub async fn start_local(argv: &[&str]) -> anyhow::Result<LocalServer> {
+    let Command::Serve(args) = Cli::try_parse_from(argv)?.command else {
+        anyhow::bail!("not a serve command: {argv:?}");
+    };
+    let node = build(&args).await?;
+    let app = crate::api::router(node.proxy.clone(), args.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(crate::api::no_delay(listener), app).await {
+            tracing::error!("in-process server stopped: {e}");
+        }
+    });
+    Ok(LocalServer { node, addr, server })
 }
 
 /// Runs the HTTP server until SIGINT or SIGTERM.

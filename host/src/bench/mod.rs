@@ -20,13 +20,12 @@ mod swap;
 
 use std::time::Duration;
 
-use clap::Parser;
 use serde_json::{Value, json};
 
 pub use conversation::{ByteTokenizer, Conversation, prompt_tokens};
 pub use swap::new_build;
 
-use crate::config::{BenchArgs, Cli, Command};
+use crate::config::BenchArgs;
 use crate::fake_llm::FakeLlm;
 use crate::serve::Node;
 
@@ -77,14 +76,8 @@ impl BenchProxy {
             "--llama-url",
             &fake.url,
         ];
-        let Command::Serve(serve) = Cli::parse_from(argv).command else {
-            unreachable!("a serve command")
-        };
-        let node = crate::serve::build(&serve).await?;
-        let app = crate::api::router(node.proxy.clone(), serve.max_body_bytes);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/completion", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(crate::api::no_delay(listener), app).await });
+        let local = crate::serve::start_local(&argv).await?;
+        let (node, url) = (local.node, format!("http://{}/completion", local.addr));
         Ok(Self {
             url,
             fake,

@@ -12,10 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{Cli, Command, ScenarioArgs};
+use crate::config::ScenarioArgs;
 use crate::serve::Node;
 pub use client::{CLIENT_SIDE, LAG_BACKOFF, LAG_RETRIES};
 pub use file::{Leg, Scenario};
@@ -208,23 +207,16 @@ impl LocalProxy {
         if let Some(cache) = &cache {
             argv.extend(["--policy-cache-dir", cache]);
         }
-        let Command::Serve(serve) = Cli::try_parse_from(argv)?.command else {
-            unreachable!("parsed a serve command")
-        };
-        let node = match crate::serve::build(&serve).await {
-            Ok(node) => node,
+        let local = match crate::serve::start_local(&argv).await {
+            Ok(local) => local,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&data);
                 return Err(e.context("cannot start the in-process proxy"));
             }
         };
         // From here on, dropping `proxy` cleans up, whatever fails next.
-        let app = crate::api::router(node.proxy.clone(), serve.max_body_bytes);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/completion", listener.local_addr()?);
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(crate::api::no_delay(listener), app).await;
-        });
+        let (node, server) = (local.node, local.server);
+        let url = format!("http://{}/completion", local.addr);
         let proxy = Self {
             url,
             node,

@@ -5,8 +5,6 @@ pub mod fred;
 
 use std::path::PathBuf;
 
-use clap::Parser;
-use discedge::config::{Cli, Command};
 use discedge::serve::Node;
 use discedge::store::StoredSession;
 use serde_json::{Value, json};
@@ -122,18 +120,11 @@ pub async fn start_proxy(args: &[&str]) -> TestProxy {
         argv.extend(["--plugins-dir", plugins.to_str().unwrap()]);
     }
     argv.extend(args);
-    let Command::Serve(serve) = Cli::parse_from(argv).command else {
-        unreachable!()
-    };
-    let node = discedge::serve::build(&serve).await.expect("proxy starts");
-    let app = discedge::api::router(node.proxy.clone(), serve.max_body_bytes);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        axum::serve(discedge::api::no_delay(listener), app)
-            .await
-            .unwrap();
-    });
+    let local = discedge::serve::start_local(&argv)
+        .await
+        .expect("proxy starts");
+    let (node, server) = (local.node, local.server);
+    let url = format!("http://{}", local.addr);
     TestProxy {
         url,
         node,
