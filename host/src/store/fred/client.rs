@@ -187,7 +187,16 @@ impl FredClient {
             id: id.to_owned(),
             count,
         };
-        Ok(self.grpc.clone().scan(request).await?.into_inner().data)
+        match self.grpc.clone().scan(request).await {
+            Ok(reply) => Ok(reply.into_inner().data),
+            // FReD v0.2.19 answers every failed Scan "error scanning N items starting at ID
+            // from keygroup KG", a missing start item included; the keygroup and the caller's
+            // rights were checked at start-up, so a missing start is what it means.
+            Err(status) => match FredError::from(status) {
+                FredError::Refused(m) if m.contains("error scanning") => Err(FredError::NotFound(m)),
+                e => Err(e),
+            },
+        }
     }
 
     /// Writes `data`; with `versions`, only if they cover every version the node knows
@@ -214,15 +223,22 @@ impl FredClient {
             .unwrap_or_default())
     }
 
-    /// Deletes an item (a tombstone that replicates).
-    pub async fn delete(&self, id: &str) -> Result<(), FredError> {
+    /// Deletes an item (a tombstone that replicates); returns the tombstone's version, which
+    /// a later create of the same id must name.
+    pub async fn delete(&self, id: &str) -> Result<Version, FredError> {
         let request = DeleteRequest {
             keygroup: self.keygroup.clone(),
             id: id.to_owned(),
             versions: Vec::new(),
         };
-        self.grpc.clone().delete(request).await?;
-        Ok(())
+        Ok(self
+            .grpc
+            .clone()
+            .delete(request)
+            .await?
+            .into_inner()
+            .version
+            .unwrap_or_default())
     }
 
     /// Makes the keygroup usable: creates it (mutable) if this node has none, grants roles to

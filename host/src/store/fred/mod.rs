@@ -1,33 +1,43 @@
 //! Sessions in FReD, replicated to the other edge nodes so a client can roam.
 //!
-//! Each turn writes one record item (the turn's delta) and rewrites the small head item, so
-//! the bytes replicated per turn do not grow with the conversation. A node keeps the sessions
-//! it has seen in memory and, on the next turn, reads the head (one round trip) and fetches
-//! only the records it lacks (one Scan), checked against the head's chain digest.
+//! Each turn is one item ([`TurnItem`]) written once, by one Update that names the versions
+//! it may replace (none: create-if-absent), so two nodes committing the same turn cannot
+//! overwrite each other: they meet as FReD siblings, and every node resolves them alike
+//! ([`SessionLog::resolve`]). A turn's writer reads its item back after the Update (which
+//! returns only once relayed to every replica) and answers a conflict, not a success, if its
+//! version lost. A node keeps the sessions it has seen in memory and, per turn, reads only
+//! what it lacks (one Scan from its last turn, with a Read of turn 1 in parallel, which
+//! tells a deleted or re-begun session).
 //!
 //! A session's first turn also writes an entry in its user's index (see
 //! [`codec::user_anchor_key`]), which `sessions_of` scans; later turns never touch it.
 
 mod client;
 mod codec;
+mod log;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use fred_proto::{Item, Version};
 
 pub use client::{FredClient, FredConfig, FredError};
-pub use codec::{FredHead, IndexEntry, head_key, record_key, user_anchor_key, user_session_key};
-use codec::{chain, chain_all, decode_record, encode_record, is_fred_name};
+pub use codec::{
+    IndexEntry, Origin, TurnItem, turn_key, turn_prefix, user_anchor_key, user_session_key,
+};
+use codec::{is_fred_name, turn_of};
+use log::{SessionLog, versions_of};
 
 use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
 
-/// Sessions kept in memory per node; beyond this the least recently committed are forgotten
-/// (and fetched again in full if they come back).
+/// Sessions kept in memory per node; beyond this the least recently used tenth is forgotten
+/// (and read again in full if they come back; a turn in flight then reads, never fails).
 const CACHED_SESSIONS: usize = 10_000;
-/// Records fetched per Scan call (FReD's messages are limited to 4 MiB).
-const SCAN_BATCH: u32 = 256;
+/// Item versions fetched per Scan call (FReD's messages are limited to 4 MiB; a Scan counts
+/// versions, not ids).
+const SCAN_BATCH: u64 = 256;
 /// User index items fetched per Scan call when listing a user's sessions.
 const INDEX_BATCH: u64 = 256;
 
@@ -36,18 +46,16 @@ pub struct FredStore {
     client: FredClient,
     node_id: String,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Ticks on every cache use, to forget the least recently used sessions first.
+    clock: AtomicU64,
     /// Users whose index anchor this node has written since it started (anchors are never
     /// deleted), so a user's next new session costs one index write, not two.
     anchored: Mutex<HashSet<String>>,
 }
 
-/// What this node knows of a session: the head it last read or wrote, with FReD's version of
-/// it (for compare-and-set), and the records that head commits to.
-#[derive(Clone)]
 struct Cached {
-    head: FredHead,
-    versions: Vec<Version>,
-    records: Vec<Vec<u8>>,
+    log: SessionLog,
+    used: u64,
 }
 
 impl From<FredError> for StoreError {
@@ -71,137 +79,137 @@ impl FredStore {
             client,
             node_id: config.node_id.clone(),
             cache: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
             anchored: Mutex::new(HashSet::new()),
         })
     }
 
-    /// Reads the head, resolving siblings left by concurrent turns on two nodes.
-    async fn read_head(
-        &self,
-        session_id: &str,
-    ) -> Result<Option<(FredHead, Vec<Version>)>, StoreError> {
-        let items = match self.client.read(&head_key(session_id)).await {
-            Ok(items) => items,
-            Err(FredError::NotFound(_)) => return Ok(None),
+    /// What this node knows of a session, brought up to date with FReD: one Scan from its
+    /// last turn (which must still win there) and, in parallel, a Read of turn 1 (a session
+    /// deleted and begun anew elsewhere changes it). Reads everything again when what it had
+    /// no longer holds.
+    async fn fresh_log(&self, session_id: &str) -> Result<SessionLog, StoreError> {
+        let Some(mut log) = self.cached(session_id) else {
+            return self.read_log(session_id).await;
+        };
+        let (Some(first), true) = (log.first, log.turn() > 1) else {
+            // Turn 1 (or none): the Scan from it checks it.
+            return match self.catch_up(session_id, &mut log).await? {
+                true => Ok(log),
+                false => self.read_log(session_id).await,
+            };
+        };
+        let first_key = turn_key(session_id, 1);
+        let (turn_one, holds) =
+            tokio::join!(self.client.read(&first_key), self.catch_up(session_id, &mut log));
+        let same_session = match turn_one {
+            Ok(versions) => SessionLog::default()
+                .resolve(&versions)?
+                .is_some_and(|(_, value)| codec::chain(&[0; 16], value) == first),
+            Err(FredError::NotFound(_)) => false,
             Err(e) => return Err(e.into()),
         };
-        let mut heads = Vec::with_capacity(items.len());
-        for item in items {
-            let head = FredHead::decode(&item.val).map_err(StoreError::Corrupt)?;
-            heads.push((head, item.version.unwrap_or_default()));
+        if same_session && holds? {
+            return Ok(log);
         }
-        if heads.len() == 1 {
-            let (head, version) = heads.pop().expect("one");
-            return Ok(Some((head, vec![version])));
-        }
-        let all_versions: Vec<Version> = heads.iter().map(|(_, v)| v.clone()).collect();
-        let winner = heads
-            .into_iter()
-            .map(|(head, _)| head)
-            .reduce(|best, head| if head.wins_over(&best) { head } else { best })
-            .expect("siblings are not empty");
-        tracing::info!(
-            session_id,
-            turn = winner.head.turn,
-            writer = winner.writer,
-            "resolving concurrent turns"
-        );
-        // Writing the winner with every sibling's version replaces them all, on every replica.
-        match self
-            .client
-            .update(&head_key(session_id), winner.encode(), all_versions.clone())
-            .await
-        {
-            Ok(version) => Ok(Some((winner, vec![version]))),
-            Err(e) => {
-                tracing::warn!(session_id, "could not write the resolved head back: {e}");
-                Ok(Some((winner, all_versions)))
-            }
-        }
+        self.read_log(session_id).await
     }
 
-    /// Fetches records `from..head.records` and checks them against the head's chain.
-    async fn fetch_records(
-        &self,
-        session_id: &str,
-        head: &FredHead,
-        mut have: Vec<Vec<u8>>,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let total = head.head.records;
-        let mut next = have.len() as u32;
-        while next < total {
-            let count = (total - next).min(SCAN_BATCH);
-            let items = match self
-                .client
-                .scan(&record_key(session_id, next), u64::from(count))
-                .await
-            {
+    /// Reads a session from turn 1.
+    async fn read_log(&self, session_id: &str) -> Result<SessionLog, StoreError> {
+        let mut log = SessionLog::default();
+        self.catch_up(session_id, &mut log).await?;
+        Ok(log)
+    }
+
+    /// Extends `log` with the turns FReD holds after it, resolving siblings, until the chain
+    /// ends (no item, or no version extending it). The first Scan starts at the log's last
+    /// turn; `Ok(false)` if that turn no longer wins there (or is gone).
+    async fn catch_up(&self, session_id: &str, log: &mut SessionLog) -> Result<bool, StoreError> {
+        let prefix = turn_prefix(session_id);
+        let mut checked = log.turn() == 0;
+        loop {
+            log.next_versions.clear();
+            let from = if checked { log.turn() + 1 } else { log.turn() };
+            let items = match self.client.scan(&turn_key(session_id, from), SCAN_BATCH).await {
                 Ok(items) => items,
-                Err(FredError::NotFound(_)) => return Err(still_replicating(session_id)),
+                Err(FredError::NotFound(_)) => return Ok(checked),
                 Err(e) => return Err(e.into()),
             };
-            for number in next..next + count {
-                let key = record_key(session_id, number);
-                let siblings: Vec<&Item> = items.iter().filter(|item| item.id == key).collect();
-                let record = self
-                    .pick_record(
-                        &key,
-                        &siblings,
-                        (number + 1 == total).then_some(head.writer.as_str()),
-                    )
-                    .await?;
-                have.push(record);
+            let full = items.len() as u64 >= SCAN_BATCH;
+            let mut groups = group_turns(&prefix, &items);
+            // A full batch may end inside an item's versions: read that item again next round.
+            if full && groups.len() > 1 {
+                groups.pop();
             }
-            next += count;
+            for (turn, versions) in groups {
+                if !checked {
+                    if turn != log.turn() || !log.last_turn_holds(versions)? {
+                        return Ok(false);
+                    }
+                    checked = true;
+                    continue;
+                }
+                if turn != log.turn() + 1 {
+                    return Ok(true);
+                }
+                match log.resolve(versions)? {
+                    Some((item, value)) => log.push(item, value)?,
+                    None => {
+                        log.next_versions = versions_of(versions);
+                        return Ok(true);
+                    }
+                }
+            }
+            if !full {
+                return Ok(checked);
+            }
         }
-        if chain_all(&have) != head.chain {
-            return Err(still_replicating(session_id));
-        }
-        Ok(have)
     }
 
-    /// One record's bytes. Concurrent versions: the one by the head's writer for the newest
-    /// record, else the highest writer id; the choice is written back over all of them.
-    async fn pick_record(
+    fn cached(&self, session_id: &str) -> Option<SessionLog> {
+        let mut cache = self.cache.lock().unwrap();
+        let entry = cache.get_mut(session_id)?;
+        entry.used = self.clock.fetch_add(1, Ordering::Relaxed);
+        Some(entry.log.clone())
+    }
+
+    fn remember(&self, session_id: &str, log: SessionLog) {
+        let used = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut cache = self.cache.lock().unwrap();
+        if cache.len() >= CACHED_SESSIONS && !cache.contains_key(session_id) {
+            let mut by_use: Vec<(u64, String)> =
+                cache.iter().map(|(id, c)| (c.used, id.clone())).collect();
+            by_use.sort_unstable();
+            for (_, id) in by_use.into_iter().take(CACHED_SESSIONS / 10) {
+                cache.remove(&id);
+            }
+        }
+        cache.insert(session_id.to_owned(), Cached { log, used });
+    }
+
+    /// After an Update of turn `key` (answered or not): which version of that turn every
+    /// node will keep. `Ok(true)` if ours (`value`), `Ok(false)` if another (now in `log`),
+    /// `Err` if none extends the chain (the write did not happen).
+    async fn settle(
         &self,
         key: &str,
-        siblings: &[&Item],
-        newest_by: Option<&str>,
-    ) -> Result<Vec<u8>, StoreError> {
-        let mut decoded = Vec::with_capacity(siblings.len());
-        for item in siblings {
-            let (writer, bytes) =
-                decode_record(&item.val).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
-            decoded.push((
-                writer.to_owned(),
-                bytes,
-                item.version.clone().unwrap_or_default(),
-            ));
-        }
-        match decoded.len() {
-            0 => Err(StoreError::Unavailable(format!(
-                "record {key} is still replicating"
-            ))),
-            1 => Ok(decoded.pop().expect("one").1),
-            _ => {
-                let versions: Vec<Version> = decoded.iter().map(|(_, _, v)| v.clone()).collect();
-                let index = newest_by
-                    .and_then(|writer| decoded.iter().position(|(w, _, _)| w == writer))
-                    .unwrap_or_else(|| {
-                        (0..decoded.len())
-                            .max_by(|&a, &b| decoded[a].0.cmp(&decoded[b].0))
-                            .expect("siblings")
-                    });
-                let (writer, bytes, _) = decoded.swap_remove(index);
-                if let Err(e) = self
-                    .client
-                    .update(key, encode_record(&writer, &bytes), versions)
-                    .await
-                {
-                    tracing::warn!(key, "could not write the resolved record back: {e}");
-                }
-                Ok(bytes)
+        value: &str,
+        log: &mut SessionLog,
+        failure: StoreError,
+    ) -> Result<bool, StoreError> {
+        let versions = match self.client.read(key).await {
+            Ok(versions) => versions,
+            Err(FredError::NotFound(_)) => return Err(failure),
+            Err(e) => return Err(e.into()),
+        };
+        match log.resolve(&versions)? {
+            Some((item, winner)) => {
+                let ours = winner == value;
+                log.push(item, winner)?;
+                Ok(ours)
             }
+            None => Err(failure),
         }
     }
 
@@ -237,6 +245,7 @@ impl FredStore {
     /// leave the user's prefix. Entries may name sessions that are gone (or not replicated yet).
     async fn indexed_sessions(&self, user_id: &str) -> Result<BTreeSet<String>, StoreError> {
         let anchor = user_anchor_key(user_id);
+        let prefix = codec::user_prefix(user_id);
         let mut sessions = BTreeSet::new();
         let mut start = anchor.clone();
         loop {
@@ -255,18 +264,18 @@ impl FredStore {
                 return Ok(sessions);
             };
             for item in &items {
-                if !item.id.starts_with(&anchor) {
+                if !item.id.starts_with(&prefix) {
                     return Ok(sessions);
                 }
-                if item.id == anchor {
+                // The anchor, and deleted entries (a Scan returns tombstones, empty).
+                if item.id == anchor || item.val.is_empty() {
                     continue;
                 }
                 match IndexEntry::decode(&item.val) {
                     // Another user whose id hashes alike, or an entry not written by us: skip.
-                    // (`item.id` starts with the anchor, checked above.)
                     Ok(entry)
                         if entry.user_id == user_id
-                            && item.id[anchor.len()..] == entry.session_id =>
+                            && item.id == user_session_key(user_id, &entry.session_id) =>
                     {
                         sessions.insert(entry.session_id);
                     }
@@ -282,64 +291,32 @@ impl FredStore {
             start = last;
         }
     }
-
-    fn remember(&self, session_id: &str, cached: Cached) {
-        let mut cache = self.cache.lock().unwrap();
-        if cache.len() >= CACHED_SESSIONS && !cache.contains_key(session_id) {
-            let mut by_age: Vec<(u64, String)> = cache
-                .iter()
-                .map(|(id, c)| (c.head.head.updated_ms, id.clone()))
-                .collect();
-            by_age.sort();
-            for (_, id) in by_age.into_iter().take(CACHED_SESSIONS / 10) {
-                cache.remove(&id);
-            }
-        }
-        cache.insert(session_id.to_owned(), cached);
-    }
 }
 
-fn still_replicating(session_id: &str) -> StoreError {
-    StoreError::Unavailable(format!(
-        "session {session_id}: records are still replicating to this node"
-    ))
+/// The items of `prefix`'s turns in a Scan result, grouped by id (an id's versions are
+/// adjacent), with their turn numbers; stops at the first id that is not one of them.
+fn group_turns<'a>(prefix: &str, items: &'a [Item]) -> Vec<(u32, &'a [Item])> {
+    let mut groups: Vec<(u32, &[Item])> = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let id = &items[start].id;
+        let Some(turn) = turn_of(prefix, id) else {
+            break;
+        };
+        let len = items[start..].iter().take_while(|i| &i.id == id).count();
+        groups.push((turn, &items[start..start + len]));
+        start += len;
+    }
+    groups
 }
 
 #[async_trait]
 impl ContextStore for FredStore {
     async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError> {
-        let Some((head, versions)) = self.read_head(session_id).await? else {
-            self.cache.lock().unwrap().remove(session_id);
-            return Ok(None);
-        };
-        // Taken out rather than cloned (it goes back in below): a long session's records are
-        // then copied once per load, for the caller, not twice.
-        let cached = self.cache.lock().unwrap().remove(session_id);
-        let records = match cached {
-            Some(c) if c.head.chain == head.chain => c.records,
-            // What we have may be a prefix of the new records: fetch only the rest...
-            Some(c) if (c.records.len() as u32) < head.head.records => {
-                match self.fetch_records(session_id, &head, c.records).await {
-                    Ok(records) => records,
-                    // ...unless it was a branch that lost a conflict: then fetch everything.
-                    Err(_) => self.fetch_records(session_id, &head, Vec::new()).await?,
-                }
-            }
-            _ => self.fetch_records(session_id, &head, Vec::new()).await?,
-        };
-        let session = StoredSession {
-            head: head.head.clone(),
-            records: records.clone(),
-        };
-        self.remember(
-            session_id,
-            Cached {
-                head,
-                versions,
-                records,
-            },
-        );
-        Ok(Some(session))
+        let log = self.fresh_log(session_id).await?;
+        let stored = log.stored();
+        self.remember(session_id, log);
+        Ok(stored)
     }
 
     async fn commit_turn(
@@ -348,92 +325,121 @@ impl ContextStore for FredStore {
         head: &SessionHead,
         record: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
-        // Taken out rather than cloned: it goes back in, extended, once the head is written.
-        let cached = self.cache.lock().unwrap().remove(session_id);
-        check_next_turn(cached.as_ref().map(|c| &c.head.head), head)?;
-        let (versions, mut records, mut chain_digest) = match cached {
-            Some(c) => (c.versions, c.records, c.head.chain),
-            None => (Vec::new(), Vec::new(), String::new()),
+        let mut log = match self.cached(session_id) {
+            Some(log) => log,
+            None => self.read_log(session_id).await?,
         };
-        let mut written = 0;
-        if head.turn == 1 {
-            // Indexed before anything else is written: a failure here leaves no session, and
-            // an entry left by a turn that fails later names no session and is skipped.
-            written += self.index_session(session_id, &head.user_id).await?;
-        }
-        if let Some(record) = record {
-            let key = record_key(session_id, records.len() as u32);
-            let value = encode_record(&self.node_id, record);
-            written += value.len() as u64;
-            self.client.update(&key, value, Vec::new()).await?;
-            chain_digest = chain(&chain_digest, record);
-            records.push(record.to_vec());
-        }
-        let fred_head = FredHead {
-            head: head.clone(),
+        check_next_turn(log.head.as_ref(), head)?;
+        let item = TurnItem {
             writer: self.node_id.clone(),
-            chain: chain_digest,
+            prev: log.chain,
+            updated_ms: head.updated_ms,
+            prompt_sha256: head.last_prompt_sha256.clone(),
+            reply: head.last_reply.clone(),
+            record: record.map(<[u8]>::to_vec),
+            origin: (head.turn == 1).then(|| Origin {
+                user_id: head.user_id.clone(),
+                mode: head.mode.clone(),
+                created_ms: head.created_ms,
+            }),
         };
-        let value = fred_head.encode();
-        written += value.len() as u64;
-        match self
-            .client
-            .update(&head_key(session_id), value, versions)
-            .await
-        {
-            Ok(version) => {
-                self.remember(
-                    session_id,
-                    Cached {
-                        head: fred_head,
-                        versions: vec![version],
-                        records,
-                    },
-                );
-                Ok(written)
+        let value = item.encode();
+        let key = turn_key(session_id, head.turn);
+        let mut written = value.len() as u64;
+        for attempt in 0..2 {
+            // Create-if-absent (one empty clock), or replace exactly the versions seen there.
+            let versions = if log.next_versions.is_empty() {
+                vec![Version::default()]
+            } else {
+                log.next_versions.clone()
+            };
+            let update = self.client.update(&key, value.clone(), versions);
+            let (updated, indexed) = if head.turn == 1 && attempt == 0 {
+                let (u, i) = tokio::join!(update, self.index_session(session_id, &head.user_id));
+                (u, Some(i))
+            } else {
+                (update.await, None)
+            };
+            match indexed {
+                Some(Ok(bytes)) => written += bytes,
+                // An unlisted session still serves turns; the next listing just misses it.
+                Some(Err(e)) => tracing::warn!(session_id, "session not added to its user's index: {e}"),
+                None => {}
             }
-            Err(FredError::Refused(why)) => {
-                // Another turn got to this node first: nothing of ours is referenced by a head,
-                // and the cache entry stays out, so the next load reads the session afresh.
-                tracing::info!(session_id, "turn refused by FReD: {why}");
-                let stored_turn = self
-                    .read_head(session_id)
-                    .await?
-                    .map_or(0, |(h, _)| h.head.turn);
-                Err(StoreError::Conflict { stored_turn })
+            // Whatever the Update said (FReD answers "error updating item" both when it
+            // refuses the versions and when a trigger failed after writing and relaying),
+            // the item tells what happened.
+            let failure = match updated {
+                Ok(_) => StoreError::Unavailable(format!("turn {key} vanished after writing it")),
+                Err(e) => {
+                    tracing::info!(session_id, turn = head.turn, "FReD update: {e}");
+                    e.into()
+                }
+            };
+            match self.settle(&key, &value, &mut log, failure).await {
+                Ok(true) => {
+                    self.remember(session_id, log);
+                    return Ok(written);
+                }
+                Ok(false) => {
+                    tracing::info!(session_id, turn = head.turn, "another node committed this turn first");
+                    let stored_turn = log.turn();
+                    self.remember(session_id, log);
+                    return Err(StoreError::Conflict { stored_turn });
+                }
+                Err(e) if attempt == 0 => {
+                    // Maybe versions this node did not know of (a tombstone, a losing
+                    // branch): learn them, then try once more, unless the turn is taken.
+                    log = self.read_log(session_id).await?;
+                    check_next_turn(log.head.as_ref(), head)?;
+                    tracing::debug!(session_id, "retrying the commit: {e}");
+                }
+                Err(e) => {
+                    self.cache.lock().unwrap().remove(session_id);
+                    return Err(e);
+                }
             }
-            Err(e) => Err(e.into()),
         }
+        unreachable!("the loop returns on its second attempt")
     }
 
-    /// Deletes the head first, so every node stops seeing the session at once; then the
-    /// records and the user index entry (left behind by a failure here, a record is never
-    /// read, since no head names it, and an index entry is skipped, since its session is gone).
+    /// Tombstones turn 1 first, so every node stops seeing the session at once; then the later
+    /// turns and the user index entry (left behind by a failure here, a turn item is never
+    /// read, since its chain starts at a turn 1 that is gone, and an index entry is skipped).
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
-        self.cache.lock().unwrap().remove(session_id);
-        let Some((head, _)) = self.read_head(session_id).await? else {
+        let log = self.read_log(session_id).await?;
+        let Some(head) = log.head else {
+            self.remember(session_id, log);
             return Ok(false);
         };
-        self.client.delete(&head_key(session_id)).await?;
-        for number in 0..head.head.records {
-            if let Err(e) = self.client.delete(&record_key(session_id, number)).await {
-                tracing::warn!(session_id, number, "record not deleted: {e}");
+        self.cache.lock().unwrap().remove(session_id);
+        let tombstone = self.client.delete(&turn_key(session_id, 1)).await?;
+        self.remember(
+            session_id,
+            SessionLog {
+                next_versions: vec![tombstone],
+                ..SessionLog::default()
+            },
+        );
+        for turn in 2..=head.turn {
+            if let Err(e) = self.client.delete(&turn_key(session_id, turn)).await {
+                tracing::warn!(session_id, turn, "turn item not deleted: {e}");
             }
         }
-        let entry = user_session_key(&head.head.user_id, session_id);
+        let entry = user_session_key(&head.user_id, session_id);
         if let Err(e) = self.client.delete(&entry).await {
             tracing::warn!(session_id, "user index entry not deleted: {e}");
         }
         Ok(true)
     }
 
-    /// One Scan per 256 sessions of the user's index, then one Read per session for its head.
+    /// One Scan per 256 sessions of the user's index, then each session brought up to date.
     async fn sessions_of(&self, user_id: &str) -> Result<Vec<(String, SessionHead)>, StoreError> {
         let mut sessions = Vec::new();
         for session_id in self.indexed_sessions(user_id).await? {
-            match self.read_head(&session_id).await? {
-                Some((head, _)) if head.head.user_id == user_id => {
-                    sessions.push((session_id, head.head));
+            match self.load(&session_id).await? {
+                Some(stored) if stored.head.user_id == user_id => {
+                    sessions.push((session_id, stored.head));
                 }
                 // Deleted (or its id taken again by someone else) since it was indexed.
                 _ => {}
@@ -465,42 +471,57 @@ mod tests {
 
     struct Bed {
         store: FredStore,
-        _node: NodeHandle,
-        _cluster: Cluster,
+        /// Node B's store, in the two-node beds.
+        other: Option<FredStore>,
+        cluster: Cluster,
+        _nodes: Vec<NodeHandle>,
         _dir: tempfile::TempDir,
     }
 
-    async fn bed() -> Bed {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = TestPki::generate(dir.path(), &["nodeA", "proxy0"]).unwrap();
-        let cluster = Cluster::new();
-        let node = cluster
-            .start_node(
-                "nodeA",
-                "127.0.0.1:0".parse().unwrap(),
-                pki.node_tls("nodeA"),
-            )
-            .await
-            .unwrap();
-        let config = FredConfig {
+    fn config(pki: &TestPki, node: &NodeHandle, user: &str) -> FredConfig {
+        FredConfig {
             addr: node.addr().to_string(),
             tls_name: None,
-            cert: pki.cert("proxy0"),
-            key: pki.key("proxy0"),
+            cert: pki.cert(user),
+            key: pki.key(user),
             ca: pki.ca(),
             keygroup: "sessions".into(),
-            node_id: "nodeA".into(),
+            node_id: node.node_id().into(),
             expiry: 0,
-            replicas: Some(Vec::new()),
+            replicas: None,
             grant: Vec::new(),
             timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// `nodes` test nodes, all replicas of the keygroup, with a store on the first two.
+    async fn bed_of(nodes: &[&str]) -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let mut names = nodes.to_vec();
+        names.push("proxy0");
+        let pki = TestPki::generate(dir.path(), &names).unwrap();
+        let cluster = Cluster::new();
+        let mut handles = Vec::new();
+        for node in nodes {
+            let tls = pki.node_tls(node);
+            handles.push(cluster.start_node(node, "127.0.0.1:0".parse().unwrap(), tls).await.unwrap());
+        }
+        let store = FredStore::connect(&config(&pki, &handles[0], "proxy0")).await.unwrap();
+        let other = match handles.get(1) {
+            Some(node) => Some(FredStore::connect(&config(&pki, node, "proxy0")).await.unwrap()),
+            None => None,
         };
         Bed {
-            store: FredStore::connect(&config).await.unwrap(),
-            _node: node,
-            _cluster: cluster,
+            store,
+            other,
+            cluster,
+            _nodes: handles,
             _dir: dir,
         }
+    }
+
+    async fn bed() -> Bed {
+        bed_of(&["nodeA"]).await
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -551,5 +572,128 @@ mod tests {
         assert_eq!(listed[0].0, format!("s{:04}", n - 1), "newest first");
         assert_eq!(listed[n as usize - 1].0, "s0000");
         assert!(listed.iter().all(|(_, h)| h.user_id == "alice"));
+    }
+
+    fn turn(n: u32, reply: &str) -> SessionHead {
+        SessionHead {
+            last_reply: reply.into(),
+            ..contract::head(n, n)
+        }
+    }
+
+    /// The fork of the FReD-path issue: the same turn committed on two nodes at once (both
+    /// written before either relay arrives). One wins on both nodes, the other is told so,
+    /// and every later turn works on either node.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_same_turn_on_two_nodes_at_once_has_one_winner_everywhere() {
+        let bed = bed_of(&["nodeA", "nodeB"]).await;
+        let (a, b) = (&bed.store, bed.other.as_ref().unwrap());
+        for round in 0..5 {
+            let id = format!("fork{round}");
+            a.commit_turn(&id, &turn(1, "one"), Some(b"one")).await.unwrap();
+            assert_eq!(b.load(&id).await.unwrap().unwrap().head.turn, 1);
+            bed.cluster.set_replication_delay(Duration::from_millis(30));
+            let (head_a, head_b) = (turn(2, "a"), turn(2, "b"));
+            let (on_a, on_b) = tokio::join!(
+                a.commit_turn(&id, &head_a, Some(b"a's two")),
+                b.commit_turn(&id, &head_b, Some(b"b's two")),
+            );
+            bed.cluster.set_replication_delay(Duration::ZERO);
+            let wins = [on_a.is_ok(), on_b.is_ok()];
+            assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}: {on_a:?} {on_b:?}");
+            let loser = if on_a.is_ok() { on_b } else { on_a };
+            assert!(
+                matches!(loser, Err(StoreError::Conflict { stored_turn: 2 })),
+                "round {round}: the loser is told turn 2 is taken: {loser:?}"
+            );
+            let winner_records = if wins[0] { b"a's two" } else { b"b's two" };
+            for store in [a, b] {
+                let s = store.load(&id).await.unwrap().unwrap();
+                assert_eq!(s.head.turn, 2);
+                assert_eq!(s.records[1], winner_records, "round {round}: the same winner on every node");
+            }
+            // Turn 3 on the losing node, then turn 4 on the winning one.
+            let (loser_store, winner_store) = if wins[0] { (b, a) } else { (a, b) };
+            loser_store.commit_turn(&id, &turn(3, "3"), Some(b"three")).await.unwrap();
+            winner_store.load(&id).await.unwrap();
+            winner_store.commit_turn(&id, &turn(4, "4"), None).await.unwrap();
+            let s = loser_store.load(&id).await.unwrap().unwrap();
+            assert_eq!((s.head.turn, s.records.len()), (4, 3));
+        }
+    }
+
+    /// The one window FReD leaves open: nodeA's turn 2 is written and acknowledged while
+    /// nodeB's concurrent version (which wins the tie-break) is still on its way to nodeA.
+    /// Whatever nodeA answered, both nodes end on the same chain, and nodeA, whose cache held
+    /// the losing branch, repairs itself on its next read instead of getting stuck.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_node_on_a_losing_branch_repairs_itself() {
+        let bed = bed_of(&["nodeA", "nodeB"]).await;
+        let (a, b) = (&bed.store, bed.other.as_ref().unwrap());
+        a.commit_turn("s", &turn(1, "one"), Some(b"one")).await.unwrap();
+        let b_log = b.read_log("s").await.unwrap();
+        let item = TurnItem {
+            writer: "nodeB".into(),
+            prev: b_log.chain,
+            updated_ms: 2,
+            prompt_sha256: String::new(),
+            reply: "b".into(),
+            record: Some(b"b's two".to_vec()),
+            origin: None,
+        };
+        bed.cluster.set_replication_delay(Duration::from_millis(40));
+        let on_b = async {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            b.client
+                .update(&turn_key("s", 2), item.encode(), vec![Version::default()])
+                .await
+        };
+        let head_a = turn(2, "a");
+        let (on_a, on_b) = tokio::join!(a.commit_turn("s", &head_a, Some(b"a's two")), on_b);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bed.cluster.set_replication_delay(Duration::ZERO);
+        on_b.expect("nodeB's create was not refused: nodeA's version had not arrived yet");
+        eprintln!("nodeA's own commit answered {on_a:?}");
+        let on_a = a.load("s").await.unwrap().unwrap();
+        let on_b = b.load("s").await.unwrap().unwrap();
+        assert_eq!(on_a.records, on_b.records, "both nodes agree");
+        assert_eq!(on_a.records[1], b"b's two", "nodeB's version won");
+        a.commit_turn("s", &turn(3, "3"), None).await.unwrap();
+        assert_eq!(b.load("s").await.unwrap().unwrap().head.turn, 3, "and go on");
+    }
+
+    /// A session deleted on one node and begun anew under the same id on another is never
+    /// mixed with what a third node cached of the old one.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_session_begun_anew_elsewhere_is_not_mixed_with_the_old_one() {
+        let bed = bed_of(&["nodeA", "nodeB"]).await;
+        let (a, b) = (&bed.store, bed.other.as_ref().unwrap());
+        a.commit_turn("s", &turn(1, "1"), Some(b"old one")).await.unwrap();
+        a.commit_turn("s", &turn(2, "2"), Some(b"old two")).await.unwrap();
+        assert_eq!(b.load("s").await.unwrap().unwrap().head.turn, 2);
+        assert!(a.delete("s").await.unwrap());
+        a.commit_turn("s", &turn(1, "1"), Some(b"new one")).await.unwrap();
+        let s = b.load("s").await.unwrap().unwrap();
+        assert_eq!(s.records, vec![b"new one".to_vec()]);
+        b.commit_turn("s", &turn(2, "2"), Some(b"new two")).await.unwrap();
+        assert_eq!(a.load("s").await.unwrap().unwrap().records.len(), 2);
+    }
+
+    /// A turn read on another node costs one Scan and one Read; a commit one Update and one
+    /// Read (the read-back that tells a lost race), never a second Update.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_turn_is_one_update() {
+        let bed = bed_of(&["nodeA", "nodeB"]).await;
+        let (a, b) = (&bed.store, bed.other.as_ref().unwrap());
+        a.commit_turn("s", &turn(1, "1"), Some(b"one")).await.unwrap();
+        b.load("s").await.unwrap();
+        let node = &bed._nodes[0];
+        let before = node.stats();
+        a.load("s").await.unwrap();
+        a.commit_turn("s", &turn(2, "2"), Some(b"two")).await.unwrap();
+        let after = node.stats();
+        let calls = |rpc| after.call_count(rpc) - before.call_count(rpc);
+        assert_eq!(calls("Update"), 1);
+        assert_eq!(calls("Scan") + calls("Read"), 2, "a Scan to load, a Read back");
     }
 }
