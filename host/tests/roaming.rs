@@ -71,7 +71,7 @@ async fn lag_within_the_deadline_is_waited_for_and_beyond_it_is_a_409() {
     let session = one["session_id"].as_str().unwrap().to_owned();
 
     // Within the deadline: turn 2 reaches B before turn 1's replication does; B waits.
-    bed.set_delay(Duration::from_millis(400));
+    bed.set_lag(Duration::from_millis(400));
     let (status, two) = complete(&a.url, &turn_body("raw", Some(&session), 2, "second")).await;
     assert_eq!(status, 200, "{two}");
     let (status, three) = complete(&b.url, &turn_body("raw", Some(&session), 3, "third")).await;
@@ -79,7 +79,7 @@ async fn lag_within_the_deadline_is_waited_for_and_beyond_it_is_a_409() {
     assert!(three["prompt"].as_str().unwrap().contains("second"));
 
     // Beyond it: 409 naming the turn B expects; once replication lands, the turn goes through.
-    bed.set_delay(Duration::from_millis(4000));
+    bed.set_lag(Duration::from_millis(4000));
     let (status, four) = complete(&b.url, &turn_body("raw", Some(&session), 4, "fourth")).await;
     assert_eq!(status, 200, "{four}");
     let started = std::time::Instant::now();
@@ -139,13 +139,17 @@ async fn concurrent_turns_on_two_nodes_resolve_the_same_way_everywhere() {
     let (_, one) = complete(&a.url, &turn_body("raw", None, 1, "first")).await;
     let session = one["session_id"].as_str().unwrap().to_owned();
 
-    // Both nodes take turn 2 before hearing of the other's: FReD keeps both as siblings.
+    // Both nodes take turn 2 before hearing of the other's: FReD keeps both as siblings. Each
+    // write returns once relayed, so each node then sees both: nodeB's wins (higher node id),
+    // and nodeA's client is told so instead of getting a 200 for a turn that is dropped.
     bed.set_delay(Duration::from_millis(300));
-    let (sa, ra) = complete(&a.url, &turn_body("raw", Some(&session), 2, "from A")).await;
-    let (sb, rb) = complete(&b.url, &turn_body("raw", Some(&session), 2, "from B")).await;
-    assert_eq!((sa, sb), (200, 200), "{ra} {rb}");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let body_a = turn_body("raw", Some(&session), 2, "from A");
+    let body_b = turn_body("raw", Some(&session), 2, "from B");
+    let ((sa, ra), (sb, rb)) = tokio::join!(complete(&a.url, &body_a), complete(&b.url, &body_b));
     bed.set_delay(Duration::ZERO);
+    assert_eq!((sa, sb), (409, 200), "{ra} {rb}");
+    assert_eq!(error_code(&ra), "turn_mismatch");
+    assert_eq!(ra["error"]["expected_turn"], 3, "{ra}");
 
     // The higher turn wins, ties go to the higher node id: nodeB. Both nodes agree.
     let (status, on_a) = complete(&a.url, &turn_body("raw", Some(&session), 3, "third on A")).await;

@@ -274,7 +274,7 @@ async fn replication_lag_is_retried_and_counted() {
     let (a, b) = bed
         .proxies(&["--llama-url", &llama.url, "--sync-wait-ms", "0"])
         .await;
-    bed.set_delay(Duration::from_millis(300));
+    bed.set_lag(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
     let file = rewired(
         "roaming-two-nodes.yml",

@@ -1,14 +1,11 @@
 //! Vector clocks and the versions of one item: the causality rules that decide whether a write
 //! replaces what a node holds or becomes a sibling of it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 /// A vector clock: node id -> counter. Zero entries are never stored, so equal clocks compare
 /// equal however a client spelled them.
 pub type Clock = BTreeMap<String, u64>;
-
-/// Old versions kept per item so a read naming a just-replaced version still finds it.
-const HISTORY: usize = 16;
 
 /// Converts a wire clock, dropping zero entries.
 pub fn clock_from_wire(map: &HashMap<String, u64>) -> Clock {
@@ -30,6 +27,19 @@ pub fn covers(a: &Clock, b: &Clock) -> bool {
     b.iter().all(|(k, n)| a.get(k).copied().unwrap_or(0) >= *n)
 }
 
+/// The merge of `clocks`, ticked for `node`: the clock of a new local write.
+fn merge_tick<'a>(clocks: impl IntoIterator<Item = &'a Clock>, node: &str) -> Clock {
+    let mut clock = Clock::new();
+    for c in clocks {
+        for (k, n) in c {
+            let e = clock.entry(k.clone()).or_insert(0);
+            *e = (*e).max(*n);
+        }
+    }
+    *clock.entry(node.to_string()).or_insert(0) += 1;
+    clock
+}
+
 /// One version of an item: its clock and value; `None` is a delete's tombstone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -37,12 +47,11 @@ pub struct Version {
     pub val: Option<String>,
 }
 
-/// What a node holds for one item id: the current (mutually concurrent) siblings and a few
-/// replaced versions.
+/// What a node holds for one item id: the current (mutually concurrent) siblings, tombstones
+/// included. Replaced versions are gone, as in FReD's store, which prunes them.
 #[derive(Clone, Debug, Default)]
 pub struct Entry {
     siblings: Vec<Version>,
-    history: VecDeque<Version>,
 }
 
 impl Entry {
@@ -51,22 +60,23 @@ impl Entry {
         self.siblings.iter().filter(|v| v.val.is_some())
     }
 
-    /// Whether a read finds the item.
-    pub fn is_live(&self) -> bool {
-        self.live().next().is_some()
-    }
-
     /// All current siblings, tombstones included (what replication and catch-up copy).
     pub fn siblings(&self) -> &[Version] {
         &self.siblings
     }
 
-    /// The version with exactly this clock, current or recently replaced.
-    pub fn find(&self, clock: &Clock) -> Option<&Version> {
+    /// Whether the node stores anything for this id, a tombstone included (FReD's `exists`,
+    /// which Delete, Scan and Keys check).
+    pub fn exists(&self) -> bool {
+        !self.siblings.is_empty()
+    }
+
+    /// Read with versions, as FReD does it: every stored version (tombstones included) that a
+    /// given clock is >= to, once per such clock (so duplicates are possible).
+    pub fn covered_by_any<'a>(&'a self, given: &'a [Clock]) -> impl Iterator<Item = &'a Version> {
         self.siblings
             .iter()
-            .chain(self.history.iter())
-            .find(|v| &v.clock == clock)
+            .flat_map(move |s| given.iter().filter(|g| covers(g, &s.clock)).map(move |_| s))
     }
 
     /// Whether `given` covers every current sibling (an Update/Delete naming versions may
@@ -78,19 +88,33 @@ impl Entry {
     }
 
     /// A write by a client on `node`: merges every sibling's clock and `given`, ticks `node`, and
-    /// replaces all siblings with the result, which is returned.
+    /// replaces all siblings with the result, which is returned. (With versions, callers first
+    /// check [`Entry::covered_by`], so the merge equals FReD's merge of the given clocks.)
     pub fn write_local(&mut self, node: &str, val: Option<String>, given: &[Clock]) -> Version {
-        let mut clock = Clock::new();
-        for c in self.siblings.iter().map(|s| &s.clock).chain(given) {
-            for (k, n) in c {
-                let e = clock.entry(k.clone()).or_insert(0);
-                *e = (*e).max(*n);
-            }
-        }
-        *clock.entry(node.to_string()).or_insert(0) += 1;
+        let clock = merge_tick(self.siblings.iter().map(|s| &s.clock).chain(given), node);
         let version = Version { clock, val };
-        let old = std::mem::replace(&mut self.siblings, vec![version.clone()]);
-        self.retire(old);
+        self.siblings = vec![version.clone()];
+        version
+    }
+
+    /// Whether a Delete naming `given` may proceed: FReD refuses only a given clock that is
+    /// strictly older than a stored version; concurrent ones are fine.
+    pub fn delete_allowed(&self, given: &[Clock]) -> bool {
+        !given.iter().any(|g| {
+            self.siblings
+                .iter()
+                .any(|s| covers(&s.clock, g) && &s.clock != g)
+        })
+    }
+
+    /// A Delete naming `given` on `node`: a tombstone with their merge, ticked; siblings
+    /// concurrent with it stay, the others go. Returns the tombstone.
+    pub fn delete_versions(&mut self, node: &str, given: &[Clock]) -> Version {
+        let clock = merge_tick(given, node);
+        self.siblings
+            .retain(|s| !covers(&clock, &s.clock) && !covers(&s.clock, &clock));
+        let version = Version { clock, val: None };
+        self.siblings.push(version.clone());
         version
     }
 
@@ -105,22 +129,9 @@ impl Entry {
         {
             return false;
         }
-        let (replaced, kept) = std::mem::take(&mut self.siblings)
-            .into_iter()
-            .partition(|s| covers(&version.clock, &s.clock));
-        self.siblings = kept;
+        self.siblings.retain(|s| !covers(&version.clock, &s.clock));
         self.siblings.push(version);
-        self.retire(replaced);
         true
-    }
-
-    fn retire(&mut self, old: Vec<Version>) {
-        for v in old {
-            if self.history.len() == HISTORY {
-                self.history.pop_front();
-            }
-            self.history.push_back(v);
-        }
     }
 }
 
@@ -145,10 +156,27 @@ mod tests {
             clock(&[("a", 1), ("b", 1)])
         );
         assert_eq!(e.siblings().len(), 1);
-        assert!(
-            e.find(&clock(&[("a", 1)])).is_some(),
-            "replaced version kept in history"
+        let given = [clock(&[("a", 1)]), clock(&[("a", 1), ("b", 1)])];
+        assert_eq!(e.covered_by_any(&given).count(), 1, "replaced version gone");
+    }
+
+    #[test]
+    fn delete_with_versions_keeps_concurrent_siblings() {
+        let mut e = Entry::default();
+        e.write_local("a", val("x"), &[]);
+        e.apply_remote(Version {
+            clock: clock(&[("b", 1)]),
+            val: val("y"),
+        });
+        assert!(!e.delete_allowed(&[Clock::new()]), "older than both");
+        assert!(e.delete_allowed(&[clock(&[("a", 1)])]));
+        let t = e.delete_versions("a", &[clock(&[("a", 1)])]);
+        assert_eq!(t.clock, clock(&[("a", 2)]));
+        assert_eq!(
+            e.live().map(|v| v.val.clone()).collect::<Vec<_>>(),
+            [val("y")]
         );
+        assert!(e.exists() && e.siblings().len() == 2);
     }
 
     #[test]
@@ -178,7 +206,7 @@ mod tests {
         let mut e = Entry::default();
         e.write_local("a", val("x"), &[]);
         e.write_local("a", None, &[]);
-        assert!(!e.is_live());
+        assert!(e.live().next().is_none() && e.exists());
         assert_eq!(e.siblings().len(), 1);
     }
 

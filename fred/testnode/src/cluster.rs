@@ -74,7 +74,10 @@ pub struct Cluster {
 
 #[derive(Default)]
 pub(crate) struct State {
+    /// How long a write takes to reach the other replicas.
     pub delay: Duration,
+    /// Whether the write call answers before that (lag) instead of after (FReD's default).
+    pub lag: bool,
     pub nodes: BTreeMap<String, Node>,
     pub keygroups: BTreeMap<String, Keygroup>,
 }
@@ -85,6 +88,8 @@ pub(crate) struct Node {
     pub running: bool,
     /// Keygroup -> items, for the keygroups this node is a replica of.
     pub data: HashMap<String, Items>,
+    /// Keygroup -> trigger id -> host: registered on this node only, as in FReD.
+    pub triggers: HashMap<String, BTreeMap<String, String>>,
     pub stats: NodeStats,
 }
 
@@ -102,11 +107,20 @@ impl Cluster {
         Cluster::default()
     }
 
-    /// Delay before a write reaches the other replicas. Zero: replicated before the write call
-    /// returns (FReD's default). Non-zero: the call returns at once and peers get the write
-    /// after the delay (simulates lag).
+    /// Time a write takes to reach the other replicas. The write call waits for it, as FReD's
+    /// synchronous relay does: when Update, Delete or Append returns, the peers have the write.
+    /// Zero (default): delivered at once. Undoes [`Cluster::set_replication_lag`].
     pub fn set_replication_delay(&self, d: Duration) {
-        self.state().delay = d;
+        let mut st = self.state();
+        (st.delay, st.lag) = (d, false);
+    }
+
+    /// Simulated replication lag: the write call answers at once and the peers get the write
+    /// `d` later (as with FReD's experimental `--peer-async-replication`, or a slow peer), so a
+    /// read on another node can miss it. Undone by [`Cluster::set_replication_delay`].
+    pub fn set_replication_lag(&self, d: Duration) {
+        let mut st = self.state();
+        (st.delay, st.lag) = (d, true);
     }
 
     /// Starts node `node_id` serving the gRPC API with mTLS (server cert/key, client certs must
@@ -144,6 +158,7 @@ impl Cluster {
                 host: addr,
                 running: true,
                 data: HashMap::new(),
+                triggers: HashMap::new(),
                 stats: NodeStats::default(),
             };
             st.nodes.insert(node_id.to_string(), node);
@@ -158,26 +173,68 @@ impl Cluster {
     }
 
     /// Pushes a version written on `from` to every other replica of `kg`: at once when the
-    /// delay is zero, else from a task after the delay. Stopped peers miss it (they catch up
-    /// on restart) and never fail the write.
-    pub(crate) fn replicate(&self, st: &mut State, from: &str, kg: &str, id: &str, v: &Version) {
+    /// delay is zero, else through the returned relay, which the write call finishes before it
+    /// answers. Stopped peers miss it (they catch up on restart) and never fail the write.
+    pub(crate) fn replicate(
+        &self,
+        st: &mut State,
+        from: &str,
+        kg: &str,
+        id: &str,
+        v: &Version,
+    ) -> Relay {
         let peers: Vec<String> = st.keygroups[kg]
             .replicas
             .keys()
             .filter(|n| *n != from)
             .cloned()
             .collect();
+        let mut relay = Relay {
+            cluster: self.clone(),
+            delay: st.delay,
+            lag: st.lag,
+            deliveries: Vec::new(),
+        };
         for peer in peers {
             if st.delay.is_zero() {
                 deliver(st, &peer, kg, id, v.clone());
-                continue;
+            } else {
+                relay
+                    .deliveries
+                    .push((peer, kg.to_string(), id.to_string(), v.clone()));
             }
-            let (cluster, delay) = (self.clone(), st.delay);
-            let (kg, id, v) = (kg.to_string(), id.to_string(), v.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                deliver(&mut cluster.state(), &peer, &kg, &id, v);
-            });
+        }
+        relay
+    }
+}
+
+/// The deliveries of one write still to make, after the cluster's delay.
+#[must_use = "finish the relay, or peers never get the write"]
+pub(crate) struct Relay {
+    cluster: Cluster,
+    delay: Duration,
+    lag: bool,
+    /// (peer, keygroup, id, version)
+    deliveries: Vec<(String, String, String, Version)>,
+}
+
+impl Relay {
+    /// Delivers after the delay, waiting for it unless lag is simulated. The delivery runs in
+    /// its own task, so a client that gives up does not stop it (FReD's relay runs on too).
+    pub(crate) async fn finish(self) {
+        if self.deliveries.is_empty() {
+            return;
+        }
+        let lag = self.lag;
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(self.delay).await;
+            let mut st = self.cluster.state();
+            for (peer, kg, id, v) in self.deliveries {
+                deliver(&mut st, &peer, &kg, &id, v);
+            }
+        });
+        if !lag {
+            let _ = task.await;
         }
     }
 }

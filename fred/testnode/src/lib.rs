@@ -5,14 +5,16 @@
 //! (`fred_proto`) over mTLS and reproduces the documented behaviour a client depends on
 //! (`shared/fred-api.md`): name rules, per-keygroup roles keyed by the client certificate's CN,
 //! mutable and immutable keygroups, vector-clock versions with siblings, tombstones, Scan/Keys,
-//! leaderless replication with optional lag, stopped nodes that catch up on restart, and errors
-//! as status Unknown with FReD-like messages. It is written from that documentation only.
+//! leaderless replication that answers after its relay (or with simulated lag), stopped nodes
+//! that catch up on restart, trigger registration, and errors as status Unknown with FReD-like
+//! messages. The conformance suite (`tests/conformance`, also run against real FReD by
+//! `fred/conformance.sh`) holds it to what FReD v0.2.19 does.
 //!
 //! Several nodes run in one process and share a [`Cluster`] (the naming service etcd is to
 //! FReD, plus the replication fabric). [`TestPki`] writes the certificates they need.
 //!
-//! Not reproduced: triggers (answered with an error), expiry enforcement (stored only), the
-//! client-IP SAN check, persistence.
+//! Not reproduced: calling triggers (they are only registered), expiry enforcement (stored
+//! only), the client-IP SAN check, persistence, zero entries in clocks (dropped here).
 
 mod clock;
 mod cluster;

@@ -26,9 +26,15 @@ struct Args {
     #[arg(long = "node", value_name = "NAME=ADDR", required = true, value_parser = parse_node)]
     nodes: Vec<(String, SocketAddr)>,
 
-    /// Replication delay in milliseconds (0: peers have a write before the call returns).
+    /// Replication delay in milliseconds: a write call waits this long for its relay, as
+    /// FReD's synchronous relay does, so peers have the write when the call returns.
     #[arg(long, default_value_t = 0, value_name = "N")]
     delay_ms: u64,
+
+    /// Simulate replication lag instead: writes answer at once and reach the peers --delay-ms
+    /// later (like FReD's experimental --peer-async-replication).
+    #[arg(long)]
+    lag: bool,
 
     /// If DIR is missing or empty, generate a test CA and certificates for every node plus
     /// these extra names (e.g. client users).
@@ -88,7 +94,12 @@ async fn main() -> anyhow::Result<()> {
         dir: args.certs.clone(),
     };
     let cluster = Cluster::new();
-    cluster.set_replication_delay(Duration::from_millis(args.delay_ms));
+    let delay = Duration::from_millis(args.delay_ms);
+    if args.lag {
+        cluster.set_replication_lag(delay);
+    } else {
+        cluster.set_replication_delay(delay);
+    }
     let mut handles = Vec::new();
     for (name, addr) in &args.nodes {
         if handles.iter().any(|h: &NodeHandle| h.node_id() == name) {
@@ -98,8 +109,9 @@ async fn main() -> anyhow::Result<()> {
         handles.push(cluster.start_node(name, *addr, tls).await?);
     }
     info!(
-        "fred-testnode: {} FReD-compatible test node(s) running (not FReD); replication delay {} ms",
+        "fred-testnode: {} FReD-compatible test node(s) running (not FReD); replication {} {} ms",
         handles.len(),
+        if args.lag { "lag" } else { "delay" },
         args.delay_ms
     );
 

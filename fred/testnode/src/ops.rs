@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use fred_proto::*;
 
 use crate::clock::{Clock, Entry, clock_from_wire, clock_to_wire};
-use crate::cluster::{Cluster, Items, Keygroup, State, copy_items};
+use crate::cluster::{Cluster, Items, Keygroup, Relay, State, copy_items};
 
 type Res<T> = Result<T, String>;
 
@@ -91,21 +91,41 @@ fn item(id: &str, val: &str, clock: &Clock) -> Item {
     }
 }
 
-/// Live items from `start` (which must exist) in key order, at most `count` ids.
-fn range<'a>(
-    items: &'a Items,
-    kg: &str,
-    start: &str,
-    count: u64,
-) -> Res<impl Iterator<Item = (&'a String, &'a Entry)>> {
-    if !items.get(start).is_some_and(Entry::is_live) {
-        return Err(not_found(kg, start));
+/// FReD's whole answer to a refused write; the reason is only in its log.
+const REFUSED: &str = "error updating item";
+
+/// Every stored version (tombstones included, val "") from `start` on, as FReD's badger store
+/// iterates them: keys `keygroup|id|clock`, so ids sort as `id|` bytes and an id comes after
+/// the longer ids it is a prefix of; `count` counts versions. `start` must be stored.
+fn range<'a>(items: &'a Items, start: &str, count: u64) -> Option<Vec<(&'a String, Item)>> {
+    if !items.get(start).is_some_and(Entry::exists) {
+        return None;
     }
-    let count = usize::try_from(count).unwrap_or(usize::MAX);
-    Ok(items
-        .range(start.to_string()..)
-        .filter(|(_, e)| e.is_live())
-        .take(count))
+    let key = |id: &str| [id.as_bytes(), b"|"].concat();
+    let from = key(start);
+    let mut ids: Vec<(&String, &Entry)> = items
+        .iter()
+        .filter(|(id, e)| e.exists() && key(id) >= from)
+        .collect();
+    ids.sort_by_cached_key(|(id, _)| key(id));
+    let versions = ids.into_iter().flat_map(|(id, e)| {
+        e.siblings()
+            .iter()
+            .map(move |v| (id, item(id, v.val.as_deref().unwrap_or_default(), &v.clock)))
+    });
+    Some(
+        versions
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .collect(),
+    )
+}
+
+/// FReD checks `count` before the start id.
+fn check_count(count: u64) -> Res<()> {
+    if count == 0 {
+        return Err("count must be at least 1, got 0".to_string());
+    }
+    Ok(())
 }
 
 impl Cluster {
@@ -146,6 +166,7 @@ impl Cluster {
         st.keygroups.remove(&r.keygroup);
         for n in st.nodes.values_mut() {
             n.data.remove(&r.keygroup);
+            n.triggers.remove(&r.keygroup);
         }
         Ok(Empty {})
     }
@@ -161,13 +182,16 @@ impl Cluster {
                 .live()
                 .map(|v| item(&r.id, v.val.as_deref().unwrap_or_default(), &v.clock))
                 .collect(),
-            // Best effort: the requested versions this node still knows.
-            Some(e) => r
-                .versions
-                .iter()
-                .filter_map(|w| e.find(&clock_from_wire(&w.version)))
-                .filter_map(|v| Some(item(&r.id, v.val.as_deref()?, &v.clock)))
-                .collect(),
+            Some(e) => {
+                let given: Vec<Clock> = r
+                    .versions
+                    .iter()
+                    .map(|w| clock_from_wire(&w.version))
+                    .collect();
+                e.covered_by_any(&given)
+                    .filter_map(|v| Some(item(&r.id, v.val.as_deref()?, &v.clock)))
+                    .collect()
+            }
         };
         if data.is_empty() {
             return Err(not_found(&r.keygroup, &r.id));
@@ -179,34 +203,46 @@ impl Cluster {
         check_name("item id", &r.id)?;
         let st = self.state();
         data_access(&st, node, &r.keygroup, user, UserRole::ReadKeygroup)?;
-        let data = range(items(&st, node, &r.keygroup), &r.keygroup, &r.id, r.count)?
-            .flat_map(|(id, e)| {
-                e.live()
-                    .map(|v| item(id, v.val.as_deref().unwrap_or_default(), &v.clock))
-            })
-            .collect();
-        Ok(ScanResponse { data })
+        check_count(r.count)?;
+        let data = range(items(&st, node, &r.keygroup), &r.id, r.count).ok_or_else(|| {
+            format!(
+                "error scanning {} items starting at {} from keygroup {}",
+                r.count, r.id, r.keygroup
+            )
+        })?;
+        Ok(ScanResponse {
+            data: data.into_iter().map(|(_, i)| i).collect(),
+        })
     }
 
     pub(crate) fn keys(&self, node: &str, user: &str, r: KeysRequest) -> Res<KeysResponse> {
         check_name("item id", &r.id)?;
         let st = self.state();
         data_access(&st, node, &r.keygroup, user, UserRole::ReadKeygroup)?;
-        let keys = range(items(&st, node, &r.keygroup), &r.keygroup, &r.id, r.count)?
-            .flat_map(|(id, e)| {
-                e.live().map(|v| Key {
-                    id: id.clone(),
-                    version: Some(clock_to_wire(&v.clock)),
-                })
+        check_count(r.count)?;
+        let data = range(items(&st, node, &r.keygroup), &r.id, r.count).ok_or_else(|| {
+            let (n, id, kg) = (r.count, &r.id, &r.keygroup);
+            format!("error scanning keys for {n} items starting at {id} from keygroup {kg}")
+        })?;
+        let keys = data
+            .into_iter()
+            .map(|(id, i)| Key {
+                id: id.clone(),
+                version: i.version,
             })
             .collect();
         Ok(KeysResponse { keys })
     }
 
-    pub(crate) fn update(&self, node: &str, user: &str, r: UpdateRequest) -> Res<UpdateResponse> {
+    pub(crate) fn update(
+        &self,
+        node: &str,
+        user: &str,
+        r: UpdateRequest,
+    ) -> Res<(UpdateResponse, Relay)> {
         check_name("item id", &r.id)?;
         check_value(&r.keygroup, &r.id, &r.data)?;
-        let clock = self.write(
+        let (clock, relay) = self.write(
             node,
             user,
             &r.keygroup,
@@ -215,20 +251,29 @@ impl Cluster {
             &r.versions,
             "Update",
         )?;
-        Ok(UpdateResponse {
-            version: Some(clock_to_wire(&clock)),
-        })
+        let version = Some(clock_to_wire(&clock));
+        Ok((UpdateResponse { version }, relay))
     }
 
-    pub(crate) fn delete(&self, node: &str, user: &str, r: DeleteRequest) -> Res<DeleteResponse> {
+    pub(crate) fn delete(
+        &self,
+        node: &str,
+        user: &str,
+        r: DeleteRequest,
+    ) -> Res<(DeleteResponse, Relay)> {
         check_name("item id", &r.id)?;
-        let clock = self.write(node, user, &r.keygroup, &r.id, None, &r.versions, "Delete")?;
-        Ok(DeleteResponse {
-            version: Some(clock_to_wire(&clock)),
-        })
+        let (clock, relay) =
+            self.write(node, user, &r.keygroup, &r.id, None, &r.versions, "Delete")?;
+        Ok((
+            DeleteResponse {
+                version: Some(clock_to_wire(&clock)),
+            },
+            relay,
+        ))
     }
 
-    /// Update (value) or Delete (tombstone) on a mutable keygroup, then replication.
+    /// Update (value) or Delete (tombstone) on a mutable keygroup, then replication (the
+    /// returned relay, which the caller finishes before answering).
     #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
@@ -239,7 +284,7 @@ impl Cluster {
         val: Option<String>,
         versions: &[Version],
         op: &str,
-    ) -> Res<Clock> {
+    ) -> Res<(Clock, Relay)> {
         let mut st = self.state();
         if !data_access(&st, node, kg, user, UserRole::WriteKeygroup)? {
             return Err(wrong_kind(kg, op, false));
@@ -255,23 +300,38 @@ impl Cluster {
             .or_default()
             .entry(id.to_string())
             .or_default();
-        if val.is_none() && !entry.is_live() {
-            return Err(not_found(kg, id));
-        }
-        if !given.is_empty() && !entry.covered_by(&given) {
-            return Err(format!(
-                "cannot {op} item {id} in keygroup {kg}: the given versions do not cover all versions this node knows"
-            ));
-        }
-        // Counted under the same lock as the write, so stats never show one without the other.
-        let bytes = val.as_ref().map_or(0, |v| v.len() as u64);
-        let version = entry.write_local(node, val, &given);
-        n.stats.bytes_written += bytes;
-        self.replicate(&mut st, node, kg, id, &version);
-        Ok(version.clock)
+        // FReD: an Update naming versions must cover every stored version; a Delete naming
+        // versions must name none older than a stored one; a Delete needs a stored id (a
+        // tombstone will do).
+        let version = if val.is_none() {
+            if !entry.exists() {
+                return Err("item does not exist so it cannot be deleted".to_string());
+            }
+            if given.is_empty() {
+                entry.write_local(node, None, &[])
+            } else if entry.delete_allowed(&given) {
+                entry.delete_versions(node, &given)
+            } else {
+                return Err(REFUSED.to_string());
+            }
+        } else {
+            if !given.is_empty() && !entry.covered_by(&given) {
+                return Err(REFUSED.to_string());
+            }
+            // Counted under the same lock as the write, so stats never show one without the other.
+            n.stats.bytes_written += val.as_ref().map_or(0, |v| v.len() as u64);
+            entry.write_local(node, val, &given)
+        };
+        let relay = self.replicate(&mut st, node, kg, id, &version);
+        Ok((version.clock, relay))
     }
 
-    pub(crate) fn append(&self, node: &str, user: &str, r: AppendRequest) -> Res<AppendResponse> {
+    pub(crate) fn append(
+        &self,
+        node: &str,
+        user: &str,
+        r: AppendRequest,
+    ) -> Res<(AppendResponse, Relay)> {
         let id = r.id.to_string();
         check_value(&r.keygroup, &id, &r.data)?;
         let bytes = r.data.len() as u64;
@@ -294,8 +354,8 @@ impl Cluster {
         }
         let version = entry.write_local(node, Some(r.data), &[]);
         n.stats.bytes_written += bytes;
-        self.replicate(&mut st, node, &r.keygroup, &id, &version);
-        Ok(AppendResponse { id })
+        let relay = self.replicate(&mut st, node, &r.keygroup, &id, &version);
+        Ok((AppendResponse { id }, relay))
     }
 
     pub(crate) fn add_replica(&self, node: &str, user: &str, r: AddReplicaRequest) -> Res<Empty> {
@@ -375,6 +435,7 @@ impl Cluster {
         k.replicas.remove(&r.node_id);
         if let Some(n) = st.nodes.get_mut(&r.node_id) {
             n.data.remove(&r.keygroup);
+            n.triggers.remove(&r.keygroup);
         }
         Ok(Empty {})
     }
@@ -412,6 +473,63 @@ impl Cluster {
             })
             .collect();
         Ok(GetAllReplicaResponse { replicas })
+    }
+
+    /// Trigger registrations are node-local and need the keygroup on the node called; FReD's
+    /// messages for a node without it differ per RPC. Registration only: nothing is called.
+    fn triggers_of<'a>(
+        st: &'a mut State,
+        node: &str,
+        user: &str,
+        kg: &str,
+        missing: &str,
+    ) -> Res<&'a mut BTreeMap<String, String>> {
+        check_name("keygroup name", kg)?;
+        authorize(st, kg, user, UserRole::ConfigureTrigger)?;
+        let n = st.nodes.get_mut(node).expect("known node");
+        if !n.data.contains_key(kg) {
+            return Err(missing.to_string());
+        }
+        Ok(n.triggers.entry(kg.to_string()).or_default())
+    }
+
+    pub(crate) fn add_trigger(&self, node: &str, user: &str, r: AddTriggerRequest) -> Res<Empty> {
+        let mut st = self.state();
+        // Sic: FReD says "replica" here.
+        let t = Self::triggers_of(&mut st, node, user, &r.keygroup, "error adding replica")?;
+        t.insert(r.trigger_id, r.trigger_host);
+        Ok(Empty {})
+    }
+
+    pub(crate) fn remove_trigger(
+        &self,
+        node: &str,
+        user: &str,
+        r: RemoveTriggerRequest,
+    ) -> Res<Empty> {
+        let mut st = self.state();
+        let t = Self::triggers_of(&mut st, node, user, &r.keygroup, "error removing trigger")?;
+        t.remove(&r.trigger_id);
+        Ok(Empty {})
+    }
+
+    pub(crate) fn get_keygroup_triggers(
+        &self,
+        node: &str,
+        user: &str,
+        r: GetKeygroupTriggerRequest,
+    ) -> Res<GetKeygroupTriggerResponse> {
+        let mut st = self.state();
+        let missing = format!("no such keygroup in store: {}", r.keygroup);
+        let t = Self::triggers_of(&mut st, node, user, &r.keygroup, &missing)?;
+        let triggers = t
+            .iter()
+            .map(|(id, host)| Trigger {
+                id: id.clone(),
+                host: host.clone(),
+            })
+            .collect();
+        Ok(GetKeygroupTriggerResponse { triggers })
     }
 
     pub(crate) fn add_user(&self, _node: &str, user: &str, r: AddUserRequest) -> Res<Empty> {

@@ -6,10 +6,8 @@ use fred_proto::*;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Relay};
 use crate::pki::common_name;
-
-const NO_TRIGGERS: &str = "triggers are not supported by this test node";
 
 pub(crate) struct NodeService {
     cluster: Cluster,
@@ -17,6 +15,8 @@ pub(crate) struct NodeService {
 }
 
 type Op<Q, R> = fn(&Cluster, &str, &str, Q) -> Result<R, String>;
+/// A write: its answer and the relay to finish before answering.
+type WriteOp<Q, R> = Op<Q, (R, Relay)>;
 
 #[allow(
     clippy::result_large_err,
@@ -27,9 +27,21 @@ impl NodeService {
         NodeService { cluster, node_id }
     }
 
+    /// A call answered as soon as `op` has run.
+    fn run<Q, R>(&self, rpc: &str, req: Request<Q>, op: Op<Q, R>) -> Result<Response<R>, Status> {
+        self.call(rpc, req, op).map(Response::new)
+    }
+
+    /// A write answers only after its relay to the other replicas, as in FReD.
+    async fn write<Q, R>(&self, rpc: &str, req: Request<Q>, op: WriteOp<Q, R>) -> Reply<R> {
+        let (reply, relay) = self.call(rpc, req, op)?;
+        relay.finish().await;
+        Ok(Response::new(reply))
+    }
+
     /// Counts the call, then refuses if stopped (a connection that outlived stop), else runs `op`
     /// for the certificate's user.
-    fn run<Q, R>(&self, rpc: &str, req: Request<Q>, op: Op<Q, R>) -> Result<Response<R>, Status> {
+    fn call<Q, R>(&self, rpc: &str, req: Request<Q>, op: Op<Q, R>) -> Result<R, Status> {
         self.count(rpc)?;
         let user = req
             .peer_certs()
@@ -37,15 +49,13 @@ impl NodeService {
             .ok_or_else(|| {
                 Status::unknown("no client certificate with a CN: cannot name the user")
             })?;
-        op(&self.cluster, &self.node_id, &user, req.into_inner())
-            .map(Response::new)
-            .map_err(|msg| {
-                debug!(
-                    "test node {} (not FReD): {rpc} by {user} failed: {msg}",
-                    self.node_id
-                );
-                Status::unknown(msg)
-            })
+        op(&self.cluster, &self.node_id, &user, req.into_inner()).map_err(|msg| {
+            debug!(
+                "test node {} (not FReD): {rpc} by {user} failed: {msg}",
+                self.node_id
+            );
+            Status::unknown(msg)
+        })
     }
 
     fn count(&self, rpc: &str) -> Result<(), Status> {
@@ -59,11 +69,6 @@ impl NodeService {
             )));
         }
         Ok(())
-    }
-
-    fn no_triggers<R>(&self, rpc: &str) -> Result<Response<R>, Status> {
-        self.count(rpc)?;
-        Err(Status::unknown(NO_TRIGGERS))
     }
 }
 
@@ -92,15 +97,15 @@ impl Client for NodeService {
     }
 
     async fn update(&self, req: Request<UpdateRequest>) -> Reply<UpdateResponse> {
-        self.run("Update", req, Cluster::update)
+        self.write("Update", req, Cluster::update).await
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Reply<DeleteResponse> {
-        self.run("Delete", req, Cluster::delete)
+        self.write("Delete", req, Cluster::delete).await
     }
 
     async fn append(&self, req: Request<AppendRequest>) -> Reply<AppendResponse> {
-        self.run("Append", req, Cluster::append)
+        self.write("Append", req, Cluster::append).await
     }
 
     async fn add_replica(&self, req: Request<AddReplicaRequest>) -> Reply<Empty> {
@@ -128,17 +133,17 @@ impl Client for NodeService {
 
     async fn get_keygroup_triggers(
         &self,
-        _req: Request<GetKeygroupTriggerRequest>,
+        req: Request<GetKeygroupTriggerRequest>,
     ) -> Reply<GetKeygroupTriggerResponse> {
-        self.no_triggers("GetKeygroupTriggers")
+        self.run("GetKeygroupTriggers", req, Cluster::get_keygroup_triggers)
     }
 
-    async fn add_trigger(&self, _req: Request<AddTriggerRequest>) -> Reply<Empty> {
-        self.no_triggers("AddTrigger")
+    async fn add_trigger(&self, req: Request<AddTriggerRequest>) -> Reply<Empty> {
+        self.run("AddTrigger", req, Cluster::add_trigger)
     }
 
-    async fn remove_trigger(&self, _req: Request<RemoveTriggerRequest>) -> Reply<Empty> {
-        self.no_triggers("RemoveTrigger")
+    async fn remove_trigger(&self, req: Request<RemoveTriggerRequest>) -> Reply<Empty> {
+        self.run("RemoveTrigger", req, Cluster::remove_trigger)
     }
 
     async fn add_user(&self, req: Request<AddUserRequest>) -> Reply<Empty> {

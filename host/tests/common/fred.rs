@@ -79,7 +79,14 @@ impl FredBed {
         (a, b)
     }
 
+    /// Replication that takes `delay`, which every write waits for (FReD's synchronous relay).
     pub fn set_delay(&self, delay: Duration) {
         self.cluster.set_replication_delay(delay);
+    }
+
+    /// Replication lag: writes answer at once and reach the other node `lag` later (a slow
+    /// peer, or FReD's asynchronous replication).
+    pub fn set_lag(&self, lag: Duration) {
+        self.cluster.set_replication_lag(lag);
     }
 }
