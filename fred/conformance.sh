@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the FReD conformance suite (fred/testnode/tests/conformance) against REAL FReD: it starts
 # one TLS etcd (fred/run-etcd.sh) and two frednodes, nodeA and nodeB (fred/run-frednode.sh,
-# memory adaptor), on free loopback ports with throw-away certificates, runs every case, then
-# kills them all and removes their temporary folder. Without FREDNODE the same suite runs
+# memory adaptor), on free loopback ports with throw-away certificates (the trigger cases serve
+# their mTLS trigger nodes from the test process), runs every case, then kills them all and
+# removes their temporary folder. Without FREDNODE the same suite runs
 # against our test node in `cargo test -p fred-testnode`; this script is for the real thing.
 #
 # Usage: FREDNODE=/path/to/frednode fred/conformance.sh [NAME_FILTER]

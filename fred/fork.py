@@ -53,7 +53,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--a", default="http://127.0.0.1:8081")
     ap.add_argument("--b", default="http://127.0.0.1:8082")
-    ap.add_argument("--sessions", type=int, default=12)
+    ap.add_argument("--sessions", type=int, default=int(__import__("os").environ.get("FORK_SESSIONS", "12")))
     ap.add_argument("--mode", default="raw")
     ap.add_argument("--user", default="forker")
     ap.add_argument("--settle", type=float, default=0.5)

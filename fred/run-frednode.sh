@@ -17,8 +17,14 @@
 #   --log-level LEVEL           debug|info|warn|error|fatal|panic (default: info)
 #   --handler dev|prod          log format: dev = coloured console, prod = JSON (default: dev)
 #   --nase-cached               cache naming-service answers (faster; stale if config changes)
-#   --skip-verify               turn off FReD's certificate checks on all four connections
-#                               (client API, peering, etcd, triggers). Test use only.
+#   --skip-verify               turn off FReD's certificate checks on the client API, peering
+#                               and etcd connections. Test use only. (--trigger-skip-verify is
+#                               passed too, but v0.2.19 ignores it: trigger nodes are always
+#                               checked against the CA.)
+#
+# Trigger nodes (registered with AddTrigger) are dialled over TLS with the node's certificate
+# as client certificate (--trigger-cert/--trigger-key); their own certificate must chain to the
+# CA (--trigger-ca) or to a system root, for the HOST part of the trigger's HOST:PORT.
 #
 # The program is $FREDNODE, else `frednode` on PATH, else `fred` on PATH (FReD's release archives
 # name the same program `fred`). It is NOT shipped with DisCEdge-rs: build it from FReD's own

@@ -12,10 +12,13 @@
 # Usage: fred/run-testbed.sh [options]
 #   --test-node        use our FReD-compatible test node (crate fred-testnode) instead of etcd and
 #                      two real frednodes
-#   --delay-ms N       (--test-node) replication delay between the two test nodes
+#   --delay-ms N       (--test-node) replication delay between the two test nodes (each write
+#                      waits for it, as FReD's synchronous relay does)
 #   --roam MODE        once everything is up, walk a conversation with fred/roam.py --mode MODE,
 #                      then stop everything and exit with roam.py's status (default: keep running
 #                      until Ctrl-C)
+#   --fork MODE        the same with fred/fork.py --mode MODE: the same turn sent to both proxies
+#                      at once, for 12 sessions; fails if a session is stuck or a 200 is lost
 #   --workdir DIR      certificates, data and logs (default: target/testbed); certificates are
 #                      kept between runs, node and etcd data are made fresh each run
 #   --llama-url URL    use this llama-server instead of starting one
@@ -40,13 +43,14 @@ die() { echo "testbed: $*" >&2; exit 1; }
 fred_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$fred_dir/.." && pwd)"
 
-test_node=0 delay_ms="" roam_mode="" workdir="" llama_url="" llama_per_node=0
+test_node=0 delay_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
 shared_user=0 skip_verify=0 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --test-node) test_node=1; shift ;;
     --delay-ms) delay_ms="${2:?}"; shift 2 ;;
     --roam) roam_mode="${2:?}"; shift 2 ;;
+    --fork) fork_mode="${2:?}"; shift 2 ;;
     --workdir) workdir="${2:?}"; shift 2 ;;
     --llama-url) llama_url="${2:?}"; shift 2 ;;
     --llama-per-node) llama_per_node=1; shift ;;
@@ -271,10 +275,16 @@ testbed: walk a conversation:  fred/roam.py --mode tokenized
 
 EOF
 
-if [ -n "$roam_mode" ]; then
+if [ -n "$roam_mode" ] || [ -n "$fork_mode" ]; then
   rc=0
-  python3 "$fred_dir/roam.py" --mode "$roam_mode" \
-    --a "http://127.0.0.1:${proxy_port[A]}" --b "http://127.0.0.1:${proxy_port[B]}" || rc=$?
+  if [ -n "$roam_mode" ]; then
+    python3 "$fred_dir/roam.py" --mode "$roam_mode" \
+      --a "http://127.0.0.1:${proxy_port[A]}" --b "http://127.0.0.1:${proxy_port[B]}" || rc=$?
+  fi
+  if [ -n "$fork_mode" ]; then
+    python3 "$fred_dir/fork.py" --mode "$fork_mode" \
+      --a "http://127.0.0.1:${proxy_port[A]}" --b "http://127.0.0.1:${proxy_port[B]}" || rc=$?
+  fi
   exit "$rc"
 fi
 

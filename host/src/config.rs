@@ -206,6 +206,12 @@ pub struct FredArgs {
     /// Longest wait for one FReD call, in milliseconds.
     #[arg(long, env = "DISCEDGE_FRED_TIMEOUT_MS", default_value_t = 5000)]
     pub fred_timeout_ms: u64,
+    /// How a committed turn is confirmed before the client gets its 200: `replicas` reads the
+    /// turn back on every replica (one more round trip, in parallel; a turn acknowledged while
+    /// all replicas answer is never dropped by a concurrent write of the same turn), `local`
+    /// on this node only (faster; see the README for the window it leaves).
+    #[arg(long, env = "DISCEDGE_FRED_CONFIRM", value_enum, default_value = "replicas")]
+    pub fred_confirm: crate::store::fred::Confirm,
 }
 
 impl FredArgs {
@@ -244,6 +250,7 @@ impl FredArgs {
                 .cloned()
                 .collect(),
             timeout: Duration::from_millis(self.fred_timeout_ms),
+            confirm: self.fred_confirm,
         })
     }
 }

@@ -25,6 +25,7 @@ fn config(bed: &FredBed, node: usize, user: &str) -> FredConfig {
         replicas: None,
         grant: Vec::new(),
         timeout: Duration::from_secs(2),
+        confirm: discedge::store::fred::Confirm::Replicas,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The in-process cluster: the shared naming service (what etcd is to FReD: nodes, keygroups,
-//! replicas, roles), each node's item store, the replication fabric between them, and node
-//! start/stop/restart.
+//! replicas, roles), each node's item store and trigger registrations, catch-up, and node
+//! start/stop/restart. Writes travel between nodes in `relay.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::{Entry, Version};
 use crate::service::NodeService;
+use crate::trigger::Dialer;
 
 /// Items of one keygroup on one node, in key order (Scan and Keys walk it).
 pub(crate) type Items = BTreeMap<String, Entry>;
@@ -43,15 +44,16 @@ impl NodeStats {
     }
 }
 
-/// A node's TLS files: its certificate and key (PEM), and the CA client certificates must
-/// chain to.
+/// A node's TLS files: its certificate and key (PEM), and the CA that client certificates and
+/// trigger nodes' server certificates must chain to. The node presents its certificate to
+/// trigger nodes too (FReD: --trigger-cert/--trigger-key/--trigger-ca).
 #[derive(Clone, Debug)]
 pub struct NodeTls {
     /// The node's certificate (PEM); clients check it against DNS name `localhost`.
     pub cert: PathBuf,
     /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// The CA certificate (PEM) client certificates must chain to.
+    /// The CA certificate (PEM) client and trigger-node certificates must chain to.
     pub ca: PathBuf,
 }
 
@@ -90,6 +92,8 @@ pub(crate) struct Node {
     pub data: HashMap<String, Items>,
     /// Keygroup -> trigger id -> host: registered on this node only, as in FReD.
     pub triggers: HashMap<String, BTreeMap<String, String>>,
+    /// How this node calls its trigger nodes (with its own certificate).
+    pub dialer: Dialer,
     pub stats: NodeStats,
 }
 
@@ -134,6 +138,7 @@ impl Cluster {
         if node_id.is_empty() || self.state().nodes.contains_key(node_id) {
             bail!("test node id {node_id:?} is empty or already taken");
         }
+        let dialer = Dialer::new(&tls)?;
         let tls = tls.server_config()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -159,6 +164,7 @@ impl Cluster {
                 running: true,
                 data: HashMap::new(),
                 triggers: HashMap::new(),
+                dialer,
                 stats: NodeStats::default(),
             };
             st.nodes.insert(node_id.to_string(), node);
@@ -171,91 +177,6 @@ impl Cluster {
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("test node cluster state poisoned")
     }
-
-    /// Pushes a version written on `from` to every other replica of `kg`: at once when the
-    /// delay is zero, else through the returned relay, which the write call finishes before it
-    /// answers. Stopped peers miss it (they catch up on restart) and never fail the write.
-    pub(crate) fn replicate(
-        &self,
-        st: &mut State,
-        from: &str,
-        kg: &str,
-        id: &str,
-        v: &Version,
-    ) -> Relay {
-        let peers: Vec<String> = st.keygroups[kg]
-            .replicas
-            .keys()
-            .filter(|n| *n != from)
-            .cloned()
-            .collect();
-        let mut relay = Relay {
-            cluster: self.clone(),
-            delay: st.delay,
-            lag: st.lag,
-            deliveries: Vec::new(),
-        };
-        for peer in peers {
-            if st.delay.is_zero() {
-                deliver(st, &peer, kg, id, v.clone());
-            } else {
-                relay
-                    .deliveries
-                    .push((peer, kg.to_string(), id.to_string(), v.clone()));
-            }
-        }
-        relay
-    }
-}
-
-/// The deliveries of one write still to make, after the cluster's delay.
-#[must_use = "finish the relay, or peers never get the write"]
-pub(crate) struct Relay {
-    cluster: Cluster,
-    delay: Duration,
-    lag: bool,
-    /// (peer, keygroup, id, version)
-    deliveries: Vec<(String, String, String, Version)>,
-}
-
-impl Relay {
-    /// Delivers after the delay, waiting for it unless lag is simulated. The delivery runs in
-    /// its own task, so a client that gives up does not stop it (FReD's relay runs on too).
-    pub(crate) async fn finish(self) {
-        if self.deliveries.is_empty() {
-            return;
-        }
-        let lag = self.lag;
-        let task = tokio::spawn(async move {
-            tokio::time::sleep(self.delay).await;
-            let mut st = self.cluster.state();
-            for (peer, kg, id, v) in self.deliveries {
-                deliver(&mut st, &peer, &kg, &id, v);
-            }
-        });
-        if !lag {
-            let _ = task.await;
-        }
-    }
-}
-
-/// Applies a replicated version on `peer` if it is still a running replica of `kg`.
-fn deliver(st: &mut State, peer: &str, kg: &str, id: &str, v: Version) {
-    if !st
-        .keygroups
-        .get(kg)
-        .is_some_and(|k| k.replicas.contains_key(peer))
-    {
-        return;
-    }
-    let Some(node) = st.nodes.get_mut(peer) else {
-        return;
-    };
-    if !node.running {
-        debug!("test node {peer} is stopped: missed {kg}/{id}, catches up on restart");
-        return;
-    }
-    take_version(node, kg, id, v);
 }
 
 /// Stores a version from a peer on `node` and counts its bytes if it was new.

@@ -6,21 +6,24 @@
 //! (`shared/fred-api.md`): name rules, per-keygroup roles keyed by the client certificate's CN,
 //! mutable and immutable keygroups, vector-clock versions with siblings, tombstones, Scan/Keys,
 //! leaderless replication that answers after its relay (or with simulated lag), stopped nodes
-//! that catch up on restart, trigger registration, and errors as status Unknown with FReD-like
-//! messages. The conformance suite (`tests/conformance`, also run against real FReD by
+//! that catch up on restart, node-local triggers called after each stored write (over mTLS with
+//! the node's certificate, before the write or the relay is acknowledged), and errors as status
+//! Unknown with FReD-like messages. The conformance suite (`tests/conformance`, also run against real FReD by
 //! `fred/conformance.sh`) holds it to what FReD v0.2.19 does.
 //!
 //! Several nodes run in one process and share a [`Cluster`] (the naming service etcd is to
 //! FReD, plus the replication fabric). [`TestPki`] writes the certificates they need.
 //!
-//! Not reproduced: calling triggers (they are only registered), expiry enforcement (stored
-//! only), the client-IP SAN check, persistence, zero entries in clocks (dropped here).
+//! Not reproduced: expiry enforcement (stored only), the client-IP SAN check, persistence,
+//! zero entries in clocks (dropped here), recording a peer whose relay failed.
 
 mod clock;
 mod cluster;
 mod ops;
 mod pki;
+mod relay;
 mod service;
+mod trigger;
 
 pub use cluster::{Cluster, NodeHandle, NodeStats, NodeTls};
 pub use pki::{TestPki, common_name};

@@ -14,7 +14,8 @@ use tracing::info;
 ///
 /// Serves FReD v0.2.19's client gRPC API over mTLS for every --node, all in one process with a
 /// shared in-process naming service and replication. Certificates are read from
-/// DIR/NAME.crt, DIR/NAME.key and DIR/ca.crt. Runs until SIGINT or SIGTERM.
+/// DIR/NAME.crt, DIR/NAME.key and DIR/ca.crt; a node presents its certificate to the trigger
+/// nodes it calls after each write (AddTrigger). Runs until SIGINT or SIGTERM.
 #[derive(Parser, Debug)]
 #[command(name = "fred-testnode", version)]
 struct Args {

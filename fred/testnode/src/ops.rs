@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use fred_proto::*;
 
 use crate::clock::{Clock, Entry, clock_from_wire, clock_to_wire};
-use crate::cluster::{Cluster, Items, Keygroup, Relay, State, copy_items};
+use crate::cluster::{Cluster, Items, Keygroup, State, copy_items};
+use crate::relay::Relay;
+use crate::trigger::Call;
 
 type Res<T> = Result<T, String>;
 
@@ -322,7 +324,12 @@ impl Cluster {
             n.stats.bytes_written += val.as_ref().map_or(0, |v| v.len() as u64);
             entry.write_local(node, val, &given)
         };
-        let relay = self.replicate(&mut st, node, kg, id, &version);
+        // FReD's messages when a trigger of this node fails after the write was stored.
+        let (call, fail) = match &version.val {
+            Some(v) => (Call::Put(v.clone()), "error updating item"),
+            None => (Call::Delete, "error deleting item"),
+        };
+        let relay = self.replicate(&mut st, node, kg, id, &version, call, fail);
         Ok((version.clock, relay))
     }
 
@@ -352,9 +359,11 @@ impl Cluster {
                 r.keygroup
             ));
         }
+        let call = Call::Put(r.data.clone());
         let version = entry.write_local(node, Some(r.data), &[]);
         n.stats.bytes_written += bytes;
-        let relay = self.replicate(&mut st, node, &r.keygroup, &id, &version);
+        let fail = "error updating item";
+        let relay = self.replicate(&mut st, node, &r.keygroup, &id, &version, call, fail);
         Ok((AppendResponse { id }, relay))
     }
 
@@ -476,7 +485,7 @@ impl Cluster {
     }
 
     /// Trigger registrations are node-local and need the keygroup on the node called; FReD's
-    /// messages for a node without it differ per RPC. Registration only: nothing is called.
+    /// messages for a node without it differ per RPC. Writes call them (`trigger.rs`).
     fn triggers_of<'a>(
         st: &'a mut State,
         node: &str,

@@ -6,8 +6,9 @@ use fred_proto::*;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
-use crate::cluster::{Cluster, Relay};
+use crate::cluster::Cluster;
 use crate::pki::common_name;
+use crate::relay::Relay;
 
 pub(crate) struct NodeService {
     cluster: Cluster,
@@ -32,10 +33,11 @@ impl NodeService {
         self.call(rpc, req, op).map(Response::new)
     }
 
-    /// A write answers only after its relay to the other replicas, as in FReD.
+    /// A write answers only after its relay to the other replicas and its own trigger calls,
+    /// as in FReD; a failing own trigger fails the call although the write stays stored.
     async fn write<Q, R>(&self, rpc: &str, req: Request<Q>, op: WriteOp<Q, R>) -> Reply<R> {
         let (reply, relay) = self.call(rpc, req, op)?;
-        relay.finish().await;
+        relay.finish().await.map_err(Status::unknown)?;
         Ok(Response::new(reply))
     }
 

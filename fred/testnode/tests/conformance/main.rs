@@ -10,6 +10,8 @@ mod calls;
 mod real;
 mod replication;
 mod tombstones;
+mod trigger_calls;
+mod trigger_node;
 mod triggers;
 mod versions;
 
@@ -27,6 +29,7 @@ use fred_proto::*;
 use fred_testnode::{Cluster, NodeHandle, TestPki};
 use tempfile::TempDir;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use trigger_node::Triggers;
 
 pub type Fred = ClientClient<Channel>;
 type CaseFn = fn(Bed) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -54,6 +57,13 @@ const CASES: &[(&str, CaseFn)] = cases![
     tombstones::scan_counts_versions_and_returns_each_sibling,
     tombstones::scan_order_puts_longer_ids_first,
     triggers::triggers_are_registered_per_node,
+    trigger_calls::writes_call_the_replicas_triggers_then_the_writers,
+    trigger_calls::triggers_are_node_local,
+    trigger_calls::triggers_are_called_in_parallel_and_waited_for,
+    trigger_calls::appends_call_triggers_like_updates,
+    trigger_calls::a_failing_trigger_fails_only_its_own_nodes_write,
+    trigger_calls::an_erring_trigger_on_a_replica_does_not_fail_the_write,
+    trigger_calls::nodes_check_the_trigger_nodes_certificate,
 ];
 
 /// Relay latency of the test node in this suite: long enough that concurrent writes overlap and
@@ -69,6 +79,7 @@ struct BedInner {
     addrs: [String; 2],
     real: bool,
     next_kg: AtomicU32,
+    triggers: Triggers,
     _keep: Keep,
 }
 
@@ -81,7 +92,9 @@ enum Keep {
 
 impl Bed {
     async fn start(dir: &TempDir) -> anyhow::Result<Bed> {
-        let pki = TestPki::generate(dir.path(), &["nodeA", "nodeB", "etcd", "alice"])?;
+        let pki = TestPki::generate(dir.path(), &["nodeA", "nodeB", "etcd", "alice", "trigger"])?;
+        let foreign = TestPki::generate(&dir.path().join("foreign"), &["trigger"])?;
+        let triggers = Triggers::start(&pki, &foreign).await?;
         let (addrs, real, keep) = match std::env::var("FREDNODE") {
             Ok(frednode) if !frednode.is_empty() => {
                 let bed = real::RealBed::start(&frednode, &pki.dir)?;
@@ -107,6 +120,7 @@ impl Bed {
             addrs: addrs.map(|a| a.to_string()),
             real,
             next_kg: AtomicU32::new(0),
+            triggers,
             _keep: keep,
         }));
         bed.wait_for_both_nodes().await?;
@@ -133,6 +147,11 @@ impl Bed {
         self.0.real
     }
 
+    /// The suite's trigger nodes; each records calls per keygroup, so cases don't mix.
+    pub fn triggers(&self) -> &Triggers {
+        &self.0.triggers
+    }
+
     /// A client of node `i` (0 = nodeA, 1 = nodeB) as user alice.
     pub async fn client(&self, i: usize) -> anyhow::Result<Fred> {
         let read = |name: &str| std::fs::read(self.0.certs.join(name));
@@ -151,13 +170,18 @@ impl Bed {
 
     /// A fresh mutable keygroup created on nodeA with nodeB added as replica; clients of both.
     pub async fn keygroup(&self) -> (String, Fred, Fred) {
+        self.keygroup_of(true).await
+    }
+
+    /// The same, mutable or not.
+    pub async fn keygroup_of(&self, mutable: bool) -> (String, Fred, Fred) {
         let n = self.0.next_kg.fetch_add(1, Ordering::SeqCst);
         let kg = format!("conf{}x{n}", std::process::id());
         let mut a = self.client(0).await.expect("client of nodeA");
         let b = self.client(1).await.expect("client of nodeB");
         let create = CreateKeygroupRequest {
             keygroup: kg.clone(),
-            mutable: true,
+            mutable,
             expiry: 0,
         };
         a.create_keygroup(create).await.expect("CreateKeygroup");

@@ -30,8 +30,8 @@ fn add(kg: &str, id: &str, host: &str) -> AddTriggerRequest {
 }
 
 /// AddTrigger registers (or re-registers) a host on the node called only; RemoveTrigger of an
-/// unknown id succeeds. No item is written here: real FReD calls every registered trigger on
-/// each write and fails the write if one is unreachable, which the test node does not copy.
+/// unknown id succeeds. No item is written here (the hosts are not trigger nodes); the calls are
+/// pinned in `trigger_calls.rs`.
 pub async fn triggers_are_registered_per_node(bed: Bed) {
     let (kg, mut a, mut b) = bed.keygroup().await;
     assert_eq!(triggers(&mut a, &kg).await, []);

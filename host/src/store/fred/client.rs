@@ -35,6 +35,17 @@ pub struct FredConfig {
     /// Other proxies' FReD users (certificate CNs) to grant read, write and replica roles.
     pub grant: Vec<String>,
     pub timeout: Duration,
+    /// Where a committed turn is read back before it is acknowledged.
+    pub confirm: Confirm,
+}
+
+/// Where a committed turn is read back before the client is told it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Confirm {
+    /// On every replica: closes the window in which two nodes both acknowledge the same turn.
+    Replicas,
+    /// On this node only: one round trip less, the window stays open.
+    Local,
 }
 
 /// FReD's failures, by kind. FReD reports nearly everything as gRPC `Unknown` with a text
@@ -122,6 +133,18 @@ fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 impl FredClient {
     /// Connects with mutual TLS; fails with a message naming the file or the refusal.
     pub async fn connect(config: &FredConfig) -> anyhow::Result<Self> {
+        Self::connect_to(config, &config.addr, config.tls_name.clone(), false).await
+    }
+
+    /// Connects to the node at `addr` (another replica, say) with this proxy's certificates;
+    /// its certificate is checked for `tls_name`, by default the host of `addr`. `lazy`: dial
+    /// on first use (and again after a failure) instead of now, for nodes that may be down.
+    pub async fn connect_to(
+        config: &FredConfig,
+        addr: &str,
+        tls_name: Option<String>,
+        lazy: bool,
+    ) -> anyhow::Result<Self> {
         if !is_fred_name(&config.keygroup) {
             bail!(
                 "keygroup {:?}: FReD names must be ASCII letters and digits",
@@ -131,34 +154,26 @@ impl FredClient {
         let cert = read_pem(&config.cert, "certificate")?;
         let key = read_pem(&config.key, "key")?;
         let ca = read_pem(&config.ca, "CA certificate")?;
-        let host = config
-            .addr
-            .rsplit_once(':')
-            .map_or(config.addr.as_str(), |(host, _)| host);
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key))
             .domain_name(
-                config
-                    .tls_name
-                    .clone()
-                    .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned()),
+                tls_name.unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned()),
             );
-        let channel = Channel::from_shared(format!("https://{}", config.addr))
-            .with_context(|| format!("bad FReD address {:?}", config.addr))?
+        let endpoint = Channel::from_shared(format!("https://{addr}"))
+            .with_context(|| format!("bad FReD address {addr:?}"))?
             .tls_config(tls)
             .context("FReD TLS settings rejected")?
             .connect_timeout(Duration::from_secs(3))
-            .timeout(config.timeout)
-            .connect()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot connect to FReD at {}: {}",
-                    config.addr,
-                    error_chain(&e)
-                )
-            })?;
+            .timeout(config.timeout);
+        let channel = if lazy {
+            endpoint.connect_lazy()
+        } else {
+            endpoint.connect().await.map_err(|e| {
+                anyhow::anyhow!("cannot connect to FReD at {addr}: {}", error_chain(&e))
+            })?
+        };
         Ok(Self {
             grpc: ClientClient::new(channel),
             keygroup: config.keygroup.clone(),
@@ -239,6 +254,24 @@ impl FredClient {
             .into_inner()
             .version
             .unwrap_or_default())
+    }
+
+    /// The other replicas of the keygroup: node id and client API address, as FReD tells.
+    pub async fn other_replicas(&self, own_id: &str) -> Result<Vec<(String, String)>, FredError> {
+        let info = self
+            .grpc
+            .clone()
+            .get_keygroup_info(GetKeygroupInfoRequest {
+                keygroup: self.keygroup.clone(),
+            })
+            .await?
+            .into_inner();
+        Ok(info
+            .replica
+            .into_iter()
+            .filter(|r| r.node_id != own_id)
+            .map(|r| (r.node_id, r.host))
+            .collect())
     }
 
     /// Makes the keygroup usable: creates it (mutable) if this node has none, grants roles to

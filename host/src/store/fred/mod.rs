@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use fred_proto::{Item, Version};
 
-pub use client::{FredClient, FredConfig, FredError};
+pub use client::{Confirm, FredClient, FredConfig, FredError};
 pub use codec::{
     IndexEntry, Origin, TurnItem, turn_key, turn_prefix, user_anchor_key, user_session_key,
 };
@@ -44,6 +44,8 @@ const INDEX_BATCH: u64 = 256;
 /// The FReD-backed store.
 pub struct FredStore {
     client: FredClient,
+    /// The other replicas' client APIs, where a commit is confirmed (`--fred-confirm replicas`).
+    peers: Vec<(String, FredClient)>,
     node_id: String,
     cache: Mutex<HashMap<String, Cached>>,
     /// Ticks on every cache use, to forget the least recently used sessions first.
@@ -75,8 +77,16 @@ impl FredStore {
         }
         let client = FredClient::connect(config).await?;
         client.set_up_keygroup(config).await?;
+        let mut peers = Vec::new();
+        if config.confirm == Confirm::Replicas {
+            for (node, host) in client.other_replicas(&config.node_id).await? {
+                tracing::info!(node, host, "commits are confirmed on this replica too");
+                peers.push((node, FredClient::connect_to(config, &host, None, true).await?));
+            }
+        }
         Ok(Self {
             client,
+            peers,
             node_id: config.node_id.clone(),
             cache: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
@@ -190,7 +200,10 @@ impl FredStore {
 
     /// After an Update of turn `key` (answered or not): which version of that turn every
     /// node will keep. `Ok(true)` if ours (`value`), `Ok(false)` if another (now in `log`),
-    /// `Err` if none extends the chain (the write did not happen).
+    /// `Err` if none extends the chain (the write did not happen). Reads the item here and,
+    /// when confirming on replicas, on every other replica at once: an Update returns once
+    /// relayed everywhere, so any version of this turn written concurrently elsewhere is by
+    /// then on the node that wrote it, and no node will accept another.
     async fn settle(
         &self,
         key: &str,
@@ -198,11 +211,24 @@ impl FredStore {
         log: &mut SessionLog,
         failure: StoreError,
     ) -> Result<bool, StoreError> {
-        let versions = match self.client.read(key).await {
+        let peer_reads = futures_util::future::join_all(self.peers.iter().map(|(node, peer)| async move {
+            (node, peer.read(key).await)
+        }));
+        let (here, there) = tokio::join!(self.client.read(key), peer_reads);
+        let mut versions = match here {
             Ok(versions) => versions,
-            Err(FredError::NotFound(_)) => return Err(failure),
+            Err(FredError::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
+        if versions.is_empty() {
+            return Err(failure);
+        }
+        for (node, read) in there {
+            match read {
+                Ok(more) => versions.extend(more),
+                Err(e) => tracing::warn!(node, key, "cannot confirm the turn on this replica: {e}"),
+            }
+        }
         match log.resolve(&versions)? {
             Some((item, winner)) => {
                 let ours = winner == value;
@@ -491,6 +517,7 @@ mod tests {
             replicas: None,
             grant: Vec::new(),
             timeout: Duration::from_secs(2),
+            confirm: Confirm::Replicas,
         }
     }
 
@@ -622,13 +649,31 @@ mod tests {
         }
     }
 
-    /// The one window FReD leaves open: nodeA's turn 2 is written and acknowledged while
-    /// nodeB's concurrent version (which wins the tie-break) is still on its way to nodeA.
-    /// Whatever nodeA answered, both nodes end on the same chain, and nodeA, whose cache held
-    /// the losing branch, repairs itself on its next read instead of getting stuck.
+    /// The window a read-back on one node leaves open: nodeA's turn 2 is written and relayed
+    /// while nodeB's concurrent version (which wins the tie-break) is still on its way to
+    /// nodeA. Confirming on every replica sees nodeB's version where it was written, so nodeA
+    /// answers a conflict; confirming locally, nodeA may answer success for a turn that is then
+    /// dropped. Either way both nodes end on the same chain, and a node whose cache held the
+    /// losing branch repairs itself on its next read instead of getting stuck.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_concurrent_turn_is_seen_where_it_was_written() {
+        let on_a = losing_race(Confirm::Replicas).await;
+        assert!(matches!(on_a, Err(StoreError::Conflict { stored_turn: 2 })), "{on_a:?}");
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn a_node_on_a_losing_branch_repairs_itself() {
-        let bed = bed_of(&["nodeA", "nodeB"]).await;
+        let on_a = losing_race(Confirm::Local).await;
+        eprintln!("confirmed locally, nodeA's own commit answered {on_a:?}");
+    }
+
+    /// nodeA commits turn 2 while nodeB writes its own a moment later, before nodeA's relay
+    /// reaches it; checks that both nodes converge on nodeB's; returns what nodeA answered.
+    async fn losing_race(confirm: Confirm) -> Result<u64, StoreError> {
+        let mut bed = bed_of(&["nodeA", "nodeB"]).await;
+        if confirm == Confirm::Local {
+            bed.store.peers.clear();
+        }
         let (a, b) = (&bed.store, bed.other.as_ref().unwrap());
         a.commit_turn("s", &turn(1, "one"), Some(b"one")).await.unwrap();
         let b_log = b.read_log("s").await.unwrap();
@@ -653,13 +698,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         bed.cluster.set_replication_delay(Duration::ZERO);
         on_b.expect("nodeB's create was not refused: nodeA's version had not arrived yet");
-        eprintln!("nodeA's own commit answered {on_a:?}");
+        let answered = on_a;
         let on_a = a.load("s").await.unwrap().unwrap();
         let on_b = b.load("s").await.unwrap().unwrap();
         assert_eq!(on_a.records, on_b.records, "both nodes agree");
         assert_eq!(on_a.records[1], b"b's two", "nodeB's version won");
         a.commit_turn("s", &turn(3, "3"), None).await.unwrap();
         assert_eq!(b.load("s").await.unwrap().unwrap().head.turn, 3, "and go on");
+        answered
     }
 
     /// A session deleted on one node and begun anew under the same id on another is never
