@@ -212,6 +212,15 @@ pub struct FredArgs {
     /// on this node only (faster; see the README for the window it leaves).
     #[arg(long, env = "DISCEDGE_FRED_CONFIRM", value_enum, default_value = "replicas")]
     pub fred_confirm: crate::store::fred::Confirm,
+    /// Serve FReD's trigger API here (mutual TLS with --fred-cert/--fred-key/--fred-ca) and
+    /// register it on the FReD node, so replicated turns reach this proxy's cache as they are
+    /// stored and a roamed turn needs no read. Needs the ConfigureTrigger role.
+    #[arg(long, env = "DISCEDGE_FRED_TRIGGER_LISTEN")]
+    pub fred_trigger_listen: Option<std::net::SocketAddr>,
+    /// `HOST:PORT` the FReD node dials for the trigger feed (default: --fred-trigger-listen;
+    /// the proxy's certificate must name HOST).
+    #[arg(long, env = "DISCEDGE_FRED_TRIGGER_ADVERTISE")]
+    pub fred_trigger_advertise: Option<String>,
 }
 
 impl FredArgs {
@@ -251,6 +260,23 @@ impl FredArgs {
                 .collect(),
             timeout: Duration::from_millis(self.fred_timeout_ms),
             confirm: self.fred_confirm,
+            feed: match (self.fred_trigger_listen, &self.fred_trigger_advertise) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err("--fred-trigger-advertise needs --fred-trigger-listen".into());
+                }
+                (Some(listen), advertise) => {
+                    if advertise.is_none() && listen.ip().is_unspecified() {
+                        return Err(format!(
+                            "--fred-trigger-listen {listen} listens on every address: give the one FReD should dial with --fred-trigger-advertise"
+                        ));
+                    }
+                    Some(crate::store::fred::FeedConfig {
+                        listen,
+                        advertise: advertise.clone().unwrap_or_else(|| listen.to_string()),
+                    })
+                }
+            },
         })
     }
 }

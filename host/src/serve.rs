@@ -140,6 +140,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(crate::api::no_delay(listener), app)
         .with_graceful_shutdown(shutdown())
         .await?;
+    node.proxy.store.close().await;
     drop(node);
     Ok(())
 }

@@ -26,6 +26,7 @@ fn config(bed: &FredBed, node: usize, user: &str) -> FredConfig {
         grant: Vec::new(),
         timeout: Duration::from_secs(2),
         confirm: discedge::store::fred::Confirm::Replicas,
+        feed: None,
     }
 }
 

@@ -421,7 +421,7 @@ impl Proxy {
         let deadline = Instant::now() + self.defaults.sync_wait;
         let mut pause = Duration::from_millis(10);
         loop {
-            let stored = self.store.load(session_id).await?;
+            let stored = self.store.load_for_turn(session_id, turn).await?;
             let stored_turn = stored.as_ref().map_or(0, |s| s.head.turn);
             let now = Instant::now();
             if stored_turn + 1 >= turn || !self.store.replicated() || now >= deadline {

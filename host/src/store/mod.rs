@@ -69,6 +69,21 @@ pub trait ContextStore: Send + Sync + 'static {
     /// Loads a session's head and records, or `None` if it was never committed.
     async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError>;
 
+    /// Loads a session for its turn `turn`: a store that can tell its in-memory copy is
+    /// current for that turn may skip reading. By default, [`ContextStore::load`].
+    async fn load_for_turn(
+        &self,
+        session_id: &str,
+        turn: u32,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let _ = turn;
+        self.load(session_id).await
+    }
+
+    /// Lets go of what the store holds outside this process (e.g. a FReD trigger
+    /// registration) when the proxy shuts down. By default, nothing.
+    async fn close(&self) {}
+
     /// Commits one turn atomically: appends `record` (if any) as the next record and replaces
     /// the head, but only if the stored turn is still `head.turn - 1`; otherwise nothing changes
     /// and the result is [`StoreError::Conflict`]. Only the delta is written, never the history.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use fred_proto::client_client::ClientClient;
 use fred_proto::{
-    AddReplicaRequest, AddUserRequest, CreateKeygroupRequest, DeleteRequest, Empty,
+    AddReplicaRequest, AddTriggerRequest, AddUserRequest, CreateKeygroupRequest, DeleteRequest,
+    Empty, GetKeygroupTriggerRequest, RemoveTriggerRequest,
     GetKeygroupInfoRequest, Item, ReadRequest, ScanRequest, UpdateRequest, UserRole, Version,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -37,6 +38,8 @@ pub struct FredConfig {
     pub timeout: Duration,
     /// Where a committed turn is read back before it is acknowledged.
     pub confirm: Confirm,
+    /// The trigger feed to serve and register, if any.
+    pub feed: Option<super::FeedConfig>,
 }
 
 /// Where a committed turn is read back before the client is told it is stored.
@@ -121,7 +124,7 @@ pub struct FredClient {
     keygroup: String,
 }
 
-fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the FReD {what} {}", path.display()))?;
     if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
@@ -256,6 +259,40 @@ impl FredClient {
             .unwrap_or_default())
     }
 
+    /// The keygroup this client is scoped to.
+    pub fn keygroup(&self) -> &str {
+        &self.keygroup
+    }
+
+    /// Registers a trigger node for the keygroup on this FReD node (ConfigureTrigger role).
+    pub async fn add_trigger(&self, id: &str, host: &str) -> Result<(), FredError> {
+        let request = AddTriggerRequest {
+            keygroup: self.keygroup.clone(),
+            trigger_id: id.to_owned(),
+            trigger_host: host.to_owned(),
+        };
+        self.grpc.clone().add_trigger(request).await?;
+        Ok(())
+    }
+
+    pub async fn remove_trigger(&self, id: &str) -> Result<(), FredError> {
+        let request = RemoveTriggerRequest {
+            keygroup: self.keygroup.clone(),
+            trigger_id: id.to_owned(),
+        };
+        self.grpc.clone().remove_trigger(request).await?;
+        Ok(())
+    }
+
+    /// The trigger nodes registered for the keygroup on this FReD node: (id, host).
+    pub async fn triggers(&self) -> Result<Vec<(String, String)>, FredError> {
+        let request = GetKeygroupTriggerRequest {
+            keygroup: self.keygroup.clone(),
+        };
+        let reply = self.grpc.clone().get_keygroup_triggers(request).await?;
+        Ok(reply.into_inner().triggers.into_iter().map(|t| (t.id, t.host)).collect())
+    }
+
     /// The other replicas of the keygroup: node id and client API address, as FReD tells.
     pub async fn other_replicas(&self, own_id: &str) -> Result<Vec<(String, String)>, FredError> {
         let info = self
@@ -319,6 +356,7 @@ impl FredClient {
                 UserRole::ReadKeygroup,
                 UserRole::WriteKeygroup,
                 UserRole::ConfigureReplica,
+                UserRole::ConfigureTrigger,
             ] {
                 let request = AddUserRequest {
                     user: user.clone(),

@@ -33,6 +33,17 @@ pub fn turn_of(prefix: &str, id: &str) -> Option<u32> {
     (rest.len() == 8).then(|| rest.parse().ok()).flatten()
 }
 
+/// The session id and turn of a turn item's id, if `id` is one.
+pub fn parse_turn_key(id: &str) -> Option<(&str, u32)> {
+    let rest = id.strip_prefix('t')?;
+    let len: usize = rest.get(..2)?.parse().ok()?;
+    let session_id = rest.get(2..2 + len)?;
+    let turn = rest.get(2 + len..)?;
+    (turn.len() == 8 && turn.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Some((session_id, turn.parse().ok()?)))
+        .flatten()
+}
+
 /// Each user's session index: items `u{hash}1{session id}`, one per session, after an anchor
 /// item `u{hash}0` (a Scan must start at an existing id). The hash is the first 8 bytes of the
 /// user id's SHA-256 in hex, so any user id makes a valid item id of fixed length. FReD's
@@ -264,6 +275,11 @@ mod tests {
         assert_eq!(turn_of(&turn_prefix("abc"), &turn_key("abc", 42)), Some(42));
         assert_eq!(turn_of(&turn_prefix("abc"), "t03abc0000004"), None);
         assert_eq!(turn_of(&turn_prefix("abc"), "t03abd00000001"), None);
+        assert_eq!(parse_turn_key(&turn_key("abc", 42)), Some(("abc", 42)));
+        assert_eq!(parse_turn_key(&turn_key("a1b2c3d4e5f6", 1)), Some(("a1b2c3d4e5f6", 1)));
+        for other in ["t03abc0000004", "u03abc00000001", "t", "t9", "t03ab", "t03abc0000000x"] {
+            assert_eq!(parse_turn_key(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -14,10 +14,10 @@ pub(super) struct SessionLog {
     pub records: Vec<Vec<u8>>,
     /// Chain digest of every resolved turn (all zero for none).
     pub chain: Digest,
-    /// Chain digest before the last turn: to check that the last turn still wins.
-    pub last_prev: Digest,
-    /// Chain digest after turn 1: tells whether a session id was deleted and begun anew.
-    pub first: Option<Digest>,
+    /// The chain digest after each turn (16 bytes a turn): tells which version of any turn
+    /// this log holds, e.g. whether turn 1 changed (a session deleted and begun anew) or a
+    /// version announced by the trigger feed is the one already here.
+    pub chains: Vec<Digest>,
     /// Versions this node holds of the next turn's item that do not extend this chain (a
     /// losing branch's, or a deleted session's tombstone). The next commit names them, as
     /// FReD only lets an Update replace versions it names.
@@ -48,11 +48,26 @@ impl SessionLog {
         resolve(&self.chain, versions)
     }
 
+    /// The chain digest before turn `turn` (1-based; all zero before turn 1).
+    fn before(&self, turn: u32) -> Digest {
+        match turn {
+            0 | 1 => [0; 16],
+            t => self.chains.get(t as usize - 2).copied().unwrap_or([0; 16]),
+        }
+    }
+
     /// Whether the last turn this log holds still wins among `versions` of its item: a
     /// version this node could not see when it committed may since have arrived and won.
     pub fn last_turn_holds(&self, versions: &[Item]) -> Result<bool, StoreError> {
-        Ok(resolve(&self.last_prev, versions)?
-            .is_some_and(|(_, value)| chain(&self.last_prev, value) == self.chain))
+        let prev = self.before(self.turn());
+        Ok(resolve(&prev, versions)?.is_some_and(|(_, value)| chain(&prev, value) == self.chain))
+    }
+
+    /// Whether `value`, a stored version of turn `turn`, is the one this log holds there.
+    pub fn holds(&self, turn: u32, prev: &Digest, value: &str) -> bool {
+        turn >= 1
+            && self.chains.get(turn as usize - 1) == Some(&chain(prev, value))
+            && self.before(turn) == *prev
     }
 
     /// Appends the next turn (already resolved), as stored in `value`.
@@ -86,9 +101,8 @@ impl SessionLog {
             head.records += 1;
         }
         self.head = Some(head);
-        self.last_prev = self.chain;
         self.chain = chain(&self.chain, value);
-        self.first.get_or_insert(self.chain);
+        self.chains.push(self.chain);
         self.next_versions.clear();
         Ok(())
     }
@@ -198,5 +212,9 @@ mod tests {
         lost.push(item, &value).unwrap();
         assert!(lost.last_turn_holds(&[version("k", &mine)]).unwrap());
         assert!(!lost.last_turn_holds(&items).unwrap(), "nodeB's version arrived and won");
+        assert!(lost.holds(2, &log.chain, &mine));
+        assert!(!lost.holds(2, &log.chain, &theirs));
+        assert!(lost.holds(1, &[0; 16], &va), "turn 1 too");
+        assert!(!lost.holds(3, &lost.chain, &mine), "not a turn it has");
     }
 }

@@ -12,29 +12,30 @@
 //! A session's first turn also writes an entry in its user's index (see
 //! [`codec::user_anchor_key`]), which `sessions_of` scans; later turns never touch it.
 
+mod cache;
 mod client;
 mod codec;
+mod feed;
 mod log;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fred_proto::{Item, Version};
 
 pub use client::{Confirm, FredClient, FredConfig, FredError};
+pub use feed::FeedConfig;
 pub use codec::{
     IndexEntry, Origin, TurnItem, turn_key, turn_prefix, user_anchor_key, user_session_key,
 };
+use cache::SessionCache;
 use codec::{is_fred_name, turn_of};
+use feed::Feed;
 use log::{SessionLog, versions_of};
 
 use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
 
-/// Sessions kept in memory per node; beyond this the least recently used tenth is forgotten
-/// (and read again in full if they come back; a turn in flight then reads, never fails).
-const CACHED_SESSIONS: usize = 10_000;
 /// Item versions fetched per Scan call (FReD's messages are limited to 4 MiB; a Scan counts
 /// versions, not ids).
 const SCAN_BATCH: u64 = 256;
@@ -47,17 +48,12 @@ pub struct FredStore {
     /// The other replicas' client APIs, where a commit is confirmed (`--fred-confirm replicas`).
     peers: Vec<(String, FredClient)>,
     node_id: String,
-    cache: Mutex<HashMap<String, Cached>>,
-    /// Ticks on every cache use, to forget the least recently used sessions first.
-    clock: AtomicU64,
+    cache: Arc<SessionCache>,
+    /// The trigger feed, when configured (`--fred-trigger-listen`).
+    feed: Option<Feed>,
     /// Users whose index anchor this node has written since it started (anchors are never
     /// deleted), so a user's next new session costs one index write, not two.
     anchored: Mutex<HashSet<String>>,
-}
-
-struct Cached {
-    log: SessionLog,
-    used: u64,
 }
 
 impl From<FredError> for StoreError {
@@ -84,12 +80,25 @@ impl FredStore {
                 peers.push((node, FredClient::connect_to(config, &host, None, true).await?));
             }
         }
+        let cache = Arc::new(SessionCache::default());
+        let feed = match &config.feed {
+            Some(feed) => {
+                let tls = (
+                    client::read_pem(&config.cert, "certificate")?,
+                    client::read_pem(&config.key, "key")?,
+                    client::read_pem(&config.ca, "CA certificate")?,
+                );
+                let tls = (tls.0.as_slice(), tls.1.as_slice(), tls.2.as_slice());
+                Some(Feed::start(feed, tls, client.clone(), &config.node_id, cache.clone()).await?)
+            }
+            None => None,
+        };
         Ok(Self {
             client,
             peers,
             node_id: config.node_id.clone(),
-            cache: Mutex::new(HashMap::new()),
-            clock: AtomicU64::new(0),
+            cache,
+            feed,
             anchored: Mutex::new(HashSet::new()),
         })
     }
@@ -99,10 +108,10 @@ impl FredStore {
     /// deleted and begun anew elsewhere changes it). Reads everything again when what it had
     /// no longer holds.
     async fn fresh_log(&self, session_id: &str) -> Result<SessionLog, StoreError> {
-        let Some(mut log) = self.cached(session_id) else {
+        let Some((mut log, _)) = self.cache.get(session_id) else {
             return self.read_log(session_id).await;
         };
-        let (Some(first), true) = (log.first, log.turn() > 1) else {
+        let (Some(&first), true) = (log.chains.first(), log.turn() > 1) else {
             // Turn 1 (or none): the Scan from it checks it.
             return match self.catch_up(session_id, &mut log).await? {
                 true => Ok(log),
@@ -175,27 +184,6 @@ impl FredStore {
                 return Ok(checked);
             }
         }
-    }
-
-    fn cached(&self, session_id: &str) -> Option<SessionLog> {
-        let mut cache = self.cache.lock().unwrap();
-        let entry = cache.get_mut(session_id)?;
-        entry.used = self.clock.fetch_add(1, Ordering::Relaxed);
-        Some(entry.log.clone())
-    }
-
-    fn remember(&self, session_id: &str, log: SessionLog) {
-        let used = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut cache = self.cache.lock().unwrap();
-        if cache.len() >= CACHED_SESSIONS && !cache.contains_key(session_id) {
-            let mut by_use: Vec<(u64, String)> =
-                cache.iter().map(|(id, c)| (c.used, id.clone())).collect();
-            by_use.sort_unstable();
-            for (_, id) in by_use.into_iter().take(CACHED_SESSIONS / 10) {
-                cache.remove(&id);
-            }
-        }
-        cache.insert(session_id.to_owned(), Cached { log, used });
     }
 
     /// After an Update of turn `key` (answered or not): which version of that turn every
@@ -339,10 +327,34 @@ fn group_turns<'a>(prefix: &str, items: &'a [Item]) -> Vec<(u32, &'a [Item])> {
 #[async_trait]
 impl ContextStore for FredStore {
     async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let since = self.cache.mark();
         let log = self.fresh_log(session_id).await?;
         let stored = log.stored();
-        self.remember(session_id, log);
+        self.cache.put(session_id, log, since);
         Ok(stored)
+    }
+
+    /// With the trigger feed live, a session the feed has kept current and whose next turn is
+    /// the one asked for needs no read: any later turn stored on this node would have been
+    /// announced before its writer was answered (and a turn that raced this one is caught
+    /// when it is committed).
+    async fn load_for_turn(
+        &self,
+        session_id: &str,
+        turn: u32,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        if let Some((log, true)) = self.cache.get(session_id)
+            && log.turn() + 1 == turn
+        {
+            return Ok(log.stored());
+        }
+        self.load(session_id).await
+    }
+
+    async fn close(&self) {
+        if let Some(feed) = &self.feed {
+            feed.stop().await;
+        }
     }
 
     async fn commit_turn(
@@ -351,8 +363,9 @@ impl ContextStore for FredStore {
         head: &SessionHead,
         record: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
-        let mut log = match self.cached(session_id) {
-            Some(log) => log,
+        let since = self.cache.mark();
+        let mut log = match self.cache.get(session_id) {
+            Some((log, _)) => log,
             None => self.read_log(session_id).await?,
         };
         check_next_turn(log.head.as_ref(), head)?;
@@ -404,13 +417,13 @@ impl ContextStore for FredStore {
             };
             match self.settle(&key, &value, &mut log, failure).await {
                 Ok(true) => {
-                    self.remember(session_id, log);
+                    self.cache.put(session_id, log, since);
                     return Ok(written);
                 }
                 Ok(false) => {
                     tracing::info!(session_id, turn = head.turn, "another node committed this turn first");
                     let stored_turn = log.turn();
-                    self.remember(session_id, log);
+                    self.cache.put(session_id, log, since);
                     return Err(StoreError::Conflict { stored_turn });
                 }
                 Err(e) if attempt == 0 => {
@@ -421,7 +434,7 @@ impl ContextStore for FredStore {
                     tracing::debug!(session_id, "retrying the commit: {e}");
                 }
                 Err(e) => {
-                    self.cache.lock().unwrap().remove(session_id);
+                    self.cache.remove(session_id);
                     return Err(e);
                 }
             }
@@ -433,20 +446,20 @@ impl ContextStore for FredStore {
     /// turns and the user index entry (left behind by a failure here, a turn item is never
     /// read, since its chain starts at a turn 1 that is gone, and an index entry is skipped).
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+        let since = self.cache.mark();
         let log = self.read_log(session_id).await?;
         let Some(head) = log.head else {
-            self.remember(session_id, log);
+            self.cache.put(session_id, log, since);
             return Ok(false);
         };
-        self.cache.lock().unwrap().remove(session_id);
+        self.cache.remove(session_id);
         let tombstone = self.client.delete(&turn_key(session_id, 1)).await?;
-        self.remember(
-            session_id,
-            SessionLog {
-                next_versions: vec![tombstone],
-                ..SessionLog::default()
-            },
-        );
+        self.cache.remove(session_id);
+        let gone = SessionLog {
+            next_versions: vec![tombstone],
+            ..SessionLog::default()
+        };
+        self.cache.put(session_id, gone, self.cache.mark());
         for turn in 2..=head.turn {
             if let Err(e) = self.client.delete(&turn_key(session_id, turn)).await {
                 tracing::warn!(session_id, turn, "turn item not deleted: {e}");
@@ -518,6 +531,7 @@ mod tests {
             grant: Vec::new(),
             timeout: Duration::from_secs(2),
             confirm: Confirm::Replicas,
+            feed: None,
         }
     }
 
@@ -741,5 +755,92 @@ mod tests {
         let calls = |rpc| after.call_count(rpc) - before.call_count(rpc);
         assert_eq!(calls("Update"), 1);
         assert_eq!(calls("Scan") + calls("Read"), 2, "a Scan to load, a Read back");
+    }
+
+    fn free_port() -> std::net::SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    /// A two-node bed whose stores serve the trigger feed.
+    async fn fed_bed() -> (Bed, TestPki, Vec<NodeHandle>) {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(dir.path(), &["nodeA", "nodeB", "proxy0"]).unwrap();
+        let cluster = Cluster::new();
+        let mut nodes = Vec::new();
+        for node in ["nodeA", "nodeB"] {
+            let tls = pki.node_tls(node);
+            nodes.push(cluster.start_node(node, "127.0.0.1:0".parse().unwrap(), tls).await.unwrap());
+        }
+        let fed = |node: &NodeHandle| {
+            let listen = free_port();
+            FredConfig {
+                feed: Some(FeedConfig { listen, advertise: listen.to_string() }),
+                ..config(&pki, node, "proxy0")
+            }
+        };
+        let store = FredStore::connect(&fed(&nodes[0])).await.unwrap();
+        let other = Some(FredStore::connect(&fed(&nodes[1])).await.unwrap());
+        let bed = Bed { store, other, cluster, _nodes: Vec::new(), _dir: dir };
+        (bed, pki, nodes)
+    }
+
+    fn reads(node: &NodeHandle) -> u64 {
+        let s = node.stats();
+        s.call_count("Read") + s.call_count("Scan")
+    }
+
+    /// With the feed, a node hears every turn as it is stored, so a client roaming to it gets
+    /// its turn served with no read; a deletion elsewhere reaches it the same way.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_trigger_feed_keeps_a_roamed_session_in_memory() {
+        let (bed, _pki, nodes) = fed_bed().await;
+        let (a, b) = (&bed.store, bed.other.as_ref().unwrap());
+        for n in 1..=3 {
+            a.commit_turn("s", &turn(n, "x"), Some(format!("record {n}").as_bytes())).await.unwrap();
+        }
+        let before = reads(&nodes[1]);
+        let s = b.load_for_turn("s", 4).await.unwrap().unwrap();
+        assert_eq!(reads(&nodes[1]), before, "served from memory");
+        assert_eq!(s.head.turn, 3);
+        assert_eq!(s.records[2], b"record 3");
+        b.commit_turn("s", &turn(4, "y"), None).await.unwrap();
+        let before = reads(&nodes[0]);
+        assert_eq!(a.load_for_turn("s", 5).await.unwrap().unwrap().head.turn, 4);
+        assert_eq!(reads(&nodes[0]), before, "and back");
+        // A turn number it does not expect is read, not trusted.
+        assert_eq!(a.load_for_turn("s", 9).await.unwrap().unwrap().head.turn, 4);
+        assert!(reads(&nodes[0]) > before);
+
+        assert!(a.delete("s").await.unwrap());
+        assert!(b.load_for_turn("s", 5).await.unwrap().is_none(), "deleted everywhere");
+    }
+
+    /// A proxy that stops unregisters its feed; one that dies leaves it registered, and writes
+    /// relayed to its node still succeed (FReD records the failed trigger as a missed relay).
+    /// A new proxy on that node registers again and is fed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_proxy_gone_does_not_stop_writes_and_its_successor_is_fed() {
+        let (mut bed, pki, nodes) = fed_bed().await;
+        bed.store.commit_turn("s", &turn(1, "1"), Some(b"one")).await.unwrap();
+        // nodeB's proxy dies without unregistering.
+        let gone = bed.other.take().unwrap();
+        let listen = gone.feed.as_ref().map(|f| f.id.clone());
+        drop(gone);
+        assert!(listen.is_some());
+        bed.store.commit_turn("s", &turn(2, "2"), Some(b"two")).await.unwrap();
+        // Its successor (same id, new address) takes over the registration.
+        let port = free_port();
+        let config = FredConfig {
+            feed: Some(FeedConfig { listen: port, advertise: port.to_string() }),
+            ..config(&pki, &nodes[1], "proxy0")
+        };
+        let b = FredStore::connect(&config).await.unwrap();
+        assert_eq!(b.load_for_turn("s", 3).await.unwrap().unwrap().head.turn, 2);
+        bed.store.commit_turn("s", &turn(3, "3"), None).await.unwrap();
+        let before = reads(&nodes[1]);
+        assert_eq!(b.load_for_turn("s", 4).await.unwrap().unwrap().head.turn, 3);
+        assert_eq!(reads(&nodes[1]), before, "fed again");
+        b.close().await;
+        assert!(b.client.triggers().await.unwrap().is_empty(), "unregistered on close");
     }
 }

@@ -1,0 +1,160 @@
+//! The trigger feed: this proxy serves FReD's `TriggerNode` API (mutual TLS) and registers it
+//! on its own FReD node, which then calls it after every write it stores, its own and those
+//! relayed from other nodes (before acknowledging the relay). The session cache follows, so a
+//! client that roams here finds its session in memory and its turn needs no read.
+//!
+//! FReD waits for every trigger call and fails the write when one fails, so the handlers never
+//! block and never fail: they update the cache under a short lock and answer at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred_proto::trigger::trigger_node_server::{TriggerNode, TriggerNodeServer};
+use fred_proto::trigger::{DeleteItemTriggerRequest, Empty, PutItemTriggerRequest};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+use super::FredClient;
+use super::cache::SessionCache;
+use super::codec::parse_turn_key;
+
+/// Where the feed listens and what FReD is told to dial.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    pub listen: SocketAddr,
+    /// `HOST:PORT` the FReD node dials (its certificate check uses HOST).
+    pub advertise: String,
+}
+
+/// How often the registration is checked (a FReD node restarted on the memory store forgets
+/// its triggers); a lost registration stops the trust in cached sessions until renewed.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Answers FReD's trigger calls by updating the cache.
+struct Handler {
+    keygroup: String,
+    cache: Arc<SessionCache>,
+}
+
+#[tonic::async_trait]
+impl TriggerNode for Handler {
+    async fn put_item_trigger(
+        &self,
+        request: Request<PutItemTriggerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = request.into_inner();
+        if r.keygroup == self.keygroup
+            && let Some((session_id, turn)) = parse_turn_key(&r.id)
+        {
+            // A replica reports a relayed delete as a put of "" (FReD v0.2.19).
+            self.cache.stored(session_id, turn, &r.val);
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn delete_item_trigger(
+        &self,
+        request: Request<DeleteItemTriggerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = request.into_inner();
+        if r.keygroup == self.keygroup
+            && let Some((session_id, _)) = parse_turn_key(&r.id)
+        {
+            self.cache.deleted(session_id);
+        }
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// The running feed: the server task and the registration watcher.
+pub(super) struct Feed {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    client: FredClient,
+    pub(super) id: String,
+}
+
+impl Feed {
+    /// Serves the feed with the proxy's certificate (FReD nodes must present one from the same
+    /// CA), then registers it on the node and keeps it registered.
+    pub async fn start(
+        config: &FeedConfig,
+        tls: (&[u8], &[u8], &[u8]),
+        client: FredClient,
+        node_id: &str,
+        cache: Arc<SessionCache>,
+    ) -> anyhow::Result<Self> {
+        let (cert, key, ca) = tls;
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key))
+            .client_ca_root(Certificate::from_pem(ca));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("--fred-trigger-listen {}: cannot listen", config.listen))?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let handler = Handler {
+            keygroup: client.keygroup().to_owned(),
+            cache: cache.clone(),
+        };
+        let server = Server::builder()
+            .tls_config(tls)
+            .context("trigger feed TLS settings rejected")?
+            .add_service(TriggerNodeServer::new(handler))
+            .serve_with_incoming(incoming);
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!("trigger feed stopped: {e}");
+            }
+        })];
+        // Trigger ids follow FReD's name rule; one per node's proxy.
+        let id = format!("discedge{node_id}");
+        client.remove_trigger(&id).await.ok();
+        client
+            .add_trigger(&id, &config.advertise)
+            .await
+            .with_context(|| {
+                format!("cannot register the trigger feed {} on the FReD node", config.advertise)
+            })?;
+        cache.set_live(true);
+        tracing::info!(id, host = config.advertise, "trigger feed registered");
+        let (watch_client, watch_id, advertise) = (client.clone(), id.clone(), config.advertise.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CHECK_EVERY).await;
+                let registered = watch_client
+                    .triggers()
+                    .await
+                    .map(|t| t.iter().any(|(id, host)| *id == watch_id && *host == advertise));
+                if matches!(registered, Ok(true)) {
+                    continue;
+                }
+                cache.set_live(false);
+                tracing::warn!(id = watch_id, "trigger feed not registered ({registered:?}); registering again");
+                if watch_client.add_trigger(&watch_id, &advertise).await.is_ok() {
+                    cache.set_live(true);
+                }
+            }
+        }));
+        Ok(Self { tasks, client, id })
+    }
+
+    /// Unregisters (so the node's writes stop calling a proxy that is gone) and stops.
+    pub async fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        match self.client.remove_trigger(&self.id).await {
+            Ok(()) => tracing::info!(id = self.id, "trigger feed unregistered"),
+            Err(e) => tracing::warn!(id = self.id, "cannot unregister the trigger feed: {e}"),
+        }
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
