@@ -65,6 +65,9 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    eprintln!("fake_llama: calls served: {}", fake.calls.load(std::sync::atomic::Ordering::SeqCst));
+    eprintln!(
+        "fake_llama: calls served: {}",
+        fake.calls.load(std::sync::atomic::Ordering::SeqCst)
+    );
     Ok(())
 }

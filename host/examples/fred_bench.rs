@@ -19,10 +19,23 @@
 //! Each configuration (mode x d) walks `--sessions` sessions of `--turns` turns, one request at
 //! a time: turns 1 .. ROAM_AT-1 on proxy A, turn ROAM_AT on proxy B (the roamed turn: the
 //! first the session has on B), the rest on B. "same" turns are every turn after the first
-//! that stays on the node of the turn before; "new" is turn 1.
+//! that stays on the node of the turn before; "new" is turn 1. Latency is at the client
+//! (request sent to reply read); "beyond model" is that minus the proxy's `Server-Timing` `llm`.
+//! FReD calls per turn are the test nodes' call counters before and after each turn.
+//!
+//! Bytes: one 50-turn session per mode on a third proxy on node A that reaches its node through
+//! a relay in this program counting the bytes either way; value bytes written and relayed come
+//! from the test nodes' counters (`bytes_written`, `bytes_replicated_in`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 
 use discedge::fake_llm::FakeLlm;
 use discedge::serve::LocalServer;
@@ -62,7 +75,8 @@ struct Sample {
     total: Duration,
     /// The proxy's `Server-Timing` parts, in ms, in the order of [`PARTS`].
     parts: [f64; 4],
-    /// FReD calls per RPC on node A and node B during the turn.
+    /// FReD calls per RPC during the turn on the node of the proxy that served it, and on
+    /// the other node.
     calls: [BTreeMap<String, u64>; 2],
     /// `x-discedge-store-bytes`: what the proxy says it wrote.
     store_bytes: u64,
@@ -72,17 +86,31 @@ struct Sample {
     relayed: u64,
     /// Prompt tokens the model got (`timings.prompt_n`; the fake counts one token per byte).
     prompt_n: u64,
+    /// For proxy C only: bytes on the wire to its node and from it (TLS, gRPC framing included).
+    wire: [u64; 2],
 }
 
 struct Bed {
     cluster: Cluster,
     nodes: [NodeHandle; 2],
-    /// `/completion` of proxy A and proxy B.
-    urls: [String; 2],
+    /// `/completion` of each proxy: A (node A), B (node B), then C (node A, through a
+    /// byte-counting relay) once started.
+    urls: Vec<String>,
+    /// The node each proxy talks to (0: A, 1: B).
+    node_of: Vec<usize>,
+    /// Bytes proxy C sent to its node and received from it (TLS records: gRPC with framing).
+    counted: Option<Arc<Counted>>,
     http: reqwest::Client,
     _proxies: Vec<LocalServer>,
-    _fake: FakeLlm,
-    _dir: tempfile::TempDir,
+    pki: TestPki,
+    fake: FakeLlm,
+    dir: tempfile::TempDir,
+}
+
+#[derive(Default)]
+struct Counted {
+    to_node: AtomicU64,
+    from_node: AtomicU64,
 }
 
 impl Bed {
@@ -98,61 +126,109 @@ impl Bed {
                     .await?,
             );
         }
-        let fake = FakeLlm::start().await?;
-        let plugins = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/dist");
-        let cache = dir.path().join("policy-cache");
-        let (mut proxies, mut urls) = (Vec::new(), Vec::new());
-        // Proxy A first: it creates the keygroup and grants proxy B's user its roles.
-        for i in 0..2 {
-            let (user, other) = (format!("proxy{i}"), format!("proxy{}", 1 - i));
-            let data = dir.path().join(format!("data{i}"));
-            let (addr, cert, key, ca) = (
-                nodes[i].addr().to_string(),
-                pki.cert(&user),
-                pki.key(&user),
-                pki.ca(),
-            );
-            let node_id = ["nodeA", "nodeB"][i];
-            let argv = [
-                "discedge",
-                "serve",
-                "--store",
-                "fred",
-                "--fred-addr",
-                &addr,
-                "--fred-cert",
-                cert.to_str().unwrap(),
-                "--fred-key",
-                key.to_str().unwrap(),
-                "--fred-ca",
-                ca.to_str().unwrap(),
-                "--fred-grant",
-                &other,
-                "--node-id",
-                node_id,
-                "--llama-url",
-                &fake.url,
-                "--plugins-dir",
-                plugins,
-                "--policy-cache-dir",
-                cache.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--no-watch",
-            ];
-            let local = discedge::serve::start_local(&argv).await?;
-            urls.push(format!("http://{}/completion", local.addr));
-            proxies.push(local);
-        }
         let [a, b]: [NodeHandle; 2] = nodes.try_into().ok().unwrap();
-        Ok(Bed {
+        let mut bed = Bed {
             cluster,
             nodes: [a, b],
-            urls: urls.try_into().ok().unwrap(),
+            urls: Vec::new(),
+            node_of: Vec::new(),
+            counted: None,
             http: reqwest::Client::new(),
-            _proxies: proxies,
-            _fake: fake,
-            _dir: dir,
+            _proxies: Vec::new(),
+            pki,
+            fake: FakeLlm::start().await?,
+            dir,
+        };
+        // Proxy A first: it creates the keygroup and grants proxy B's user its roles.
+        for node in 0..2 {
+            let addr = bed.nodes[node].addr();
+            bed.start_proxy(node, addr).await?;
+        }
+        Ok(bed)
+    }
+
+    /// Starts a proxy on `node` (as FReD user `proxy{node}`) that dials `fred_addr`.
+    async fn start_proxy(&mut self, node: usize, fred_addr: SocketAddr) -> anyhow::Result<()> {
+        let (user, other) = (format!("proxy{node}"), format!("proxy{}", 1 - node));
+        let data = self.dir.path().join(format!("data{}", self.urls.len()));
+        let cache = self.dir.path().join("policy-cache");
+        let plugins = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/dist");
+        let (addr, cert, key, ca) = (
+            fred_addr.to_string(),
+            self.pki.cert(&user),
+            self.pki.key(&user),
+            self.pki.ca(),
+        );
+        let argv = [
+            "discedge",
+            "serve",
+            "--store",
+            "fred",
+            "--fred-addr",
+            &addr,
+            "--fred-cert",
+            cert.to_str().unwrap(),
+            "--fred-key",
+            key.to_str().unwrap(),
+            "--fred-ca",
+            ca.to_str().unwrap(),
+            "--fred-grant",
+            &other,
+            "--node-id",
+            ["nodeA", "nodeB"][node],
+            "--llama-url",
+            &self.fake.url,
+            "--plugins-dir",
+            plugins,
+            "--policy-cache-dir",
+            cache.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--no-watch",
+        ];
+        let local = discedge::serve::start_local(&argv).await?;
+        self.urls.push(format!("http://{}/completion", local.addr));
+        self.node_of.push(node);
+        self._proxies.push(local);
+        Ok(())
+    }
+
+    /// Starts proxy C on node A, dialling it through a relay that counts the bytes; returns
+    /// its index.
+    async fn start_counted_proxy(&mut self) -> anyhow::Result<usize> {
+        let counted = Arc::new(Counted::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let relay_addr = listener.local_addr()?;
+        let (target, relay_counted) = (self.nodes[0].addr(), counted.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counted = relay_counted.clone();
+                tokio::spawn(async move {
+                    let Ok(node) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = (client.set_nodelay(true), node.set_nodelay(true));
+                    let (client_in, client_out) = client.into_split();
+                    let (node_in, node_out) = node.into_split();
+                    tokio::join!(
+                        pipe(client_in, node_out, &counted.to_node),
+                        pipe(node_in, client_out, &counted.from_node)
+                    );
+                });
+            }
+        });
+        self.counted = Some(counted);
+        self.start_proxy(0, relay_addr).await?;
+        Ok(self.urls.len() - 1)
+    }
+
+    /// Bytes through proxy C's counting relay so far: to its node, from its node.
+    fn wire(&self) -> [u64; 2] {
+        self.counted.as_ref().map_or([0, 0], |c| {
+            [
+                c.to_node.load(Ordering::SeqCst),
+                c.from_node.load(Ordering::SeqCst),
+            ]
         })
     }
 
@@ -160,10 +236,11 @@ impl Bed {
         [self.nodes[0].stats(), self.nodes[1].stats()]
     }
 
-    /// Sends one turn to proxy `node` (0: A, 1: B); returns the session id and the sample.
+    /// Sends one turn to proxy `proxy` (0: A, 1: B, 2: C); returns the session id and the
+    /// sample.
     async fn turn(
         &self,
-        node: usize,
+        proxy: usize,
         mode: &str,
         session: &Value,
         turn: u32,
@@ -172,14 +249,17 @@ impl Bed {
         let prompt = format!("Question {turn}: tell me one more fact about the number {turn}.");
         let body = json!({"mode": mode, "session_id": session, "turn": turn, "prompt": prompt,
                           "n_predict": 32, "temperature": 0});
+        let node = self.node_of[proxy];
         let before = self.stats();
+        let wire_before = self.wire();
         let started = Instant::now();
-        let reply = self.http.post(&self.urls[node]).json(&body).send().await?;
+        let reply = self.http.post(&self.urls[proxy]).json(&body).send().await?;
         let status = reply.status();
         let headers = reply.headers().clone();
         let reply: Value = reply.json().await?;
         let total = started.elapsed();
         let after = self.stats();
+        let wire_after = self.wire();
         anyhow::ensure!(
             status.is_success() && reply.get("error").is_none(),
             "{mode} turn {turn} on node {node}: {status} {reply}"
@@ -193,7 +273,7 @@ impl Bed {
             .get("x-discedge-store-bytes")
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
-        let calls = [0, 1].map(|i| {
+        let calls = [node, 1 - node].map(|i| {
             let mut diff = BTreeMap::new();
             for (rpc, n) in &after[i].calls {
                 let d = n - before[i].call_count(rpc);
@@ -215,6 +295,10 @@ impl Bed {
             written: sum(|s| s.bytes_written),
             relayed: sum(|s| s.bytes_replicated_in),
             prompt_n: reply["timings"]["prompt_n"].as_u64().unwrap_or(0),
+            wire: [
+                wire_after[0] - wire_before[0],
+                wire_after[1] - wire_before[1],
+            ],
         };
         Ok((reply["session_id"].clone(), sample))
     }
@@ -235,6 +319,22 @@ impl Bed {
         }
         Ok(samples)
     }
+}
+
+/// Copies one direction of a relayed connection, counting the bytes.
+async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, count: &AtomicU64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        count.fetch_add(n as u64, Ordering::SeqCst);
+    }
+    let _ = to.shutdown().await;
 }
 
 /// The `dur` of metric `name` in a `Server-Timing` value.
@@ -293,7 +393,7 @@ async fn main() -> anyhow::Result<()> {
     let sessions = arg(&args, "--sessions", 20)?;
     let turns = arg(&args, "--turns", 10)?.max(ROAM_AT);
     let started = Instant::now();
-    let bed = Bed::start().await?;
+    let mut bed = Bed::start().await?;
 
     // Warm-up, not counted: policy instances, connections, both proxies' paths.
     bed.cluster.set_replication_delay(Duration::ZERO);
@@ -306,8 +406,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results: BTreeMap<(&str, u64), Vec<Sample>> = BTreeMap::new();
     for mode in MODES {
         for d in DELAYS_MS {
-            bed.cluster
-                .set_replication_delay(Duration::from_millis(d));
+            bed.cluster.set_replication_delay(Duration::from_millis(d));
             let mut samples = Vec::new();
             for _ in 0..sessions {
                 samples.extend(bed.session(mode, turns).await?);
@@ -375,8 +474,14 @@ async fn main() -> anyhow::Result<()> {
     );
     for ((mode, d), samples) in &results {
         for kind in [Kind::New, Kind::Same, Kind::Roamed] {
-            let part =
-                |i: usize| pct(&mut of_kind(samples, kind).map(|s| s.parts[i]).collect::<Vec<_>>(), 0.5);
+            let part = |i: usize| {
+                pct(
+                    &mut of_kind(samples, kind)
+                        .map(|s| s.parts[i])
+                        .collect::<Vec<_>>(),
+                    0.5,
+                )
+            };
             let mut rest: Vec<f64> = of_kind(samples, kind)
                 .map(|s| ms(s.total) - s.parts.iter().sum::<f64>())
                 .collect();
@@ -397,12 +502,12 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "FReD calls per turn (mean over the turns of that kind, all three delays), node A | node B; \
-         Read/Scan/Update, then any other RPC"
+        "FReD calls per turn (mean over the turns of that kind at all three delays): on the node of \
+         the proxy that served the turn | on the other node; Read/Scan/Update, then any other RPC"
     );
     println!(
-        "{:<10} {:<13} | {:>5} {:>5} {:>7} | {:>5} {:>5} {:>7} | other",
-        "mode", "turn", "A Read", "Scan", "Update", "B Read", "Scan", "Update"
+        "{:<10} {:<13} | {:>10} {:>5} {:>7} | {:>10} {:>5} {:>7} | other",
+        "mode", "turn", "local Read", "Scan", "Update", "other Read", "Scan", "Update"
     );
     for mode in MODES {
         for kind in [Kind::New, Kind::Same, Kind::Roamed] {
@@ -426,7 +531,7 @@ async fn main() -> anyhow::Result<()> {
                         .map(|s| s.calls[node].get(rpc).copied().unwrap_or(0))
                         .collect();
                     if counts.len() > 1 {
-                        varied.push(format!("{}{rpc} {:?}", ["A ", "B "][node], counts));
+                        varied.push(format!("{}{rpc} {:?}", ["local ", "other "][node], counts));
                     }
                 }
             }
@@ -437,7 +542,7 @@ async fn main() -> anyhow::Result<()> {
                         s.calls[node]
                             .keys()
                             .filter(|rpc| !RPCS.contains(&rpc.as_str()))
-                            .map(move |rpc| format!("{}{rpc}", ["A ", "B "][node]))
+                            .map(move |rpc| format!("{}{rpc}", ["local ", "other "][node]))
                     })
                 })
                 .collect();
@@ -445,12 +550,12 @@ async fn main() -> anyhow::Result<()> {
                 .iter()
                 .map(|label| {
                     let (node, rpc) = label.split_once(' ').unwrap();
-                    let node = usize::from(node == "B");
+                    let node = usize::from(node == "other");
                     format!("{label} {:.2}", mean(node, rpc))
                 })
                 .collect();
             println!(
-                "{:<10} {:<13} | {:>6.2} {:>5.2} {:>7.2} | {:>6.2} {:>5.2} {:>7.2} | {}{}",
+                "{:<10} {:<13} | {:>10.2} {:>5.2} {:>7.2} | {:>10.2} {:>5.2} {:>7.2} | {}{}",
                 mode,
                 kind.label(),
                 mean(0, "Read"),
@@ -459,7 +564,11 @@ async fn main() -> anyhow::Result<()> {
                 mean(1, "Read"),
                 mean(1, "Scan"),
                 mean(1, "Update"),
-                if other.is_empty() { "-".to_string() } else { other.join(", ") },
+                if other.is_empty() {
+                    "-".to_string()
+                } else {
+                    other.join(", ")
+                },
                 if varied.is_empty() {
                     String::new()
                 } else {
@@ -469,45 +578,62 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // Bytes: one long session per mode, every turn on proxy A, d = 0.
+    // Bytes: one long session per mode on proxy C (node A, through the counting relay), d = 0.
     bed.cluster.set_replication_delay(Duration::ZERO);
+    let counted = bed.start_counted_proxy().await?;
     println!();
     println!(
-        "bytes per turn, one {BYTES_TURNS}-turn session per mode, every turn on proxy A: value bytes \
-         (val of Update, no keys, clocks or gRPC framing)"
+        "bytes per turn, one {BYTES_TURNS}-turn session per mode, every turn on one proxy on node A, \
+         d = 0, after the runs above (the keygroup holds their sessions too)"
     );
     println!(
-        "proxy = its x-discedge-store-bytes; written = clients' writes to the nodes; relayed = \
-         bytes that reached the other node by replication"
+        "proxy = its x-discedge-store-bytes; written = value bytes clients wrote to the nodes; relayed = \
+         value bytes that reached the other node by replication (both: val only, no keys, clocks or framing)"
     );
     println!(
-        "{:<10} {:>4} | {:>7} {:>8} {:>8} | {:>14}",
-        "mode", "turn", "proxy", "written", "relayed", "prompt tokens"
+        "to node / from node = all bytes between the proxy and its own node on the wire (TLS, gRPC); \
+         the confirming Read on the other node is not in them"
+    );
+    println!(
+        "{:<10} {:>4} | {:>7} {:>8} {:>8} | {:>8} {:>9} | {:>13}",
+        "mode", "turn", "proxy", "written", "relayed", "to node", "from node", "prompt tokens"
     );
     let mut flat = Vec::new();
     for mode in MODES {
         let mut session = Value::Null;
-        let mut relayed = Vec::new();
+        let mut turns = Vec::new();
         for turn in 1..=BYTES_TURNS {
             let kind = if turn == 1 { Kind::New } else { Kind::Same };
-            let (id, s) = bed.turn(0, mode, &session, turn, kind).await?;
+            let (id, s) = bed.turn(counted, mode, &session, turn, kind).await?;
             session = id;
-            relayed.push(s.relayed);
             if [1, 2, 10, 25, 50].contains(&turn) {
                 println!(
-                    "{:<10} {:>4} | {:>7} {:>8} {:>8} | {:>14}",
-                    mode, turn, s.store_bytes, s.written, s.relayed, s.prompt_n
+                    "{:<10} {:>4} | {:>7} {:>8} {:>8} | {:>8} {:>9} | {:>13}",
+                    mode,
+                    turn,
+                    s.store_bytes,
+                    s.written,
+                    s.relayed,
+                    s.wire[0],
+                    s.wire[1],
+                    s.prompt_n
                 );
             }
+            turns.push(s);
         }
-        let later = &relayed[1..];
-        let (min, max) = (
-            later.iter().min().copied().unwrap_or(0),
-            later.iter().max().copied().unwrap_or(0),
-        );
+        let range = |f: fn(&Sample) -> u64| {
+            let later: Vec<u64> = turns[1..].iter().map(f).collect();
+            format!(
+                "{}-{}",
+                later.iter().min().unwrap_or(&0),
+                later.iter().max().unwrap_or(&0)
+            )
+        };
         flat.push(format!(
-            "{mode}: relayed per turn over turns 2-{BYTES_TURNS}: min {min} B, max {max} B, turn 1 {} B",
-            relayed[0]
+            "{mode}: turns 2-{BYTES_TURNS}, min-max per turn: relayed {} B, to node {} B, from node {} B",
+            range(|s| s.relayed),
+            range(|s| s.wire[0]),
+            range(|s| s.wire[1]),
         ));
     }
     for line in flat {

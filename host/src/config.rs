@@ -210,7 +210,12 @@ pub struct FredArgs {
     /// turn back on every replica (one more round trip, in parallel; a turn acknowledged while
     /// all replicas answer is never dropped by a concurrent write of the same turn), `local`
     /// on this node only (faster; see the README for the window it leaves).
-    #[arg(long, env = "DISCEDGE_FRED_CONFIRM", value_enum, default_value = "replicas")]
+    #[arg(
+        long,
+        env = "DISCEDGE_FRED_CONFIRM",
+        value_enum,
+        default_value = "replicas"
+    )]
     pub fred_confirm: crate::store::fred::Confirm,
     /// Serve FReD's trigger API here (mutual TLS with --fred-cert/--fred-key/--fred-ca) and
     /// register it on the FReD node, so replicated turns reach this proxy's cache as they are

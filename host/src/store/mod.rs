@@ -267,7 +267,10 @@ pub(crate) mod contract {
 
         // A later turn moves a session to the front.
         let a2 = head_of("alice", 2, 30);
-        store.commit_turn("a2", &a2, Some(b"two, again")).await.unwrap();
+        store
+            .commit_turn("a2", &a2, Some(b"two, again"))
+            .await
+            .unwrap();
         let alice = store.sessions_of("alice").await.unwrap();
         assert_eq!(ids(&alice), ["a2", "a1"]);
         assert_eq!(alice[0].1, a2, "the head of the latest turn");

@@ -47,7 +47,11 @@ struct Entry {
 #[derive(Clone)]
 enum Event {
     /// A version of turn `turn` was stored; `after` is its chain digest.
-    Turn { turn: u32, after: [u8; 16], prev: [u8; 16] },
+    Turn {
+        turn: u32,
+        after: [u8; 16],
+        prev: [u8; 16],
+    },
     /// A turn item was deleted (or could not be read).
     Gone,
 }
@@ -92,7 +96,10 @@ impl SessionCache {
     pub fn put(&self, session_id: &str, log: SessionLog, since: Mark) {
         let used = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap();
-        let seen_all = state.recent.front().is_none_or(|(seq, _, _)| *seq <= since.0)
+        let seen_all = state
+            .recent
+            .front()
+            .is_none_or(|(seq, _, _)| *seq <= since.0)
             || state.next_event == since.0;
         let agrees = state
             .recent
@@ -108,8 +115,11 @@ impl SessionCache {
             });
         let fed = self.is_live() && seen_all && agrees;
         if state.entries.len() >= CACHED_SESSIONS && !state.entries.contains_key(session_id) {
-            let mut by_use: Vec<(u64, String)> =
-                state.entries.iter().map(|(id, e)| (e.used, id.clone())).collect();
+            let mut by_use: Vec<(u64, String)> = state
+                .entries
+                .iter()
+                .map(|(id, e)| (e.used, id.clone()))
+                .collect();
             by_use.sort_unstable();
             for (_, id) in by_use.into_iter().take(CACHED_SESSIONS / 10) {
                 state.entries.remove(&id);
@@ -124,10 +134,18 @@ impl SessionCache {
     /// relayed delete). Extends the entry when it is the next turn of its chain, starts one on
     /// turn 1, leaves it when it is the version already held, and drops it otherwise.
     pub fn stored(&self, session_id: &str, turn: u32, value: &str) {
-        let item = if value.is_empty() { None } else { TurnItem::decode(value).ok() };
+        let item = if value.is_empty() {
+            None
+        } else {
+            TurnItem::decode(value).ok()
+        };
         let mut state = self.state.lock().unwrap();
         let event = match &item {
-            Some(item) => Event::Turn { turn, after: chain(&item.prev, value), prev: item.prev },
+            Some(item) => Event::Turn {
+                turn,
+                after: chain(&item.prev, value),
+                prev: item.prev,
+            },
             None => Event::Gone,
         };
         record(&mut state, session_id, event);
@@ -136,26 +154,29 @@ impl SessionCache {
             return;
         };
         let live = self.is_live();
-        match state.entries.get_mut(session_id) {
+        let keep = match state.entries.get_mut(session_id) {
             None if turn == 1 && item.prev == [0; 16] => {
                 let mut log = SessionLog::default();
                 if log.push(item, value).is_ok() {
                     let used = self.clock.fetch_add(1, Ordering::Relaxed);
-                    state
-                        .entries
-                        .insert(session_id.to_owned(), Entry { log, used, fed: live });
+                    let entry = Entry {
+                        log,
+                        used,
+                        fed: live,
+                    };
+                    state.entries.insert(session_id.to_owned(), entry);
                 }
+                true
             }
-            None => {}
-            Some(entry) if entry.log.holds(turn, &item.prev, value) => {}
+            None => true,
+            Some(entry) if entry.log.holds(turn, &item.prev, value) => true,
             Some(entry) if turn == entry.log.turn() + 1 && item.prev == entry.log.chain => {
-                if entry.log.push(item, value).is_err() {
-                    state.entries.remove(session_id);
-                }
+                entry.log.push(item, value).is_ok()
             }
-            Some(_) => {
-                state.entries.remove(session_id);
-            }
+            Some(_) => false,
+        };
+        if !keep {
+            state.entries.remove(session_id);
         }
     }
 
@@ -225,7 +246,10 @@ mod tests {
         assert!(fed);
         assert_eq!(held.chain, log.chain);
         cache.stored("t", 2, &last);
-        assert!(cache.get("t").is_none(), "a session seen from its middle is not built");
+        assert!(
+            cache.get("t").is_none(),
+            "a session seen from its middle is not built"
+        );
     }
 
     #[test]
@@ -266,7 +290,10 @@ mod tests {
         let since = cache.mark();
         cache.stored("other", 1, &one);
         cache.put("s", log.clone(), since);
-        assert!(cache.get("s").unwrap().1, "events of other sessions do not matter");
+        assert!(
+            cache.get("s").unwrap().1,
+            "events of other sessions do not matter"
+        );
 
         cache.set_live(false);
         assert!(!cache.get("s").unwrap().1, "no feed, no trust");

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use fred_proto::client_client::ClientClient;
 use fred_proto::{
     AddReplicaRequest, AddTriggerRequest, AddUserRequest, CreateKeygroupRequest, DeleteRequest,
-    Empty, GetKeygroupTriggerRequest, RemoveTriggerRequest,
-    GetKeygroupInfoRequest, Item, ReadRequest, ScanRequest, UpdateRequest, UserRole, Version,
+    Empty, GetKeygroupInfoRequest, GetKeygroupTriggerRequest, Item, ReadRequest,
+    RemoveTriggerRequest, ScanRequest, UpdateRequest, UserRole, Version,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -161,9 +161,7 @@ impl FredClient {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key))
-            .domain_name(
-                tls_name.unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned()),
-            );
+            .domain_name(tls_name.unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned()));
         let endpoint = Channel::from_shared(format!("https://{addr}"))
             .with_context(|| format!("bad FReD address {addr:?}"))?
             .tls_config(tls)
@@ -211,7 +209,9 @@ impl FredClient {
             // from keygroup KG", a missing start item included; the keygroup and the caller's
             // rights were checked at start-up, so a missing start is what it means.
             Err(status) => match FredError::from(status) {
-                FredError::Refused(m) if m.contains("error scanning") => Err(FredError::NotFound(m)),
+                FredError::Refused(m) if m.contains("error scanning") => {
+                    Err(FredError::NotFound(m))
+                }
                 e => Err(e),
             },
         }
@@ -290,7 +290,12 @@ impl FredClient {
             keygroup: self.keygroup.clone(),
         };
         let reply = self.grpc.clone().get_keygroup_triggers(request).await?;
-        Ok(reply.into_inner().triggers.into_iter().map(|t| (t.id, t.host)).collect())
+        Ok(reply
+            .into_inner()
+            .triggers
+            .into_iter()
+            .map(|t| (t.id, t.host))
+            .collect())
     }
 
     /// The other replicas of the keygroup: node id and client API address, as FReD tells.

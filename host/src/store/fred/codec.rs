@@ -9,7 +9,6 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-
 /// Whether FReD accepts `name` as a keygroup name, node id or item id (`^[a-zA-Z0-9]+$`).
 pub fn is_fred_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric())
@@ -122,7 +121,8 @@ impl TurnItem {
     /// Compact binary, then base64 (FReD values are UTF-8 strings): format, flags, writer,
     /// prev, time, prompt digest, [origin], reply, [record to the end].
     pub fn encode(&self) -> String {
-        let mut out = Vec::with_capacity(64 + self.reply.len() + self.record.as_ref().map_or(0, Vec::len));
+        let mut out =
+            Vec::with_capacity(64 + self.reply.len() + self.record.as_ref().map_or(0, Vec::len));
         let flags = if self.record.is_some() { HAS_RECORD } else { 0 }
             | if self.origin.is_some() { HAS_ORIGIN } else { 0 };
         out.extend([FORMAT, flags]);
@@ -149,7 +149,9 @@ impl TurnItem {
         let mut r = Reader(&bytes);
         let [format, flags] = r.array()?;
         if format != FORMAT {
-            return Err(format!("turn item format {format}, this proxy reads {FORMAT}"));
+            return Err(format!(
+                "turn item format {format}, this proxy reads {FORMAT}"
+            ));
         }
         let writer = r.str8()?;
         let prev = r.array()?;
@@ -276,8 +278,18 @@ mod tests {
         assert_eq!(turn_of(&turn_prefix("abc"), "t03abc0000004"), None);
         assert_eq!(turn_of(&turn_prefix("abc"), "t03abd00000001"), None);
         assert_eq!(parse_turn_key(&turn_key("abc", 42)), Some(("abc", 42)));
-        assert_eq!(parse_turn_key(&turn_key("a1b2c3d4e5f6", 1)), Some(("a1b2c3d4e5f6", 1)));
-        for other in ["t03abc0000004", "u03abc00000001", "t", "t9", "t03ab", "t03abc0000000x"] {
+        assert_eq!(
+            parse_turn_key(&turn_key("a1b2c3d4e5f6", 1)),
+            Some(("a1b2c3d4e5f6", 1))
+        );
+        for other in [
+            "t03abc0000004",
+            "u03abc00000001",
+            "t",
+            "t9",
+            "t03ab",
+            "t03abc0000000x",
+        ] {
             assert_eq!(parse_turn_key(other), None, "{other}");
         }
     }
@@ -290,7 +302,10 @@ mod tests {
         let entry = user_session_key("alice@example.org", "abc");
         assert_eq!(entry, format!("{}1abc", user_prefix("alice@example.org")));
         // FReD iterates `id|`: the anchor must come first that way too.
-        assert!(format!("{anchor}|") < format!("{entry}|"), "the anchor comes first in a Scan");
+        assert!(
+            format!("{anchor}|") < format!("{entry}|"),
+            "the anchor comes first in a Scan"
+        );
         assert!(entry.starts_with(&user_prefix("alice@example.org")));
         assert_ne!(user_anchor_key("bob"), anchor);
         let value = IndexEntry {
@@ -322,10 +337,16 @@ mod tests {
         assert!(TurnItem::decode(&encoded[..encoded.len() - 4]).is_err());
         let mut bytes = STANDARD_NO_PAD.decode(&encoded).unwrap();
         bytes[0] = 9;
-        assert!(TurnItem::decode(&STANDARD_NO_PAD.encode(&bytes)).is_err(), "unknown format");
+        assert!(
+            TurnItem::decode(&STANDARD_NO_PAD.encode(&bytes)).is_err(),
+            "unknown format"
+        );
         bytes[0] = FORMAT;
         bytes.push(0);
-        assert!(TurnItem::decode(&STANDARD_NO_PAD.encode(&bytes)).is_err(), "trailing bytes");
+        assert!(
+            TurnItem::decode(&STANDARD_NO_PAD.encode(&bytes)).is_err(),
+            "trailing bytes"
+        );
     }
 
     #[test]
@@ -346,7 +367,10 @@ mod tests {
     #[test]
     fn the_same_version_wins_whoever_compares() {
         let a = item(None, false);
-        let b = TurnItem { writer: "nodeB".into(), ..a.clone() };
+        let b = TurnItem {
+            writer: "nodeB".into(),
+            ..a.clone()
+        };
         let (ea, eb) = (a.encode(), b.encode());
         assert!(wins_over((&b, &eb), (&a, &ea)));
         assert!(!wins_over((&a, &ea), (&b, &eb)));

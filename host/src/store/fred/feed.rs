@@ -114,24 +114,35 @@ impl Feed {
             .add_trigger(&id, &config.advertise)
             .await
             .with_context(|| {
-                format!("cannot register the trigger feed {} on the FReD node", config.advertise)
+                format!(
+                    "cannot register the trigger feed {} on the FReD node",
+                    config.advertise
+                )
             })?;
         cache.set_live(true);
         tracing::info!(id, host = config.advertise, "trigger feed registered");
-        let (watch_client, watch_id, advertise) = (client.clone(), id.clone(), config.advertise.clone());
+        let (watch_client, watch_id, advertise) =
+            (client.clone(), id.clone(), config.advertise.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(CHECK_EVERY).await;
-                let registered = watch_client
-                    .triggers()
-                    .await
-                    .map(|t| t.iter().any(|(id, host)| *id == watch_id && *host == advertise));
+                let registered = watch_client.triggers().await.map(|t| {
+                    t.iter()
+                        .any(|(id, host)| *id == watch_id && *host == advertise)
+                });
                 if matches!(registered, Ok(true)) {
                     continue;
                 }
                 cache.set_live(false);
-                tracing::warn!(id = watch_id, "trigger feed not registered ({registered:?}); registering again");
-                if watch_client.add_trigger(&watch_id, &advertise).await.is_ok() {
+                tracing::warn!(
+                    id = watch_id,
+                    "trigger feed not registered ({registered:?}); registering again"
+                );
+                if watch_client
+                    .add_trigger(&watch_id, &advertise)
+                    .await
+                    .is_ok()
+                {
                     cache.set_live(true);
                 }
             }

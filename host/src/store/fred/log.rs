@@ -133,7 +133,10 @@ fn resolve<'a>(
 
 /// The versions of `items`, for an Update that must name them.
 pub(super) fn versions_of(items: &[Item]) -> Vec<Version> {
-    items.iter().map(|i| i.version.clone().unwrap_or_default()).collect()
+    items
+        .iter()
+        .map(|i| i.version.clone().unwrap_or_default())
+        .collect()
 }
 
 #[cfg(test)]
@@ -204,14 +207,21 @@ mod tests {
         let pick = |items: &[Item]| log.resolve(items).unwrap().unwrap().1.to_owned();
         assert_eq!(pick(&items), theirs, "nodeB's version wins");
         assert_eq!(pick(&reversed), theirs, "whatever the order");
-        assert!(log.resolve(&[version("k", &orphan), version("k", "")]).unwrap().is_none());
+        assert!(
+            log.resolve(&[version("k", &orphan), version("k", "")])
+                .unwrap()
+                .is_none()
+        );
         assert!(log.resolve(&[version("k", "garbage!")]).is_err());
 
         let mut lost = log.clone();
         let (item, value) = turn(&lost, "nodeA", b"a's two");
         lost.push(item, &value).unwrap();
         assert!(lost.last_turn_holds(&[version("k", &mine)]).unwrap());
-        assert!(!lost.last_turn_holds(&items).unwrap(), "nodeB's version arrived and won");
+        assert!(
+            !lost.last_turn_holds(&items).unwrap(),
+            "nodeB's version arrived and won"
+        );
         assert!(lost.holds(2, &log.chain, &mine));
         assert!(!lost.holds(2, &log.chain, &theirs));
         assert!(lost.holds(1, &[0; 16], &va), "turn 1 too");
