@@ -12,6 +12,10 @@
 #   --advertise-host H:P        client API address registered in etcd, if it differs from --host
 #                               (e.g. --host 0.0.0.0:9001 --advertise-host 10.0.0.2:9001)
 #   --peer-advertise-host H:P   peering address other nodes dial, if it differs from --peer-host
+#                               (e.g. a fred/delay-relay in front of it). Prefer these two to
+#                               FReD's --peer-host-proxy: v0.2.19 then registers --host-proxy as
+#                               the client address, empty unless given, and GetKeygroupInfo
+#                               fails with "no such node with nodeId=NODE_ID"
 #   --adaptor badgerdb|memory   storage (default: badgerdb)
 #   --db DIR                    badgerdb folder (default: ./frednode-NODE_ID-db)
 #   --log-level LEVEL           debug|info|warn|error|fatal|panic (default: info)

@@ -14,6 +14,17 @@
 #                      two real frednodes
 #   --delay-ms N       (--test-node) replication delay between the two test nodes (each write
 #                      waits for it, as FReD's synchronous relay does)
+#   --wan-ms N         put the two nodes N ms apart, one way (a WAN; 0 = the same path with no
+#                      delay). Real FReD: a delay-relay (crate fred/delay-relay) sits on the link
+#                      between the frednodes' peering ports (nodeA advertises its peering address
+#                      as relay 127.0.0.1:15555 -> :5555, nodeB 15556 -> :5556, with
+#                      --peer-advertise-host) and on each node's client API as the other proxy
+#                      sees it (advertised address 127.0.0.1:19001 -> :9001, 19002 -> :9002, with
+#                      --advertise-host; a proxy reaches its own node directly). So every
+#                      relayed Update, and every read a proxy makes on the other node, takes
+#                      2 x N ms longer. --test-node: the same as --delay-ms 2N (a write waits one
+#                      round trip for its relay); the proxy's reads on the other node are not
+#                      delayed there.
 #   --roam MODE        once everything is up, walk a conversation with fred/roam.py --mode MODE,
 #                      then stop everything and exit with roam.py's status (default: keep running
 #                      until Ctrl-C)
@@ -31,7 +42,8 @@
 #   --no-build         do not run setup/build steps; use the binaries already built
 # Environment: FREDNODE (frednode program), ETCD (etcd program), DISCEDGE_BIN (proxy binary,
 # default target/release/discedge), FRED_TESTNODE_BIN (default target/release/fred-testnode),
-# FRED_LOG_LEVEL (frednode log level, default info).
+# DELAY_RELAY_BIN (default target/release/delay-relay), FRED_LOG_LEVEL (frednode log level,
+# default info). CARGO_TARGET_DIR, if set, replaces target/ in those defaults.
 #
 # Stops everything it started on Ctrl-C, on any error, and when one of its processes dies.
 set -euo pipefail
@@ -43,12 +55,13 @@ die() { echo "testbed: $*" >&2; exit 1; }
 fred_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$fred_dir/.." && pwd)"
 
-test_node=0 delay_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
+test_node=0 delay_ms="" wan_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
 shared_user=0 skip_verify=0 build=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --test-node) test_node=1; shift ;;
     --delay-ms) delay_ms="${2:?}"; shift 2 ;;
+    --wan-ms) wan_ms="${2:?}"; shift 2 ;;
     --roam) roam_mode="${2:?}"; shift 2 ;;
     --fork) fork_mode="${2:?}"; shift 2 ;;
     --workdir) workdir="${2:?}"; shift 2 ;;
@@ -63,11 +76,20 @@ while [ $# -gt 0 ]; do
 done
 [ -z "$delay_ms" ] || [ "$test_node" = 1 ] || die "--delay-ms is for --test-node only"
 [ -z "$delay_ms" ] || [[ "$delay_ms" =~ ^[0-9]+$ ]] || die "--delay-ms wants a number"
+[ -z "$wan_ms" ] || [[ "$wan_ms" =~ ^[0-9]+$ ]] || die "--wan-ms wants a number (milliseconds)"
+[ -z "$wan_ms" ] || [ -z "$delay_ms" ] || die "--wan-ms and --delay-ms exclude each other"
+# The test node has no links to delay: a write there waits --delay-ms for its relay, which is
+# one round trip (2 x one way) on real FReD.
+if [ -n "$wan_ms" ] && [ "$test_node" = 1 ]; then delay_ms=$((2 * 10#$wan_ms)); fi
 [ -z "$llama_url" ] || [ "$llama_per_node" = 0 ] || die "--llama-url and --llama-per-node exclude each other"
 
 # Fixed loopback ports (the test node's and the proxies' are given by the brief of this bed).
 etcd_port=2379 etcd_peer_port=2380
 declare -A api_port=([nodeA]=9001 [nodeB]=9002) peer_port=([nodeA]=5555 [nodeB]=5556)
+# --wan-ms: the delay-relay's ports, each forwarding to the same node's port above.
+declare -A wan_api_port=([nodeA]=19001 [nodeB]=19002) wan_peer_port=([nodeA]=15555 [nodeB]=15556)
+wan=0
+if [ -n "$wan_ms" ] && [ "$test_node" = 0 ]; then wan=1; fi
 declare -A proxy_port=([A]=8081 [B]=8082)
 nodes=(nodeA nodeB)
 if [ "$shared_user" = 1 ]; then
@@ -156,6 +178,7 @@ busy=()
 check_port() { if port_open 127.0.0.1 "$1"; then busy+=("$1"); fi; }
 for p in "${proxy_port[@]}" "${api_port[@]}"; do check_port "$p"; done
 if [ "$test_node" = 0 ]; then for p in "$etcd_port" "$etcd_peer_port" "${peer_port[@]}"; do check_port "$p"; done; fi
+if [ "$wan" = 1 ]; then for p in "${wan_api_port[@]}" "${wan_peer_port[@]}"; do check_port "$p"; done; fi
 [ "${#busy[@]}" = 0 ] || die "ports already in use on 127.0.0.1: ${busy[*]} (an earlier test bed still running?)"
 
 # --- certificates, data, logs ----------------------------------------------------------------
@@ -169,6 +192,7 @@ cert_names=(nodeA nodeB "${user[A]}")
 # --- build -----------------------------------------------------------------------------------
 discedge_bin="${DISCEDGE_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/discedge}"
 testnode_bin="${FRED_TESTNODE_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/fred-testnode}"
+relay_bin="${DELAY_RELAY_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/delay-relay}"
 if [ "$build" = 1 ]; then
   (
     cd "$repo"
@@ -180,9 +204,14 @@ if [ "$build" = 1 ]; then
     (cd "$repo" && cargo build --release -p fred-testnode) >&2 \
       || die "could not build the test node (cargo build --release -p fred-testnode); is the fred/testnode crate in the workspace yet?"
   fi
+  if [ "$wan" = 1 ] && [ -z "${DELAY_RELAY_BIN:-}" ]; then
+    (cd "$repo" && cargo build --release -p delay-relay) >&2 \
+      || die "could not build the delay relay (cargo build --release -p delay-relay)"
+  fi
 fi
 [ -x "$discedge_bin" ] || die "no proxy binary at $discedge_bin (cargo build --release -p discedge)"
 [ "$test_node" = 0 ] || [ -x "$testnode_bin" ] || die "no test node binary at $testnode_bin (cargo build --release -p fred-testnode)"
+[ "$wan" = 0 ] || [ -x "$relay_bin" ] || die "no delay relay binary at $relay_bin (cargo build --release -p delay-relay)"
 
 # --- FReD: etcd + two frednodes, or the test node --------------------------------------------
 if [ "$test_node" = 1 ]; then
@@ -209,6 +238,13 @@ else
   for n in "${nodes[@]}"; do
     extra=()
     [ "$skip_verify" = 0 ] || extra+=(--skip-verify)
+    if [ "$wan" = 1 ]; then
+      # Not --peer-host-proxy: v0.2.19 then registers --host-proxy as the node's client
+      # address, empty unless given, and GetKeygroupInfo fails with "no such node with
+      # nodeId=..." (see fred/README.md).
+      extra+=(--advertise-host "127.0.0.1:${wan_api_port[$n]}")
+      extra+=(--peer-advertise-host "127.0.0.1:${wan_peer_port[$n]}")
+    fi
     start "$n" "$fred_dir/run-frednode.sh" "$n" --certs "$certs" --nase "$nase" \
       --host "127.0.0.1:${api_port[$n]}" --peer-host "127.0.0.1:${peer_port[$n]}" \
       --adaptor badgerdb --db "$data/$n-db" --log-level "${FRED_LOG_LEVEL:-info}" "${extra[@]+"${extra[@]}"}"
@@ -217,6 +253,20 @@ else
     wait_port "$n" 127.0.0.1 "${api_port[$n]}" 60
     wait_port "$n" 127.0.0.1 "${peer_port[$n]}" 60
   done
+  if [ "$wan" = 1 ]; then
+    # The nodes advertise the relay's addresses (--advertise-host, --peer-advertise-host)
+    # but dial each other only once there is a keygroup: the relay can start after them.
+    args=(--delay-ms "$wan_ms")
+    for n in "${nodes[@]}"; do
+      args+=(--listen "127.0.0.1:${wan_peer_port[$n]}" --to "127.0.0.1:${peer_port[$n]}")
+      args+=(--listen "127.0.0.1:${wan_api_port[$n]}" --to "127.0.0.1:${api_port[$n]}")
+    done
+    start wan "$relay_bin" "${args[@]}"
+    for n in "${nodes[@]}"; do
+      wait_port wan 127.0.0.1 "${wan_peer_port[$n]}" 10
+      wait_port wan 127.0.0.1 "${wan_api_port[$n]}" 10
+    done
+  fi
 fi
 
 # --- llama.cpp server(s) ---------------------------------------------------------------------
@@ -264,7 +314,8 @@ for p in A B; do
 done
 
 backend="etcd + frednodes nodeA (127.0.0.1:${api_port[nodeA]}), nodeB (127.0.0.1:${api_port[nodeB]})"
-[ "$test_node" = 0 ] || backend="fred-testnode nodeA (127.0.0.1:${api_port[nodeA]}), nodeB (127.0.0.1:${api_port[nodeB]})${delay_ms:+, delay ${delay_ms} ms}"
+[ "$wan" = 0 ] || backend+=", ${wan_ms} ms apart one way (delay-relay: peering via 127.0.0.1:${wan_peer_port[nodeA]}/${wan_peer_port[nodeB]}, client API via 127.0.0.1:${wan_api_port[nodeA]}/${wan_api_port[nodeB]})"
+[ "$test_node" = 0 ] || backend="fred-testnode nodeA (127.0.0.1:${api_port[nodeA]}), nodeB (127.0.0.1:${api_port[nodeB]})${delay_ms:+, delay ${delay_ms} ms}${wan_ms:+ (--wan-ms $wan_ms)}"
 cat >&2 <<EOF
 
 testbed: up.  FReD: $backend; keygroup $keygroup

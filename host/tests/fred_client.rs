@@ -185,8 +185,8 @@ async fn turns_cost_a_fixed_number_of_round_trips() {
     let calls = |rpc: &str| after.call_count(rpc) - before.call_count(rpc);
     assert_eq!(
         (calls("Read"), calls("Scan"), calls("Update")),
-        (1, 1, 1),
-        "20 turns in one Scan, one Update, the Read back"
+        (1, 2, 1),
+        "20 turns in two Scans (16 versions, then up to 64), one Update, the Read back"
     );
 }
 

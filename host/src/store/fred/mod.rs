@@ -37,9 +37,13 @@ use log::{SessionLog, versions_of};
 
 use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
 
-/// Item versions fetched per Scan call (FReD's messages are limited to 4 MiB; a Scan counts
-/// versions, not ids).
+/// Most item versions fetched per Scan call (FReD's messages are limited to 4 MiB; a Scan
+/// counts versions, not ids).
 const SCAN_BATCH: u64 = 256;
+/// Versions asked for by the first Scan of a session this node holds (its last turn, maybe
+/// one more and a sibling) and of one it reads from turn 1; each further Scan asks for 4x.
+const FIRST_WARM_SCAN: u64 = 4;
+const FIRST_COLD_SCAN: u64 = 16;
 /// User index items fetched per Scan call when listing a user's sessions.
 const INDEX_BATCH: u64 = 256;
 
@@ -153,19 +157,23 @@ impl FredStore {
     async fn catch_up(&self, session_id: &str, log: &mut SessionLog) -> Result<bool, StoreError> {
         let prefix = turn_prefix(session_id);
         let mut checked = log.turn() == 0;
+        // A Scan runs on past the session into other items, so ask for few at first: a node
+        // that served the last turn expects one or two items, a cold read a short session.
+        let mut count = if checked {
+            FIRST_COLD_SCAN
+        } else {
+            FIRST_WARM_SCAN
+        };
         loop {
             log.next_versions.clear();
             let from = if checked { log.turn() + 1 } else { log.turn() };
-            let items = match self
-                .client
-                .scan(&turn_key(session_id, from), SCAN_BATCH)
-                .await
-            {
+            let items = match self.client.scan(&turn_key(session_id, from), count).await {
                 Ok(items) => items,
                 Err(FredError::NotFound(_)) => return Ok(checked),
                 Err(e) => return Err(e.into()),
             };
-            let full = items.len() as u64 >= SCAN_BATCH;
+            let full = items.len() as u64 >= count;
+            count = (count * 4).min(SCAN_BATCH);
             let mut groups = group_turns(&prefix, &items);
             // A full batch may end inside an item's versions: read that item again next round.
             if full && groups.len() > 1 {
