@@ -30,6 +30,9 @@
 #                      until Ctrl-C)
 #   --fork MODE        the same with fred/fork.py --mode MODE: the same turn sent to both proxies
 #                      at once, for 12 sessions; fails if a session is stuck or a 200 is lost
+#   --feed             each proxy serves FReD's trigger API (proxy A on 127.0.0.1:8091, B on :8092)
+#                      and registers it on its node (--fred-trigger-listen): the trigger feed
+#   --confirm WHERE    the proxies' --fred-confirm (replicas, the default, or local)
 #   --workdir DIR      certificates, data and logs (default: target/testbed); certificates are
 #                      kept between runs, node and etcd data are made fresh each run
 #   --llama-url URL    use this llama-server instead of starting one
@@ -38,6 +41,8 @@
 #   --shared-user      both proxies act as one FReD user `discedge` (default: each proxy has its
 #                      own user, proxyA / proxyB, and grants the other one its roles with
 #                      --fred-grant; see fred/README.md, "Keygroup, users and roles")
+#   --nase-cached      start the frednodes with --nase-cached (FReD then keeps naming-service
+#                      answers, roles included, instead of asking etcd on every call)
 #   --skip-verify      start the frednodes with FReD's --skip-verify flags (no IP SAN checks)
 #   --no-build         do not run setup/build steps; use the binaries already built
 # Environment: FREDNODE (frednode program), ETCD (etcd program), DISCEDGE_BIN (proxy binary,
@@ -55,6 +60,7 @@ die() { echo "testbed: $*" >&2; exit 1; }
 fred_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$fred_dir/.." && pwd)"
 
+feed=0 confirm=replicas nase_cached=0
 test_node=0 delay_ms="" wan_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
 shared_user=0 skip_verify=0 build=1
 while [ $# -gt 0 ]; do
@@ -64,11 +70,14 @@ while [ $# -gt 0 ]; do
     --wan-ms) wan_ms="${2:?}"; shift 2 ;;
     --roam) roam_mode="${2:?}"; shift 2 ;;
     --fork) fork_mode="${2:?}"; shift 2 ;;
+    --feed) feed=1; shift ;;
+    --confirm) confirm="${2:?}"; shift 2 ;;
     --workdir) workdir="${2:?}"; shift 2 ;;
     --llama-url) llama_url="${2:?}"; shift 2 ;;
     --llama-per-node) llama_per_node=1; shift ;;
     --shared-user) shared_user=1; shift ;;
     --skip-verify) skip_verify=1; shift ;;
+    --nase-cached) nase_cached=1; shift ;;
     --no-build) build=0; shift ;;
     -h|--help) usage ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -90,7 +99,7 @@ declare -A api_port=([nodeA]=9001 [nodeB]=9002) peer_port=([nodeA]=5555 [nodeB]=
 declare -A wan_api_port=([nodeA]=19001 [nodeB]=19002) wan_peer_port=([nodeA]=15555 [nodeB]=15556)
 wan=0
 if [ -n "$wan_ms" ] && [ "$test_node" = 0 ]; then wan=1; fi
-declare -A proxy_port=([A]=8081 [B]=8082)
+declare -A proxy_port=([A]=8081 [B]=8082) feed_port=([A]=8091 [B]=8092)
 nodes=(nodeA nodeB)
 if [ "$shared_user" = 1 ]; then
   declare -A user=([A]=discedge [B]=discedge)
@@ -177,6 +186,7 @@ fi
 busy=()
 check_port() { if port_open 127.0.0.1 "$1"; then busy+=("$1"); fi; }
 for p in "${proxy_port[@]}" "${api_port[@]}"; do check_port "$p"; done
+if [ "$feed" = 1 ]; then for p in "${feed_port[@]}"; do check_port "$p"; done; fi
 if [ "$test_node" = 0 ]; then for p in "$etcd_port" "$etcd_peer_port" "${peer_port[@]}"; do check_port "$p"; done; fi
 if [ "$wan" = 1 ]; then for p in "${wan_api_port[@]}" "${wan_peer_port[@]}"; do check_port "$p"; done; fi
 [ "${#busy[@]}" = 0 ] || die "ports already in use on 127.0.0.1: ${busy[*]} (an earlier test bed still running?)"
@@ -238,6 +248,7 @@ else
   for n in "${nodes[@]}"; do
     extra=()
     [ "$skip_verify" = 0 ] || extra+=(--skip-verify)
+    [ "$nase_cached" = 0 ] || extra+=(--nase-cached)
     if [ "$wan" = 1 ]; then
       # Not --peer-host-proxy: v0.2.19 then registers --host-proxy as the node's client
       # address, empty unless given, and GetKeygroupInfo fails with "no such node with
@@ -293,11 +304,13 @@ fi
 for p in A B; do
   n="node$p" other=B
   [ "$p" = A ] || other=A
-  grant=()
+  extra=()
   # The proxy that creates the keygroup owns every role; it grants the other proxy's user read,
   # write and replica roles. (The other proxy's grant back fails harmlessly: it is logged.)
-  [ "${user[$other]}" = "${user[$p]}" ] || grant=(--fred-grant "${user[$other]}")
+  [ "${user[$other]}" = "${user[$p]}" ] || extra=(--fred-grant "${user[$other]}")
+  [ "$feed" = 0 ] || extra+=(--fred-trigger-listen "127.0.0.1:${feed_port[$p]}")
   start "proxy$p" "$discedge_bin" serve \
+    --fred-confirm "$confirm" \
     --listen "127.0.0.1:${proxy_port[$p]}" \
     --llama-url "${llama[$p]}" \
     --store fred \
@@ -309,7 +322,7 @@ for p in A B; do
     --node-id "$n" \
     --data-dir "$data/proxy$p" \
     --plugins-dir "$repo/plugins/dist" \
-    "${grant[@]+"${grant[@]}"}"
+    "${extra[@]+"${extra[@]}"}"
   wait_http "proxy$p" "http://127.0.0.1:${proxy_port[$p]}/health" 120
 done
 

@@ -14,6 +14,7 @@ use fred_proto::client_server::ClientServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -328,7 +329,14 @@ impl NodeHandle {
         let (shutdown, signal) = oneshot::channel::<()>();
         let node_id = self.inner.node_id.clone();
         let task = tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(listener);
+            // Small gRPC messages must not wait for delayed ACKs (Nagle): FReD's Go server sets
+            // TCP_NODELAY on every connection, and tonic does not on a listener it is handed.
+            let incoming = TcpListenerStream::new(listener).map(|stream| {
+                if let Ok(stream) = &stream {
+                    let _ = stream.set_nodelay(true);
+                }
+                stream
+            });
             let stop = async {
                 let _ = signal.await;
             };

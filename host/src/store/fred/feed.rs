@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fred_proto::trigger::trigger_node_server::{TriggerNode, TriggerNodeServer};
 use fred_proto::trigger::{DeleteItemTriggerRequest, Empty, PutItemTriggerRequest};
+use tokio_stream::StreamExt as _;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
@@ -92,7 +93,13 @@ impl Feed {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("--fred-trigger-listen {}: cannot listen", config.listen))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // FReD waits for every trigger call: no delayed-ACK stalls (Nagle) on small messages.
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|stream| {
+            if let Ok(stream) = &stream {
+                let _ = stream.set_nodelay(true);
+            }
+            stream
+        });
         let handler = Handler {
             keygroup: client.keygroup().to_owned(),
             cache: cache.clone(),
