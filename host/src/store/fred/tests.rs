@@ -13,6 +13,7 @@ struct Bed {
     other: Option<FredStore>,
     cluster: Cluster,
     _nodes: Vec<NodeHandle>,
+    pki: Option<TestPki>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,6 +68,7 @@ async fn bed_of(nodes: &[&str]) -> Bed {
         other,
         cluster,
         _nodes: handles,
+        pki: Some(pki),
         _dir: dir,
     }
 }
@@ -346,6 +348,7 @@ async fn fed_bed() -> (Bed, TestPki, Vec<NodeHandle>) {
         other,
         cluster,
         _nodes: Vec::new(),
+        pki: None,
         _dir: dir,
     };
     (bed, pki, nodes)
@@ -429,4 +432,63 @@ async fn a_proxy_gone_does_not_stop_writes_and_its_successor_is_fed() {
         b.client.triggers().await.unwrap().is_empty(),
         "unregistered on close"
     );
+}
+
+/// Three nodes commit the same turn at once: one wins on all three, both others are told so,
+/// and the session goes on from any of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_turn_on_three_nodes_at_once_has_one_winner_everywhere() {
+    let bed = bed_of(&["nodeA", "nodeB", "nodeC"]).await;
+    let c = FredStore::connect(&FredConfig {
+        node_id: "nodeC".into(),
+        ..config(bed.pki.as_ref().unwrap(), &bed._nodes[2], "proxy0")
+    })
+    .await
+    .unwrap();
+    let stores = [&bed.store, bed.other.as_ref().unwrap(), &c];
+    for round in 0..3 {
+        let id = format!("three{round}");
+        stores[0]
+            .commit_turn(&id, &turn(1, "one"), Some(b"one"))
+            .await
+            .unwrap();
+        for store in &stores[1..] {
+            store.load(&id).await.unwrap().unwrap();
+        }
+        bed.cluster.set_replication_delay(Duration::from_millis(30));
+        let heads = [turn(2, "a"), turn(2, "b"), turn(2, "c")];
+        let records: [&[u8]; 3] = [b"a's two", b"b's two", b"c's two"];
+        let (ra, rb, rc) = tokio::join!(
+            stores[0].commit_turn(&id, &heads[0], Some(records[0])),
+            stores[1].commit_turn(&id, &heads[1], Some(records[1])),
+            stores[2].commit_turn(&id, &heads[2], Some(records[2])),
+        );
+        bed.cluster.set_replication_delay(Duration::ZERO);
+        let results = [ra, rb, rc];
+        let winners: Vec<usize> = (0..3).filter(|&i| results[i].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        for (i, r) in results.iter().enumerate() {
+            if !winners.contains(&i) {
+                assert!(
+                    matches!(r, Err(StoreError::Conflict { stored_turn: 2 })),
+                    "{r:?}"
+                );
+            }
+        }
+        for store in stores {
+            let s = store.load(&id).await.unwrap().unwrap();
+            assert_eq!(
+                s.records[1], records[winners[0]],
+                "round {round}: one history"
+            );
+        }
+        for (i, store) in stores.iter().enumerate() {
+            let n = 3 + i as u32;
+            store.load(&id).await.unwrap();
+            store
+                .commit_turn(&id, &turn(n, "next"), None)
+                .await
+                .unwrap();
+        }
+    }
 }
