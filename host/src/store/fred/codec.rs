@@ -116,6 +116,8 @@ pub type Digest = [u8; 16];
 const FORMAT: u8 = 1;
 const HAS_RECORD: u8 = 1;
 const HAS_ORIGIN: u8 = 2;
+/// The prompt digest is 16 raw bytes, not its 32-character hex text.
+const BINARY_PROMPT_DIGEST: u8 = 4;
 
 impl TurnItem {
     /// Compact binary, then base64 (FReD values are UTF-8 strings): format, flags, writer,
@@ -123,13 +125,24 @@ impl TurnItem {
     pub fn encode(&self) -> String {
         let mut out =
             Vec::with_capacity(64 + self.reply.len() + self.record.as_ref().map_or(0, Vec::len));
+        let digest = (self.prompt_sha256.len() == 32)
+            .then(|| hex::decode(&self.prompt_sha256).ok())
+            .flatten();
         let flags = if self.record.is_some() { HAS_RECORD } else { 0 }
-            | if self.origin.is_some() { HAS_ORIGIN } else { 0 };
+            | if self.origin.is_some() { HAS_ORIGIN } else { 0 }
+            | if digest.is_some() {
+                BINARY_PROMPT_DIGEST
+            } else {
+                0
+            };
         out.extend([FORMAT, flags]);
         put_str8(&mut out, &self.writer);
         out.extend(self.prev);
         out.extend(self.updated_ms.to_le_bytes());
-        put_str8(&mut out, &self.prompt_sha256);
+        match digest {
+            Some(bytes) => out.extend(bytes),
+            None => put_str8(&mut out, &self.prompt_sha256),
+        }
         if let Some(origin) = &self.origin {
             put_bytes32(&mut out, origin.user_id.as_bytes());
             put_str8(&mut out, &origin.mode);
@@ -156,7 +169,11 @@ impl TurnItem {
         let writer = r.str8()?;
         let prev = r.array()?;
         let updated_ms = u64::from_le_bytes(r.array()?);
-        let prompt_sha256 = r.str8()?;
+        let prompt_sha256 = if flags & BINARY_PROMPT_DIGEST != 0 {
+            hex::encode(r.array::<16>()?)
+        } else {
+            r.str8()?
+        };
         let origin = if flags & HAS_ORIGIN != 0 {
             Some(Origin {
                 user_id: r.string(|r| r.bytes32())?,
@@ -327,6 +344,21 @@ mod tests {
             let it = item(record, origin);
             assert_eq!(TurnItem::decode(&it.encode()).unwrap(), it);
         }
+    }
+
+    #[test]
+    fn a_hex_prompt_digest_is_stored_as_bytes_and_read_back_as_hex() {
+        let mut it = item(None, false);
+        it.prompt_sha256 = "0123456789abcdef0123456789abcdef".into();
+        let binary = it.encode();
+        assert_eq!(TurnItem::decode(&binary).unwrap(), it);
+        it.prompt_sha256 = "0123456789abcdef0123456789abcdeX".into();
+        assert_eq!(
+            TurnItem::decode(&it.encode()).unwrap(),
+            it,
+            "not hex: kept as text"
+        );
+        assert!(binary.len() + 20 < it.encode().len());
     }
 
     #[test]
