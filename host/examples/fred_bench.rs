@@ -37,6 +37,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
+mod support;
+
 use discedge::fake_llm::FakeLlm;
 use discedge::serve::LocalServer;
 use fred_testnode::{Cluster, NodeHandle, NodeStats, TestPki};
@@ -152,40 +154,22 @@ impl Bed {
         let (user, other) = (format!("proxy{node}"), format!("proxy{}", 1 - node));
         let data = self.dir.path().join(format!("data{}", self.urls.len()));
         let cache = self.dir.path().join("policy-cache");
-        let plugins = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/dist");
-        let (addr, cert, key, ca) = (
-            fred_addr.to_string(),
-            self.pki.cert(&user),
-            self.pki.key(&user),
-            self.pki.ca(),
-        );
-        let argv = [
-            "discedge",
-            "serve",
-            "--store",
-            "fred",
-            "--fred-addr",
-            &addr,
-            "--fred-cert",
-            cert.to_str().unwrap(),
-            "--fred-key",
-            key.to_str().unwrap(),
-            "--fred-ca",
-            ca.to_str().unwrap(),
-            "--fred-grant",
-            &other,
-            "--node-id",
+        let argv = support::fred_proxy_argv(
+            &self.pki,
+            &user,
             ["nodeA", "nodeB"][node],
-            "--llama-url",
+            &fred_addr.to_string(),
             &self.fake.url,
-            "--plugins-dir",
-            plugins,
-            "--policy-cache-dir",
-            cache.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--no-watch",
-        ];
+            &data,
+            &[
+                "--fred-grant",
+                &other,
+                "--policy-cache-dir",
+                cache.to_str().unwrap(),
+                "--no-watch",
+            ],
+        );
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let local = discedge::serve::start_local(&argv).await?;
         self.urls.push(format!("http://{}/completion", local.addr));
         self.node_of.push(node);

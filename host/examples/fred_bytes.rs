@@ -10,6 +10,8 @@
 //! node's counters; "original" is the JSON the original wrote each turn for the same tokens,
 //! `{"context":[ids...],"turn":N}`, computed from the session's stored token ids.
 
+mod support;
+
 use fred_testnode::{Cluster, TestPki};
 use policy_common::TokenRecord;
 use serde_json::{Value, json};
@@ -31,35 +33,16 @@ async fn main() -> anyhow::Result<()> {
     let node_b = cluster
         .start_node("nodeB", "127.0.0.1:0".parse()?, pki.node_tls("nodeB"))
         .await?;
-    let plugins = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/dist");
-    let (addr, cert, key, ca) = (
-        node_a.addr().to_string(),
-        pki.cert("proxy"),
-        pki.key("proxy"),
-        pki.ca(),
-    );
-    let argv = [
-        "discedge",
-        "serve",
-        "--store",
-        "fred",
-        "--fred-addr",
-        &addr,
-        "--fred-cert",
-        cert.to_str().unwrap(),
-        "--fred-key",
-        key.to_str().unwrap(),
-        "--fred-ca",
-        ca.to_str().unwrap(),
-        "--node-id",
+    let argv = support::fred_proxy_argv(
+        &pki,
+        "proxy",
         "nodeA",
-        "--llama-url",
+        &node_a.addr().to_string(),
         &llama,
-        "--plugins-dir",
-        plugins,
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ];
+        dir.path(),
+        &[],
+    );
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let local = discedge::serve::start_local(&argv).await?;
     let (node, url) = (local.node, format!("http://{}/completion", local.addr));
     let http = reqwest::Client::new();
