@@ -1,7 +1,10 @@
 //! Figures for the FReD path, printed: per-turn latency of a proxy on FReD with a FAKE model,
 //! FReD calls per turn and bytes relayed between nodes per turn.
 //!
-//!     cargo run --release -p discedge --example fred_bench [-- --sessions 20 --turns 10]
+//!     cargo run --release -p discedge --example fred_bench [-- --sessions 20 --turns 10 --feed]
+//!
+//! `--feed`: proxies A and B serve the trigger feed (`--fred-trigger-listen`), which the test
+//! nodes call as FReD does, so same-node and roamed turns are served from memory.
 //!
 //! Runs two FReD-compatible TEST nodes (`fred-testnode`, in this process; not FReD), one proxy
 //! per node (`discedge serve --store fred`, in this process, via `serve::start_local`) and the
@@ -107,6 +110,8 @@ struct Bed {
     pki: TestPki,
     fake: FakeLlm,
     dir: tempfile::TempDir,
+    /// Whether proxies A and B serve the trigger feed.
+    feed: bool,
 }
 
 #[derive(Default)]
@@ -116,7 +121,7 @@ struct Counted {
 }
 
 impl Bed {
-    async fn start() -> anyhow::Result<Bed> {
+    async fn start(feed: bool) -> anyhow::Result<Bed> {
         let dir = tempfile::tempdir()?;
         let pki = TestPki::generate(dir.path(), &["nodeA", "nodeB", "proxy0", "proxy1"])?;
         let cluster = Cluster::new();
@@ -138,6 +143,7 @@ impl Bed {
             http: reqwest::Client::new(),
             _proxies: Vec::new(),
             pki,
+            feed,
             fake: FakeLlm::start().await?,
             dir,
         };
@@ -154,6 +160,20 @@ impl Bed {
         let (user, other) = (format!("proxy{node}"), format!("proxy{}", 1 - node));
         let data = self.dir.path().join(format!("data{}", self.urls.len()));
         let cache = self.dir.path().join("policy-cache");
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .to_string();
+        let mut extra = vec![
+            "--fred-grant",
+            &other,
+            "--policy-cache-dir",
+            cache.to_str().unwrap(),
+            "--no-watch",
+        ];
+        // Proxies A and B only (the byte-counting proxy C dials through a relay).
+        if self.feed && self.urls.len() < 2 {
+            extra.extend(["--fred-trigger-listen", &listen]);
+        }
         let argv = support::fred_proxy_argv(
             &self.pki,
             &user,
@@ -161,13 +181,7 @@ impl Bed {
             &fred_addr.to_string(),
             &self.fake.url,
             &data,
-            &[
-                "--fred-grant",
-                &other,
-                "--policy-cache-dir",
-                cache.to_str().unwrap(),
-                "--no-watch",
-            ],
+            &extra,
         );
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let local = discedge::serve::start_local(&argv).await?;
@@ -376,8 +390,9 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let sessions = arg(&args, "--sessions", 20)?;
     let turns = arg(&args, "--turns", 10)?.max(ROAM_AT);
+    let feed = args.iter().any(|a| a == "--feed");
     let started = Instant::now();
-    let mut bed = Bed::start().await?;
+    let mut bed = Bed::start(feed).await?;
 
     // Warm-up, not counted: policy instances, connections, both proxies' paths.
     bed.cluster.set_replication_delay(Duration::ZERO);
@@ -414,6 +429,14 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "beyond model = client time minus the proxy's Server-Timing llm (store, policy, HTTP, JSON)"
+    );
+    println!(
+        "trigger feed: {}",
+        if feed {
+            "on (--feed)"
+        } else {
+            "off (--feed turns it on)"
+        }
     );
     let same_n = of_kind(&results[&(MODES[0], 0)], Kind::Same).count();
     let roamed_n = of_kind(&results[&(MODES[0], 0)], Kind::Roamed).count();
