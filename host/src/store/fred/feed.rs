@@ -29,9 +29,11 @@ pub struct FeedConfig {
     pub advertise: String,
 }
 
-/// How often the registration is checked (a FReD node restarted on the memory store forgets
-/// its triggers); a lost registration stops the trust in cached sessions until renewed.
-const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the node is asked whether the feed is still registered. A failed check (the node
+/// down or restarting: it stores relayed writes it missed without calling triggers) or a lost
+/// registration (a node on the memory store forgets it on restart) ends the trust in every
+/// cached session; they are read again on their next turn.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Answers FReD's trigger calls by updating the cache.
 struct Handler {
@@ -138,6 +140,9 @@ impl Feed {
                         .any(|(id, host)| *id == watch_id && *host == advertise)
                 });
                 if matches!(registered, Ok(true)) {
+                    if !cache.is_live() {
+                        cache.set_live(true);
+                    }
                     continue;
                 }
                 cache.set_live(false);
