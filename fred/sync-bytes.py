@@ -53,6 +53,7 @@ import argparse
 import http.client
 import http.server
 import json
+import os
 import re
 import signal
 import subprocess
@@ -61,17 +62,8 @@ import threading
 import time
 import urllib.parse
 
-MESSAGES = [  # fred/roam.py's MESSAGES
-    "How can I learn matrix operations?",
-    "Can you explain matrix multiplication in more detail?",
-    "What is the identity matrix?",
-    "How do I find the inverse of a 2x2 matrix?",
-    "What is a determinant used for?",
-    "Give me a small example of a transpose.",
-    "What are eigenvalues, in one paragraph?",
-    "Which programming library should I use for this?",
-    "Summarise what we talked about.",
-]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from roam import MESSAGES  # noqa: E402  (the same prompts as the roaming walk)
 
 # Bytes per conversation published for the original DisCEdge (FReD v0.2.19, 20-word reply) and
 # measured for the previous version of this proxy, (mode, turns) -> bytes.
