@@ -45,12 +45,17 @@
 #                      answers, roles included, instead of asking etcd on every call)
 #   --skip-verify      start the frednodes with FReD's --skip-verify flags (no IP SAN checks)
 #   --no-build         do not run setup/build steps; use the binaries already built
+#   --keep-going       once up, a process of the bed that dies is reported but does not stop the
+#                      bed (for fault injection: fred/chaos.py kills a frednode or a proxy and
+#                      starts it again itself, with the same command line; the bed does not stop
+#                      a process started outside it)
 # Environment: FREDNODE (frednode program), ETCD (etcd program), DISCEDGE_BIN (proxy binary,
 # default target/release/discedge), FRED_TESTNODE_BIN (default target/release/fred-testnode),
 # DELAY_RELAY_BIN (default target/release/delay-relay), FRED_LOG_LEVEL (frednode log level,
 # default info). CARGO_TARGET_DIR, if set, replaces target/ in those defaults.
 #
-# Stops everything it started on Ctrl-C, on any error, and when one of its processes dies.
+# Stops everything it started on Ctrl-C, on any error, and when one of its processes dies
+# (unless --keep-going).
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
@@ -62,7 +67,7 @@ repo="$(cd "$fred_dir/.." && pwd)"
 
 feed=0 confirm=replicas nase_cached=0
 test_node=0 delay_ms="" wan_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
-shared_user=0 skip_verify=0 build=1
+shared_user=0 skip_verify=0 build=1 keep_going=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --test-node) test_node=1; shift ;;
@@ -79,6 +84,7 @@ while [ $# -gt 0 ]; do
     --skip-verify) skip_verify=1; shift ;;
     --nase-cached) nase_cached=1; shift ;;
     --no-build) build=0; shift ;;
+    --keep-going) keep_going=1; shift ;;
     -h|--help) usage ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -353,10 +359,18 @@ if [ -n "$roam_mode" ] || [ -n "$fork_mode" ]; then
 fi
 
 say "running; Ctrl-C stops everything"
+watched=("${pids[@]}")
 while true; do
-  gone=""
-  wait -n -p gone "${pids[@]}" || true
-  if [ -n "$gone" ]; then
-    for i in "${!pids[@]}"; do [ "${pids[$i]}" != "$gone" ] || died "${pnames[$i]}"; done
-  fi
+  if [ "${#watched[@]}" = 0 ]; then sleep 1; continue; fi
+  gone="" rc=0
+  wait -n -p gone "${watched[@]}" || rc=$?
+  [ -n "$gone" ] || continue
+  for i in "${!pids[@]}"; do
+    [ "${pids[$i]}" = "$gone" ] || continue
+    [ "$keep_going" = 1 ] || died "${pnames[$i]}"
+    say "${pnames[$i]} (pid $gone) exited with status $rc; the bed keeps going (--keep-going)"
+  done
+  left=()
+  for p in "${watched[@]}"; do [ "$p" = "$gone" ] || left+=("$p"); done
+  watched=("${left[@]+"${left[@]}"}")
 done
