@@ -81,6 +81,8 @@ pub(crate) struct State {
     pub delay: Duration,
     /// Whether the write call answers before that (lag) instead of after (FReD's default).
     pub lag: bool,
+    /// Nodes whose relayed writes are dropped for good (see [`Cluster::lose_relays_to`]).
+    pub losing: std::collections::BTreeSet<String>,
     pub nodes: BTreeMap<String, Node>,
     pub keygroups: BTreeMap<String, Keygroup>,
 }
@@ -126,6 +128,18 @@ impl Cluster {
     pub fn set_replication_lag(&self, d: Duration) {
         let mut st = self.state();
         (st.delay, st.lag) = (d, true);
+    }
+
+    /// Drops every write relayed to `node_id` from now on (`lose`) and never catches it up, as
+    /// FReD v0.2.19 does with relays that fail around a peer's restart (they are only noted
+    /// as missed, and read back only at the peer's next start). Writes still succeed.
+    pub fn lose_relays_to(&self, node_id: &str, lose: bool) {
+        let mut st = self.state();
+        if lose {
+            st.losing.insert(node_id.to_string());
+        } else {
+            st.losing.remove(node_id);
+        }
     }
 
     /// Starts node `node_id` serving the gRPC API with mTLS (server cert/key, client certs must

@@ -130,6 +130,10 @@ fn deliver(st: &mut State, peer: &str, kg: &str, id: &str, v: Version) -> Option
     {
         return None;
     }
+    if st.losing.contains(peer) {
+        debug!("test node {peer}: relayed {kg}/{id} lost (lose_relays_to)");
+        return None;
+    }
     let node = st.nodes.get_mut(peer)?;
     if !node.running {
         debug!("test node {peer} is stopped: missed {kg}/{id}, catches up on restart");

@@ -204,6 +204,56 @@ impl FredStore {
         }
     }
 
+    /// Copies to this node the turns after `log` that another replica holds and this node
+    /// lacks, the same bytes, and adds them to `log`; true if any were copied. Failures are
+    /// logged: the caller then answers as it would have without the repair.
+    async fn repair_from_peers(&self, session_id: &str, log: &mut SessionLog) -> bool {
+        let prefix = turn_prefix(session_id);
+        let mut copied = false;
+        for (node, peer) in &self.peers {
+            let start = turn_key(session_id, log.turn() + 1);
+            let items = match peer.scan(&start, SCAN_BATCH).await {
+                Ok(items) => items,
+                Err(FredError::NotFound(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        node,
+                        session_id,
+                        "cannot read the session on this replica: {e}"
+                    );
+                    continue;
+                }
+            };
+            for (turn, versions) in group_turns(&prefix, &items) {
+                let Ok(Some((item, value))) = log.resolve(versions) else {
+                    break;
+                };
+                if turn != log.turn() + 1 {
+                    break;
+                }
+                let versions = if log.next_versions.is_empty() {
+                    vec![Version::default()]
+                } else {
+                    log.next_versions.clone()
+                };
+                let key = turn_key(session_id, turn);
+                if let Err(e) = self.client.update(&key, value.to_owned(), versions).await {
+                    tracing::warn!(
+                        session_id,
+                        turn,
+                        "cannot copy a turn from another replica: {e}"
+                    );
+                    return copied;
+                }
+                if log.push(item, value).is_err() {
+                    return copied;
+                }
+                copied = true;
+            }
+        }
+        copied
+    }
+
     /// After an Update of turn `key` (answered or not): which version of that turn every
     /// node will keep. `Ok(true)` if ours (`value`), `Ok(false)` if another (now in `log`),
     /// `Err` if none extends the chain (the write did not happen). Reads the item here and,
@@ -289,7 +339,21 @@ impl ContextStore for FredStore {
         {
             return Ok(log.stored());
         }
-        self.load(session_id).await
+        let since = self.cache.mark();
+        let mut log = self.fresh_log(session_id).await?;
+        // Behind the client: the turns may still be on their way, or their relay to this node
+        // was lost (FReD only notes a failed relay, and a node reads those notes at its next
+        // start). Another replica that has them gives them to this node.
+        if log.turn() + 1 < turn && self.repair_from_peers(session_id, &mut log).await {
+            tracing::info!(
+                session_id,
+                turn = log.turn(),
+                "turns this node lacked copied from another replica"
+            );
+        }
+        let stored = log.stored();
+        self.cache.put(session_id, log, since);
+        Ok(stored)
     }
 
     async fn close(&self) {

@@ -492,3 +492,35 @@ async fn the_same_turn_on_three_nodes_at_once_has_one_winner_everywhere() {
         }
     }
 }
+
+/// FReD loses relays to a node around its restart and never delivers them. That node, asked
+/// for a later turn, copies the turns it lacks from another replica instead of answering 409
+/// for good; the session goes on from both nodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_whose_relays_were_lost_repairs_itself_from_another_replica() {
+    let bed = bed_of(&["nodeA", "nodeB"]).await;
+    let (a, b) = (&bed.store, bed.other.as_ref().unwrap());
+    a.commit_turn("s", &turn(1, "1"), Some(b"one"))
+        .await
+        .unwrap();
+    assert_eq!(b.load_for_turn("s", 2).await.unwrap().unwrap().head.turn, 1);
+    bed.cluster.lose_relays_to("nodeB", true);
+    for n in 2..=4 {
+        a.commit_turn("s", &turn(n, "x"), Some(format!("r{n}").as_bytes()))
+            .await
+            .unwrap();
+    }
+    bed.cluster.lose_relays_to("nodeB", false);
+    let s = b.load_for_turn("s", 5).await.unwrap().unwrap();
+    assert_eq!(s.head.turn, 4, "copied from nodeA");
+    assert_eq!(s.records, a.load("s").await.unwrap().unwrap().records);
+    b.commit_turn("s", &turn(5, "5"), Some(b"r5"))
+        .await
+        .unwrap();
+    // nodeB now holds the turns itself: a cold read there finds all five.
+    let fresh = FredStore::connect(&config(bed.pki.as_ref().unwrap(), &bed._nodes[1], "proxy0"))
+        .await
+        .unwrap();
+    assert_eq!(fresh.read_log("s").await.unwrap().turn(), 5);
+    assert_eq!(a.load_for_turn("s", 6).await.unwrap().unwrap().head.turn, 5);
+}
