@@ -208,8 +208,9 @@ pub struct FredArgs {
     pub fred_timeout_ms: u64,
     /// How a committed turn is confirmed before the client gets its 200: `replicas` reads the
     /// turn back on every replica (one more round trip, in parallel; a turn acknowledged while
-    /// all replicas answer is never dropped by a concurrent write of the same turn), `local`
-    /// on this node only (faster; see the README for the window it leaves).
+    /// all replicas answer is never dropped by a concurrent write of the same turn; a node
+    /// behind the client copies the turns it lacks from them), `local` on this node only
+    /// (faster, no reads of other replicas; see the README for the window it leaves).
     #[arg(
         long,
         env = "DISCEDGE_FRED_CONFIRM",

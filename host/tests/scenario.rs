@@ -272,7 +272,16 @@ async fn replication_lag_is_retried_and_counted() {
     let llama = FakeLlm::start().await.unwrap();
     let bed = FredBed::start().await;
     let (a, b) = bed
-        .proxies(&["--llama-url", &llama.url, "--sync-wait-ms", "0"])
+        // Local confirmation: the proxies read no other replica, so a node behind cannot copy
+        // the turns it lacks and the runner's retries are what gets the turn through.
+        .proxies(&[
+            "--llama-url",
+            &llama.url,
+            "--sync-wait-ms",
+            "0",
+            "--fred-confirm",
+            "local",
+        ])
         .await;
     bed.set_lag(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
