@@ -106,11 +106,7 @@ impl SessionCache {
             .iter()
             .filter(|(seq, id, _)| *seq >= since.0 && id == session_id)
             .all(|(_, _, event)| match event {
-                Event::Turn { turn: 0, .. } => false,
-                Event::Turn { turn, after, prev } => {
-                    log.chains.get(*turn as usize - 1) == Some(after)
-                        && (*turn == 1 || log.chains.get(*turn as usize - 2) == Some(prev))
-                }
+                Event::Turn { turn, after, prev } => log.holds_chain(*turn, prev, after),
                 Event::Gone => false,
             });
         let fed = self.is_live() && seen_all && agrees;

@@ -65,9 +65,22 @@ impl SessionLog {
 
     /// Whether `value`, a stored version of turn `turn`, is the one this log holds there.
     pub fn holds(&self, turn: u32, prev: &Digest, value: &str) -> bool {
-        turn >= 1
-            && self.chains.get(turn as usize - 1) == Some(&chain(prev, value))
-            && self.before(turn) == *prev
+        self.holds_chain(turn, prev, &chain(prev, value))
+    }
+
+    /// [`SessionLog::holds`] for a version known by its chain digest `after`.
+    pub fn holds_chain(&self, turn: u32, prev: &Digest, after: &Digest) -> bool {
+        turn >= 1 && self.chains.get(turn as usize - 1) == Some(after) && self.before(turn) == *prev
+    }
+
+    /// The versions an Update of the next turn names: none known there, one empty clock
+    /// (create-if-absent); else exactly the versions seen there, which it may replace.
+    pub fn next_turn_versions(&self) -> Vec<Version> {
+        if self.next_versions.is_empty() {
+            vec![Version::default()]
+        } else {
+            self.next_versions.clone()
+        }
     }
 
     /// Appends the next turn (already resolved), as stored in `value`.

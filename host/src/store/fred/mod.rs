@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use fred_proto::{Item, Version};
+use fred_proto::Item;
 
 use cache::SessionCache;
 pub use client::{Confirm, FredClient, FredConfig, FredError};
@@ -231,12 +231,8 @@ impl FredStore {
                 if turn != log.turn() + 1 {
                     break;
                 }
-                let versions = if log.next_versions.is_empty() {
-                    vec![Version::default()]
-                } else {
-                    log.next_versions.clone()
-                };
                 let key = turn_key(session_id, turn);
+                let versions = log.next_turn_versions();
                 if let Err(e) = self.client.update(&key, value.to_owned(), versions).await {
                     tracing::warn!(
                         session_id,
@@ -391,12 +387,7 @@ impl ContextStore for FredStore {
         let key = turn_key(session_id, head.turn);
         let mut written = value.len() as u64;
         for attempt in 0..2 {
-            // Create-if-absent (one empty clock), or replace exactly the versions seen there.
-            let versions = if log.next_versions.is_empty() {
-                vec![Version::default()]
-            } else {
-                log.next_versions.clone()
-            };
+            let versions = log.next_turn_versions();
             let update = self.client.update(&key, value.clone(), versions);
             let (updated, indexed) = if head.turn == 1 && attempt == 0 {
                 let (u, i) = tokio::join!(update, self.index_session(session_id, &head.user_id));

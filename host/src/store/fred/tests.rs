@@ -2,6 +2,7 @@
 //! this repository, not FReD), in this process.
 use std::time::Duration;
 
+use fred_proto::Version;
 use fred_testnode::{Cluster, NodeHandle, TestPki};
 
 use super::*;
