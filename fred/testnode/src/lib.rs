@@ -24,6 +24,8 @@ mod pki;
 mod relay;
 mod service;
 mod trigger;
+mod wait;
 
 pub use cluster::{Cluster, NodeHandle, NodeStats, NodeTls};
 pub use pki::{TestPki, common_name};
+pub use wait::eventually;

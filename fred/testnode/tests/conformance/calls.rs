@@ -2,9 +2,7 @@
 //! the two waits: for overlapping writes to leave siblings, and for a condition to hold.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use fred_proto::*;
 use tonic::{Code, Status};
@@ -129,15 +127,4 @@ pub async fn siblings(a: &Fred, b: &Fred, kg: &str, va: &str, vb: &str) -> Strin
     panic!("200 simultaneous writes on two nodes never left siblings");
 }
 
-/// Polls `check` for up to 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use fred_testnode::eventually;

@@ -5,9 +5,8 @@ mod binary;
 mod replication;
 mod tls;
 
-use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred_proto::client_client::ClientClient;
 use fred_proto::*;
@@ -147,15 +146,4 @@ pub async fn values(c: &mut Fred, kg: &str, id: &str) -> Result<Vec<String>, Sta
     Ok(vals)
 }
 
-/// Polls `check` until it returns true, failing after a generous deadline.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use fred_testnode::eventually;
