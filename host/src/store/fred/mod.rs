@@ -151,6 +151,31 @@ impl FredStore {
         Ok(log)
     }
 
+    /// Brings the session up to date from FReD and keeps it in the cache. Asked for by turn
+    /// `turn` and still behind it, the turns may be on their way, or their relay to this node
+    /// was lost (FReD only notes a failed relay, and a node reads those notes at its next
+    /// start): another replica that has them gives them to this node.
+    async fn refresh(
+        &self,
+        session_id: &str,
+        turn: Option<u32>,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let since = self.cache.mark();
+        let mut log = self.fresh_log(session_id).await?;
+        if turn.is_some_and(|turn| log.turn() + 1 < turn)
+            && self.repair_from_peers(session_id, &mut log).await
+        {
+            tracing::info!(
+                session_id,
+                turn = log.turn(),
+                "turns this node lacked copied from another replica"
+            );
+        }
+        let stored = log.stored();
+        self.cache.put(session_id, log, since);
+        Ok(stored)
+    }
+
     /// Extends `log` with the turns FReD holds after it, resolving siblings, until the chain
     /// ends (no item, or no version extending it). The first Scan starts at the log's last
     /// turn; `Ok(false)` if that turn no longer wins there (or is gone).
@@ -314,11 +339,7 @@ fn group_turns<'a>(prefix: &str, items: &'a [Item]) -> Vec<(u32, &'a [Item])> {
 #[async_trait]
 impl ContextStore for FredStore {
     async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError> {
-        let since = self.cache.mark();
-        let log = self.fresh_log(session_id).await?;
-        let stored = log.stored();
-        self.cache.put(session_id, log, since);
-        Ok(stored)
+        self.refresh(session_id, None).await
     }
 
     /// With the trigger feed live, a session the feed has kept current and whose next turn is
@@ -335,21 +356,7 @@ impl ContextStore for FredStore {
         {
             return Ok(log.stored());
         }
-        let since = self.cache.mark();
-        let mut log = self.fresh_log(session_id).await?;
-        // Behind the client: the turns may still be on their way, or their relay to this node
-        // was lost (FReD only notes a failed relay, and a node reads those notes at its next
-        // start). Another replica that has them gives them to this node.
-        if log.turn() + 1 < turn && self.repair_from_peers(session_id, &mut log).await {
-            tracing::info!(
-                session_id,
-                turn = log.turn(),
-                "turns this node lacked copied from another replica"
-            );
-        }
-        let stored = log.stored();
-        self.cache.put(session_id, log, since);
-        Ok(stored)
+        self.refresh(session_id, Some(turn)).await
     }
 
     async fn close(&self) {
