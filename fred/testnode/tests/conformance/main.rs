@@ -51,6 +51,7 @@ const CASES: &[(&str, CaseFn)] = cases![
     replication::update_answers_after_the_peer_has_it,
     replication::concurrent_updates_leave_the_same_siblings_on_both_nodes,
     replication::delete_naming_one_sibling_keeps_the_other,
+    replication::any_utf8_value_comes_back_byte_for_byte,
     tombstones::read_hides_tombstones,
     tombstones::delete_needs_an_item_but_a_tombstone_will_do,
     tombstones::scan_and_keys_start_at_an_existing_id_tombstones_included,

@@ -65,3 +65,16 @@ pub async fn delete_naming_one_sibling_keeps_the_other(bed: Bed) {
     let empty = delete(&mut b, &kg, &id, &[Clock::new()]).await;
     assert_eq!(unknown(empty), "error updating item");
 }
+
+/// Values are kept and relayed byte for byte, whatever UTF-8 they hold: the proxy's turn items
+/// keep text as text and put binary in control and DEL characters (NUL included).
+pub async fn any_utf8_value_comes_back_byte_for_byte(bed: Bed) {
+    let (kg, mut a, mut b) = bed.keygroup().await;
+    let ascii: String = (0u8..0x80).map(char::from).collect();
+    let value = format!("{ascii}\u{7f}\u{0}é世界🙂\r\n{ascii}");
+    let v = update(&mut a, &kg, "bytes", &value, &[]).await.unwrap();
+    for (name, c) in [("nodeA", &mut a), ("nodeB", &mut b)] {
+        let got = read(c, &kg, "bytes").await.unwrap();
+        assert_eq!(got, [(value.clone(), v.clone())], "on {name}");
+    }
+}

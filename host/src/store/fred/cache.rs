@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::codec::{TurnItem, chain};
+use super::item::{TurnItem, chain};
 use super::log::SessionLog;
 
 /// Sessions kept in memory per node; beyond this the least recently used tenth is forgotten
@@ -196,7 +196,7 @@ fn record(state: &mut State, session_id: &str, event: Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fred::codec::Origin;
+    use crate::store::fred::item::Origin;
 
     fn next(log: &SessionLog, writer: &str) -> (TurnItem, String) {
         let item = TurnItem {

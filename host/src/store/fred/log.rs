@@ -3,7 +3,7 @@
 
 use fred_proto::{Item, Version};
 
-use super::codec::{Digest, TurnItem, chain, wins_over};
+use super::item::{Digest, TurnItem, chain, wins_over};
 use crate::store::{SessionHead, StoreError, StoredSession};
 
 /// The resolved chain of one session, turn 1 to [`SessionLog::turn`].
@@ -155,7 +155,7 @@ pub(super) fn versions_of(items: &[Item]) -> Vec<Version> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fred::codec::Origin;
+    use crate::store::fred::item::Origin;
 
     fn turn(log: &SessionLog, writer: &str, record: &[u8]) -> (TurnItem, String) {
         let item = TurnItem {

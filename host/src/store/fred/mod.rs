@@ -17,7 +17,10 @@ mod client;
 mod codec;
 mod feed;
 mod index;
+mod item;
 mod log;
+mod pack;
+mod reply;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -27,12 +30,11 @@ use fred_proto::Item;
 
 use cache::SessionCache;
 pub use client::{Confirm, FredClient, FredConfig, FredError};
-pub use codec::{
-    IndexEntry, Origin, TurnItem, turn_key, turn_prefix, user_anchor_key, user_session_key,
-};
+pub use codec::{IndexEntry, turn_key, turn_prefix, user_anchor_key, user_session_key};
 use codec::{is_fred_name, turn_of};
 use feed::Feed;
 pub use feed::FeedConfig;
+pub use item::{Origin, TurnItem};
 use log::{SessionLog, versions_of};
 
 use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
@@ -134,7 +136,7 @@ impl FredStore {
         let same_session = match turn_one {
             Ok(versions) => SessionLog::default()
                 .resolve(&versions)?
-                .is_some_and(|(_, value)| codec::chain(&[0; 16], value) == first),
+                .is_some_and(|(_, value)| item::chain(&[0; 16], value) == first),
             Err(FredError::NotFound(_)) => false,
             Err(e) => return Err(e.into()),
         };
