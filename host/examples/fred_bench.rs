@@ -599,7 +599,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "to node / from node = all bytes between the proxy and its own node on the wire (TLS, gRPC); \
-         the confirming Read on the other node is not in them"
+         the confirming Keys on the other node is not in them"
     );
     println!(
         "{:<10} {:>4} | {:>7} {:>8} {:>8} | {:>8} {:>9} | {:>13}",

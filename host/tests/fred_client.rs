@@ -162,17 +162,17 @@ async fn turns_cost_a_fixed_number_of_round_trips() {
         let after = bed.nodes[0].stats();
         let calls = |rpc: &str| after.call_count(rpc) - before.call_count(rpc);
         // Turn 1: a Scan finds no session; the turn item and the user index (entry and
-        // anchor) are written in parallel; a Read back tells whether this node's turn won.
-        // Turn 2: a Scan from turn 1 checks and extends the cache; one Update; the Read back.
-        // Later: the same, plus a Read of turn 1 in parallel with the Scan (a session deleted
-        // and begun anew elsewhere changes it).
+        // anchor) are written in parallel; Keys (versions, no values) back tells whether this
+        // node's turn won. Turn 2: a Scan from turn 1 checks and extends the cache; one
+        // Update; the Keys back. Later: the same, plus a Read of turn 1 in parallel with the
+        // Scan (a session deleted and begun anew elsewhere changes it).
         let expected = match turn {
-            1 => (1, 1, 3),
-            2 => (1, 1, 1),
-            _ => (2, 1, 1),
+            1 => (0, 1, 3, 1),
+            2 => (0, 1, 1, 1),
+            _ => (1, 1, 1, 1),
         };
         assert_eq!(
-            (calls("Read"), calls("Scan"), calls("Update")),
+            (calls("Read"), calls("Scan"), calls("Update"), calls("Keys")),
             expected,
             "turn {turn}"
         );
@@ -184,9 +184,9 @@ async fn turns_cost_a_fixed_number_of_round_trips() {
     let after = bed.nodes[1].stats();
     let calls = |rpc: &str| after.call_count(rpc) - before.call_count(rpc);
     assert_eq!(
-        (calls("Read"), calls("Scan"), calls("Update")),
-        (1, 2, 1),
-        "20 turns in two Scans (16 versions, then up to 64), one Update, the Read back"
+        (calls("Read"), calls("Scan"), calls("Update"), calls("Keys")),
+        (0, 2, 1, 1),
+        "20 turns in two Scans (16 versions, then up to 64), one Update, the Keys back"
     );
 }
 

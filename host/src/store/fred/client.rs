@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use fred_proto::client_client::ClientClient;
 use fred_proto::{
     AddReplicaRequest, AddTriggerRequest, AddUserRequest, CreateKeygroupRequest, DeleteRequest,
-    Empty, GetKeygroupInfoRequest, GetKeygroupTriggerRequest, Item, ReadRequest,
+    Empty, GetKeygroupInfoRequest, GetKeygroupTriggerRequest, Item, Key, KeysRequest, ReadRequest,
     RemoveTriggerRequest, ScanRequest, UpdateRequest, UserRole, Version,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -215,6 +215,17 @@ impl FredClient {
                 e => Err(e),
             },
         }
+    }
+
+    /// Like [`FredClient::scan`] without the values: the ids and versions only, so a check of
+    /// which versions exist does not fetch (or carry across the WAN) what it already knows.
+    pub async fn keys(&self, id: &str, count: u64) -> Result<Vec<Key>, FredError> {
+        let request = KeysRequest {
+            keygroup: self.keygroup.clone(),
+            id: id.to_owned(),
+            count,
+        };
+        Ok(self.grpc.clone().keys(request).await?.into_inner().keys)
     }
 
     /// Writes `data`; with `versions`, only if they cover every version the node knows

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use fred_proto::Item;
+use fred_proto::{Item, Key, Version};
 
 use cache::SessionCache;
 pub use client::{Confirm, FredClient, FredConfig, FredError};
@@ -283,6 +283,37 @@ impl FredStore {
     /// when confirming on replicas, on every other replica at once: an Update returns once
     /// relayed everywhere, so any version of this turn written concurrently elsewhere is by
     /// then on the node that wrote it, and no node will accept another.
+    /// Whether `version` (the one this node's Update just wrote) is the only version of `key`
+    /// on this node and on every replica that answers: then it won, and the values need not
+    /// be read. Asks for the ids and versions only ([`FredClient::keys`]), two entries from
+    /// `key`, so a sibling (listed next to it) shows. Any doubt answers false, and
+    /// [`Self::settle`] reads the values.
+    async fn only_version(&self, key: &str, version: &Version) -> bool {
+        let alone = |keys: &[Key]| {
+            let mut of_key = keys.iter().filter(|k| k.id == key);
+            of_key
+                .next()
+                .is_some_and(|k| k.version.as_ref() == Some(version))
+                && of_key.next().is_none()
+        };
+        let peers = futures_util::future::join_all(
+            self.peers
+                .iter()
+                .map(|(node, peer)| async move { (node, peer.keys(key, 2).await) }),
+        );
+        let (here, there) = tokio::join!(self.client.keys(key, 2), peers);
+        if !here.is_ok_and(|keys| alone(&keys)) {
+            return false;
+        }
+        there.into_iter().all(|(node, keys)| match keys {
+            Ok(keys) => alone(&keys),
+            Err(e) => {
+                tracing::warn!(node, key, "cannot confirm the turn on this replica: {e}");
+                true
+            }
+        })
+    }
+
     async fn settle(
         &self,
         key: &str,
@@ -415,14 +446,21 @@ impl ContextStore for FredStore {
             // Whatever the Update said (FReD answers "error updating item" both when it
             // refuses the versions and when a trigger failed after writing and relaying),
             // the item tells what happened.
-            let failure = match updated {
-                Ok(_) => StoreError::Unavailable(format!("turn {key} vanished after writing it")),
+            let settled = match updated {
+                Ok(version) if self.only_version(&key, &version).await => {
+                    log.push(item.clone(), &value).map(|()| true)
+                }
+                Ok(_) => {
+                    let failure =
+                        StoreError::Unavailable(format!("turn {key} vanished after writing it"));
+                    self.settle(&key, &value, &mut log, failure).await
+                }
                 Err(e) => {
                     tracing::info!(session_id, turn = head.turn, "FReD update: {e}");
-                    e.into()
+                    self.settle(&key, &value, &mut log, e.into()).await
                 }
             };
-            match self.settle(&key, &value, &mut log, failure).await {
+            match settled {
                 Ok(true) => {
                     self.cache.put(session_id, log, since);
                     return Ok(written);
