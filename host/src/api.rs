@@ -32,6 +32,7 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Proxy>>)> {
         (Method::GET, "/sessions", get(list_sessions)),
         (Method::GET, "/sessions/{id}", get(get_session)),
         (Method::DELETE, "/sessions/{id}", delete(delete_session)),
+        (Method::POST, "/sessions/{id}/warm", post(warm_session)),
         (Method::GET, "/policies", get(policies)),
         (Method::POST, "/admin/policies/reload", post(reload)),
         (Method::GET, "/health", get(health)),
@@ -371,9 +372,10 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Response {
 
 /// Prometheus' text format.
 async fn metrics(State(proxy): State<Arc<Proxy>>) -> Response {
-    let text = proxy
+    let mut text = proxy
         .metrics
         .render(proxy.policies.loads(), proxy.policies.names().len());
+    text.push_str(&proxy.warm.counts.render());
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -455,6 +457,37 @@ async fn delete_session(
     let user = owner(&proxy, &headers, query.user_id)?;
     proxy.delete_session(&id, &user).await?;
     Ok(Json(json!({ "deleted": id })))
+}
+
+/// The handover hint's body: the last turn the client has (default: what this node has).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarmRequest {
+    turn: Option<u32>,
+}
+
+/// `POST /sessions/{id}/warm`: a client about to move here has this node's model cache the
+/// session's next prompt now, after waiting (as a turn does) for its last turn to arrive.
+async fn warm_session(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<OwnerQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let user = owner(&proxy, &headers, query.user_id)?;
+    let request: WarmRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        WarmRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?
+    };
+    match proxy.warm_up(&id, Some(&user), request.turn).await? {
+        Some(warmed) => Ok(Json(json!(warmed))),
+        None => Ok(Json(
+            json!({ "session_id": id, "skipped": "this session's mode keeps no context" }),
+        )),
+    }
 }
 
 /// Reloads the plugins folder now (for deployments that run with --no-watch).

@@ -227,6 +227,16 @@ pub struct FredArgs {
     /// the proxy's certificate must name HOST).
     #[arg(long, env = "DISCEDGE_FRED_TRIGGER_ADVERTISE")]
     pub fred_trigger_advertise: Option<String>,
+    /// Roaming warm-up: when the trigger feed brings a turn another node committed, send the
+    /// session's next prompt prefix to this node's llama-server (no generation), so a client
+    /// that roams here is served from its prompt cache. Only while no real turn is at the
+    /// model; a real turn cancels it. Off by default: every replica warms every turn, which
+    /// multiplies prefill work by the number of replicas. Needs --fred-trigger-listen.
+    #[arg(long, env = "DISCEDGE_WARM_UP")]
+    pub warm_up: bool,
+    /// Most warm-ups started per second (--warm-up).
+    #[arg(long, env = "DISCEDGE_WARM_UP_RATE", default_value_t = 4.0)]
+    pub warm_up_rate: f64,
 }
 
 impl FredArgs {

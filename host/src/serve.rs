@@ -19,6 +19,17 @@ pub struct Node {
     pub proxy: Arc<Proxy>,
     /// Reloads policies on file changes while alive.
     pub watcher: Option<notify::RecommendedWatcher>,
+    /// Follows turns other nodes commit (roamed turns, `--warm-up`) while alive.
+    pub warm: Option<AbortOnDrop>,
+}
+
+/// A background task that ends with its owner.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Opens the store, starts the policy runtime and loads the plugins folder.
@@ -94,7 +105,25 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
         tracing::info!("API keys required");
     }
     let proxy = Arc::new(proxy);
-    Ok(Node { proxy, watcher })
+    if !(args.fred.warm_up_rate > 0.0) {
+        anyhow::bail!("--warm-up-rate must be above 0 (warm-ups per second)");
+    }
+    let warm = match proxy.store.remote_turns() {
+        Some(remote) => {
+            let rate = args.fred.warm_up_rate;
+            let run = crate::warm::run(proxy.clone(), remote, args.fred.warm_up, rate);
+            Some(AbortOnDrop(tokio::spawn(run)))
+        }
+        None if args.fred.warm_up => {
+            anyhow::bail!("--warm-up needs the trigger feed: --store fred --fred-trigger-listen")
+        }
+        None => None,
+    };
+    Ok(Node {
+        proxy,
+        watcher,
+        warm,
+    })
 }
 
 /// A node serving on a free loopback port inside this process (tests, benchmarks,

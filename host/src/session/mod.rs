@@ -19,6 +19,9 @@ use crate::store::{ContextStore, SessionHead, StoredSession};
 
 mod locks;
 mod view;
+mod warm;
+
+pub use warm::Warmed;
 
 use locks::{SessionGuard, SessionLocks};
 
@@ -54,6 +57,8 @@ pub struct Proxy {
     pub api_keys: crate::auth::ApiKeys,
     /// Counters for `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Which real turns are at the model (warm-ups wait for none), and roamed sessions.
+    pub warm: Arc<crate::warm::Warmer>,
     locks: SessionLocks,
 }
 
@@ -130,6 +135,7 @@ impl Proxy {
             defaults,
             api_keys: crate::auth::ApiKeys::default(),
             metrics: crate::metrics::Metrics::default(),
+            warm: Arc::default(),
             locks: SessionLocks::default(),
         }
     }
@@ -186,6 +192,7 @@ impl Proxy {
                 ));
             }
         };
+        let busy = self.warm.turn_started(&session_id, turn);
         let mut timing = TurnTiming::default();
         let mut kept = None;
         let mut records = Vec::new();
@@ -284,6 +291,7 @@ impl Proxy {
             state,
             want_reply_tokens,
             client_wants_tokens,
+            busy,
         })))
     }
 
@@ -555,10 +563,16 @@ impl Proxy {
                 .and_then(|t| t.get(key))
                 .and_then(Value::as_u64)
         };
-        self.metrics.prompt_tokens(
+        let (evaluated, cached) = (
             timing("prompt_n").unwrap_or(0),
             timing("cache_n").unwrap_or(0),
         );
+        self.metrics.prompt_tokens(evaluated, cached);
+        if prepared.busy.roamed {
+            self.warm
+                .counts
+                .roamed_turn(prepared.busy.warmed, evaluated, cached);
+        }
         let bad_reply = |what: &str| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -625,6 +639,8 @@ pub struct PreparedTurn {
     /// The policy asked for the generated ids (`return_tokens` was set for it).
     want_reply_tokens: bool,
     client_wants_tokens: bool,
+    /// Marks the model busy for warm-ups until the turn is done.
+    busy: crate::warm::BusyGuard,
 }
 
 impl PreparedTurn {

@@ -35,6 +35,13 @@ pub struct SessionHead {
     pub updated_ms: u64,
 }
 
+/// A turn committed on another node: the session and the turn number it reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTurn {
+    pub session_id: String,
+    pub turn: u32,
+}
+
 /// A session as loaded for a turn: its head and all its records, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
@@ -103,6 +110,13 @@ pub trait ContextStore: Send + Sync + 'static {
     /// session id order). A session enters this list with its first committed turn and leaves
     /// it when deleted; another user's sessions are never listed.
     async fn sessions_of(&self, user_id: &str) -> Result<Vec<(String, SessionHead)>, StoreError>;
+
+    /// Turns other nodes commit, as this store hears of them (FReD's trigger feed), so the
+    /// proxy can warm its model's prompt cache for a client that may roam here. `None` when
+    /// it hears of none (a single-node store, or FReD without the feed).
+    fn remote_turns(&self) -> Option<tokio::sync::broadcast::Receiver<RemoteTurn>> {
+        None
+    }
 
     /// A short name for logs and `/health` (e.g. "embedded", "memory").
     fn kind(&self) -> &'static str;

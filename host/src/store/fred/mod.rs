@@ -544,6 +544,10 @@ impl ContextStore for FredStore {
     fn replicated(&self) -> bool {
         true
     }
+
+    fn remote_turns(&self) -> Option<tokio::sync::broadcast::Receiver<crate::store::RemoteTurn>> {
+        self.feed.as_ref().map(Feed::remote_turns)
+    }
 }
 
 #[cfg(test)]
