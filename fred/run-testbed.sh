@@ -32,6 +32,8 @@
 #                      at once, for 12 sessions; fails if a session is stuck or a 200 is lost
 #   --feed             each proxy serves FReD's trigger API (proxy A on 127.0.0.1:8091, B on :8092)
 #                      and registers it on its node (--fred-trigger-listen): the trigger feed
+#   --warm-up          (with --feed) the proxies warm their llama-server's prompt cache for turns
+#                      the other node commits (discedge serve --warm-up); use --llama-per-node
 #   --confirm WHERE    the proxies' --fred-confirm (replicas, the default, or local)
 #   --workdir DIR      certificates, data and logs (default: target/testbed); certificates are
 #                      kept between runs, node and etcd data are made fresh each run
@@ -65,7 +67,7 @@ die() { echo "testbed: $*" >&2; exit 1; }
 fred_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$fred_dir/.." && pwd)"
 
-feed=0 confirm=replicas nase_cached=0
+feed=0 warm_up=0 confirm=replicas nase_cached=0
 test_node=0 delay_ms="" wan_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
 shared_user=0 skip_verify=0 build=1 keep_going=0
 while [ $# -gt 0 ]; do
@@ -76,6 +78,7 @@ while [ $# -gt 0 ]; do
     --roam) roam_mode="${2:?}"; shift 2 ;;
     --fork) fork_mode="${2:?}"; shift 2 ;;
     --feed) feed=1; shift ;;
+    --warm-up) warm_up=1; shift ;;
     --confirm) confirm="${2:?}"; shift 2 ;;
     --workdir) workdir="${2:?}"; shift 2 ;;
     --llama-url) llama_url="${2:?}"; shift 2 ;;
@@ -96,6 +99,7 @@ done
 # The test node has no links to delay: a write there waits --delay-ms for its relay, which is
 # one round trip (2 x one way) on real FReD.
 if [ -n "$wan_ms" ] && [ "$test_node" = 1 ]; then delay_ms=$((2 * 10#$wan_ms)); fi
+[ "$warm_up" = 0 ] || [ "$feed" = 1 ] || die "--warm-up needs --feed"
 [ -z "$llama_url" ] || [ "$llama_per_node" = 0 ] || die "--llama-url and --llama-per-node exclude each other"
 
 # Fixed loopback ports (the test node's and the proxies' are given by the brief of this bed).
@@ -315,6 +319,7 @@ for p in A B; do
   # write and replica roles. (The other proxy's grant back fails harmlessly: it is logged.)
   [ "${user[$other]}" = "${user[$p]}" ] || extra=(--fred-grant "${user[$other]}")
   [ "$feed" = 0 ] || extra+=(--fred-trigger-listen "127.0.0.1:${feed_port[$p]}")
+  [ "$warm_up" = 0 ] || extra+=(--warm-up)
   start "proxy$p" "$discedge_bin" serve \
     --fred-confirm "$confirm" \
     --listen "127.0.0.1:${proxy_port[$p]}" \

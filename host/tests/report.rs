@@ -284,3 +284,45 @@ fn folders_without_csvs_are_refused_clearly() {
         "{error:#}"
     );
 }
+
+/// A run that roams (node changes between turns) gets the roamed-vs-same-node table: medians of
+/// prompt tokens evaluated and prompt ms over each kind of turn, per CSV.
+#[test]
+fn roamed_turns_are_compared_with_same_node_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = "AABBAABBB";
+    let roaming: Vec<Row> = plan
+        .chars()
+        .enumerate()
+        .map(|(i, node)| {
+            let t = i as u32 + 1;
+            let roamed = i > 0 && plan.as_bytes()[i - 1] as char != node;
+            Row {
+                node: node.to_string(),
+                prompt_n: Some(if roamed { 100 + u64::from(t) } else { 20 }),
+                prompt_ms: Some(if roamed { 900.0 } else { 150.0 }),
+                ..turn("tokenized", t, 500.0, 160, 550, 60 * u64::from(t))
+            }
+        })
+        .collect();
+    write_csv(dir.path(), &roaming);
+    let report = report::run(&args(&[dir.path().to_str().unwrap()])).unwrap();
+    let md = std::fs::read_to_string(&report.markdown).unwrap();
+    assert!(md.contains("## Roamed turns"), "{md}");
+    // Same-node turns 2, 4, 6, 8, 9; roamed 3 (103), 5 (105), 7 (107): median 105.
+    let line = md
+        .lines()
+        .find(|l| l.contains("| tokenized") && l.contains("5 / 3"))
+        .unwrap_or_else(|| panic!("no roaming row in\n{md}"));
+    assert!(line.contains("20.0 / 105.0"), "{line}");
+    assert!(line.contains("150.0 / 900.0"), "{line}");
+
+    let local = tempfile::tempdir().unwrap();
+    write_csv(local.path(), &rows(&["tokenized"]));
+    let report = report::run(&args(&[local.path().to_str().unwrap()])).unwrap();
+    let md = std::fs::read_to_string(&report.markdown).unwrap();
+    assert!(
+        !md.contains("## Roamed turns"),
+        "a run on one node has no roaming table"
+    );
+}

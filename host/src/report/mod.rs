@@ -4,6 +4,7 @@
 //! SVG plots. Only answered turns (HTTP 200) count; failures show in each mode's ok/total.
 
 mod plot;
+mod roaming;
 mod table;
 
 use std::collections::BTreeMap;
@@ -95,16 +96,24 @@ impl Data {
 
     /// Each run of `mode` (one CSV, one scenario) as its answered rows in turn order.
     pub fn runs<'a>(&'a self, mode: &'a str) -> Vec<Vec<&'a Row>> {
+        self.sourced_runs(mode)
+            .into_iter()
+            .map(|(_, rows)| rows)
+            .collect()
+    }
+
+    /// [`Data::runs`], each with the index of the CSV it came from.
+    pub fn sourced_runs<'a>(&'a self, mode: &'a str) -> Vec<(usize, Vec<&'a Row>)> {
         let mut runs: BTreeMap<(usize, &str), Vec<&Row>> = BTreeMap::new();
         for t in self.ok_rows(mode) {
             runs.entry((t.source, t.row.scenario.as_str()))
                 .or_default()
                 .push(&t.row);
         }
-        runs.into_values()
-            .map(|mut rows| {
+        runs.into_iter()
+            .map(|((source, _), mut rows)| {
                 rows.sort_by_key(|r| r.turn);
-                rows
+                (source, rows)
             })
             .collect()
     }
@@ -125,10 +134,14 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Report> {
         plots.push(path);
     }
     let (modes, comparisons) = (table::modes(&data), table::comparisons(&data));
-    let tables = format!("{modes}\n{comparisons}");
+    let roamed = roaming::roaming(&data);
+    let tables = format!("{modes}\n{comparisons}\n{roamed}");
     let markdown = out.join("report.md");
-    std::fs::write(&markdown, table::markdown(&data, &modes, &comparisons))
-        .with_context(|| format!("cannot write {}", markdown.display()))?;
+    std::fs::write(
+        &markdown,
+        table::markdown(&data, &modes, &comparisons, &roamed),
+    )
+    .with_context(|| format!("cannot write {}", markdown.display()))?;
 
     println!("{tables}");
     println!("report: {}", markdown.display());

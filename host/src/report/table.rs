@@ -150,7 +150,7 @@ fn compare(data: &Data, c: &Comparison) -> String {
 }
 
 /// The whole report.md.
-pub fn markdown(data: &Data, modes: &str, comparisons: &str) -> String {
+pub fn markdown(data: &Data, modes: &str, comparisons: &str, roamed: &str) -> String {
     let files: Vec<String> = data
         .files
         .iter()
@@ -176,6 +176,15 @@ pub fn markdown(data: &Data, modes: &str, comparisons: &str) -> String {
 - *prompt tokens*: evaluated is llama-server's `prompt_n`; cached is the prompt reused from its
   prompt cache (`context_tokens - prompt_n`, i.e. `timings.cache_n`).\n\n",
     );
+    if !roamed.is_empty() {
+        md.push_str(&format!(
+            "## Roamed turns\n\n{roamed}\nA roamed turn is one served by another node than the turn \
+             before it. Without the roaming warm-up (`discedge serve --warm-up`, or the handover \
+             hint `POST /sessions/{{id}}/warm`) the node it roams to evaluates the whole context; \
+             with it, about what a same-node turn evaluates. *prompt ms* is llama-server's \
+             `timings.prompt_ms`, its share of the time to first token.\n\n"
+        ));
+    }
     md.push_str(&format!("## Against the paper\n\n{comparisons}\n"));
     md.push_str(
         "The paper: Qwen1.5-0.5B-Chat on an M2 and a Jetson TX2, 8-9-turn conversations roaming
@@ -193,7 +202,7 @@ turns both answered in the same run, with whatever model and store the CSVs came
 }
 
 /// A Markdown table padded to its columns; `numbers` right-aligns all but the first column.
-fn markdown_table(header: &[&str], rows: &[Vec<String>], numbers: bool) -> String {
+pub(super) fn markdown_table(header: &[&str], rows: &[Vec<String>], numbers: bool) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
