@@ -40,6 +40,7 @@
 #   --llama-url URL    use this llama-server instead of starting one
 #   --llama-per-node   start one llama-server per proxy, as on real edge nodes (so a roamed turn
 #                      cannot hit the other node's prompt cache)
+#   --llama-parallel N the llama-servers this script starts get N slots (llama-server -np N; default 1)
 #   --shared-user      both proxies act as one FReD user `discedge` (default: each proxy has its
 #                      own user, proxyA / proxyB, and grants the other one its roles with
 #                      --fred-grant; see fred/README.md, "Keygroup, users and roles")
@@ -69,7 +70,7 @@ repo="$(cd "$fred_dir/.." && pwd)"
 
 feed=0 warm_up=0 confirm=replicas nase_cached=0
 test_node=0 delay_ms="" wan_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
-shared_user=0 skip_verify=0 build=1 keep_going=0
+shared_user=0 skip_verify=0 build=1 keep_going=0 llama_parallel=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --test-node) test_node=1; shift ;;
@@ -83,6 +84,7 @@ while [ $# -gt 0 ]; do
     --workdir) workdir="${2:?}"; shift 2 ;;
     --llama-url) llama_url="${2:?}"; shift 2 ;;
     --llama-per-node) llama_per_node=1; shift ;;
+    --llama-parallel) llama_parallel="${2:?}"; shift 2 ;;
     --shared-user) shared_user=1; shift ;;
     --skip-verify) skip_verify=1; shift ;;
     --nase-cached) nase_cached=1; shift ;;
@@ -296,7 +298,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_llama() { # NAME -> sets REPLY to its URL
   local port; port="$(free_port)"
   [ -s "$model" ] || die "no model at $model (scripts/setup.sh fetches it)"
-  start "$1" python3 "$repo/scripts/llama_server.py" --model "$model" --port "$port" --ctx 2048
+  start "$1" python3 "$repo/scripts/llama_server.py" --model "$model" --port "$port" --ctx 2048 \
+    --parallel "$llama_parallel"
   wait_http "$1" "http://127.0.0.1:$port/health" 120
   REPLY="http://127.0.0.1:$port"
 }

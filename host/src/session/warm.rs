@@ -73,7 +73,7 @@ impl Proxy {
         if !policy.info.stores_context {
             return Ok(None);
         }
-        let settings = self.settings(&Map::new(), None, "{}".into(), false).await;
+        let mut settings = self.settings(&Map::new(), None, "{}".into(), false).await;
         let n_ctx = settings.n_ctx;
         let input = TurnInput {
             session_id: session_id.to_owned(),
@@ -81,9 +81,20 @@ impl Proxy {
             turn: head.turn + 1,
             prompt: String::new(),
         };
-        let (_, prepared, _, _) = self
-            .prepare(&policy, stored.records, input, settings)
-            .await?;
+        // The next turn's reply budget is unknown: the default one first (a window policy
+        // keeps what it would keep), then the least (a policy that refuses a full context
+        // still has a prefix to warm, for a turn that asks for a short reply).
+        let prepared = match self
+            .prepare(&policy, stored.records.clone(), input.clone(), settings.clone())
+            .await
+        {
+            Err(e) if e.code == "context_full" => {
+                settings.reply_budget = 1;
+                self.prepare(&policy, stored.records, input, settings).await
+            }
+            other => other,
+        };
+        let (_, prepared, _, _) = prepared?;
         let mut forward = Map::new();
         forward.insert("n_predict".into(), 0.into());
         forward.insert("cache_prompt".into(), true.into());
