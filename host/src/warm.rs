@@ -182,8 +182,13 @@ impl Warmer {
         }
     }
 
+    /// Whether a real turn is at the model now.
+    pub fn is_busy(&self) -> bool {
+        *self.busy.borrow() > 0
+    }
+
     /// Waits up to `max` for no real turn to be at the model; false if one still is.
-    async fn idle_within(&self, max: Duration) -> bool {
+    pub async fn idle_within(&self, max: Duration) -> bool {
         let mut busy = self.busy.subscribe();
         tokio::time::timeout(max, busy.wait_for(|&n| n == 0))
             .await

@@ -6,8 +6,14 @@
 //! will send, so llama-server's prompt cache holds that prefix when the turn comes; what
 //! follows the empty message is evaluated again, a handful of template tokens. No change to
 //! the policy contract, so every policy, old or new, warms up.
+//!
+//! llama-server does not stop a prompt it is evaluating when its client goes away (measured:
+//! a request sent after a dropped 1,500-token warm-up waited for all of it), and with one slot
+//! a real turn queues behind it. So the prefix goes in pieces of [`CHUNK_TOKENS`], each one
+//! extending what the cache holds, and no piece starts while a real turn is at the model: a
+//! turn waits for one piece at most.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -15,6 +21,11 @@ use serde_json::{Map, Value};
 use super::{Proxy, unknown_session};
 use crate::error::ApiError;
 use crate::policy::runtime::TurnInput;
+
+/// Tokens per piece of a token prompt; text prompts go in pieces of 4 bytes per token.
+const CHUNK_TOKENS: usize = 128;
+/// How long the handover hint waits for real turns to leave the model between pieces.
+const HINT_IDLE_WAIT: Duration = Duration::from_secs(10);
 
 /// What a warm-up did, as llama-server counted it.
 #[derive(Debug, Clone, Serialize)]
@@ -85,7 +96,12 @@ impl Proxy {
         // keeps what it would keep), then the least (a policy that refuses a full context
         // still has a prefix to warm, for a turn that asks for a short reply).
         let prepared = match self
-            .prepare(&policy, stored.records.clone(), input.clone(), settings.clone())
+            .prepare(
+                &policy,
+                stored.records.clone(),
+                input.clone(),
+                settings.clone(),
+            )
             .await
         {
             Err(e) if e.code == "context_full" => {
@@ -98,7 +114,7 @@ impl Proxy {
         let mut forward = Map::new();
         forward.insert("n_predict".into(), 0.into());
         forward.insert("cache_prompt".into(), true.into());
-        let body = self
+        let mut body = self
             .model_body(
                 forward,
                 Value::String(String::new()),
@@ -107,25 +123,119 @@ impl Proxy {
                 n_ctx,
             )
             .await?;
-        let reply = self.llm.complete(&body).await?;
-        let count = |key: &str| {
-            reply
-                .get("timings")
-                .and_then(|t| t.get(key))
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-        };
-        self.warm.remember(session_id, head.turn, true);
-        Ok(Some(Warmed {
+        let prompt = body.remove("prompt").unwrap_or_default();
+        let mut warmed = Warmed {
             session_id: session_id.to_owned(),
             turn: head.turn + 1,
-            prompt_tokens: reply
+            prompt_tokens: 0,
+            evaluated: 0,
+            cached: 0,
+            ms: 0.0,
+        };
+        for (i, piece) in pieces(&prompt).into_iter().enumerate() {
+            let free = match owner {
+                // The hint was asked for: wait for real turns to leave the model.
+                Some(_) => self.warm.idle_within(HINT_IDLE_WAIT).await,
+                None => !self.warm.is_busy(),
+            };
+            if !free {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "model_busy",
+                    "real turns kept the model busy; the warm-up stopped",
+                ));
+            }
+            body.insert("prompt".into(), piece);
+            let reply = self.llm.complete(&body).await?;
+            let count = |key: &str| {
+                reply
+                    .get("timings")
+                    .and_then(|t| t.get(key))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            warmed.evaluated += count("prompt_n");
+            if i == 0 {
+                warmed.cached = count("cache_n");
+            }
+            warmed.prompt_tokens = reply
                 .get("tokens_evaluated")
                 .and_then(Value::as_u64)
-                .unwrap_or(0),
-            evaluated: count("prompt_n"),
-            cached: count("cache_n"),
-            ms: started.elapsed().as_secs_f64() * 1e3,
-        }))
+                .unwrap_or(0);
+        }
+        self.warm.remember(session_id, head.turn, true);
+        warmed.ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(Some(warmed))
+    }
+}
+
+/// The prompt's growing prefixes, the whole prompt last: ids by [`CHUNK_TOKENS`], text by
+/// about as many bytes as that many tokens take, cut before whitespace where there is some
+/// (a word's tokens carry the space before it, so a piece then ends where a token does).
+fn pieces(prompt: &Value) -> Vec<Value> {
+    match prompt {
+        Value::Array(ids) => {
+            let mut out: Vec<Value> = (1..ids.len().div_ceil(CHUNK_TOKENS))
+                .map(|k| Value::Array(ids[..k * CHUNK_TOKENS].to_vec()))
+                .collect();
+            out.push(prompt.clone());
+            out
+        }
+        Value::String(text) => {
+            let step = CHUNK_TOKENS * 4;
+            let mut out = Vec::new();
+            let mut from = 0;
+            while text.len() - from > step {
+                let mut cut = from + step;
+                while !text.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                let window = &text[from..cut];
+                if let Some(space) = window.rfind(char::is_whitespace).filter(|&s| s > step / 2) {
+                    cut = from + space;
+                }
+                out.push(Value::String(text[..cut].to_owned()));
+                from = cut;
+            }
+            out.push(prompt.clone());
+            out
+        }
+        other => vec![other.clone()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_prompts_go_in_growing_pieces_ending_with_the_whole() {
+        let ids: Vec<Value> = (0..300).map(Value::from).collect();
+        let lens: Vec<usize> = pieces(&Value::Array(ids.clone()))
+            .iter()
+            .map(|p| p.as_array().unwrap().len())
+            .collect();
+        assert_eq!(lens, [128, 256, 300]);
+        assert_eq!(pieces(&Value::Array(ids[..128].to_vec())).len(), 1);
+        assert_eq!(pieces(&Value::Array(Vec::new())).len(), 1);
+    }
+
+    #[test]
+    fn text_prompts_are_cut_before_whitespace_on_char_boundaries() {
+        let text = "ö".repeat(200) + " " + &"word ".repeat(300);
+        let got = pieces(&Value::String(text.clone()));
+        let texts: Vec<&str> = got.iter().map(|p| p.as_str().unwrap()).collect();
+        assert_eq!(*texts.last().unwrap(), text);
+        assert!(texts[0].len() <= 600, "{}", texts[0].len());
+        for pair in texts.windows(2) {
+            assert!(pair[1].starts_with(pair[0]) && pair[1].len() > pair[0].len());
+            assert!(
+                pair[1].len() - pair[0].len() <= 600,
+                "a piece adds at most ~128 tokens"
+            );
+        }
+        assert!(texts[1].ends_with("word"), "cut before a space");
+        assert!(texts[2][texts[1].len()..].starts_with(' '));
+        assert_eq!(pieces(&Value::String("short".into())).len(), 1);
     }
 }
