@@ -164,3 +164,41 @@ async fn components_that_do_not_fit_are_refused_and_the_old_version_serves() {
     let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, "still here?")).await;
     assert_eq!(status, 200, "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turns_beyond_the_instance_pool_get_a_503_with_retry_after() {
+    let llama = FakeLlm::start().await.unwrap();
+    // Each turn holds its instance from `prepare` until `commit`, across the model's answer.
+    llama.set_delay(std::time::Duration::from_millis(1500));
+    let (proxy, _plugins) = with_faulty(&llama, &["--policy-instances", "2"]).await;
+    let send = |i: u32| {
+        let url = format!("{}/completion", proxy.url);
+        async move {
+            let body = turn_body("raw", None, 1, &format!("slow turn {i}"));
+            let reply = common::client().post(url).json(&body).send().await.unwrap();
+            let status = reply.status().as_u16();
+            let retry_after = reply
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = reply.json().await.unwrap();
+            (status, retry_after, body)
+        }
+    };
+    let replies = futures_util::future::join_all((0..3).map(send)).await;
+    let mut statuses: Vec<u16> = replies.iter().map(|(s, _, _)| *s).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503], "{replies:?}");
+    let (_, retry_after, body) = replies.iter().find(|(s, _, _)| *s == 503).unwrap();
+    assert_eq!(error_code(body), "policy_busy", "{body}");
+    let seconds: u64 = retry_after
+        .as_deref()
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(seconds >= 1, "{seconds}");
+    // The instances are back once the turns are done.
+    llama.set_delay(std::time::Duration::ZERO);
+    let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, "after")).await;
+    assert_eq!(status, 200, "{reply}");
+}

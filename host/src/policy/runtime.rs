@@ -2,6 +2,7 @@
 //! Nothing here knows about HTTP or sessions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -101,6 +102,28 @@ pub struct PolicyRuntime {
     engine: Engine,
     linker: Linker<CallState>,
     limits: Limits,
+    /// Instances alive now. Counted here too, not only by the pooling allocator: without
+    /// pooling (on-demand allocation) nothing else would bound them.
+    live: Arc<AtomicU32>,
+}
+
+/// One of the runtime's `instances` slots, given back when the instance is dropped.
+struct InstanceSlot(Arc<AtomicU32>);
+
+impl InstanceSlot {
+    fn take(live: &Arc<AtomicU32>, limit: u32) -> Result<Self, CallFailure> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .map_err(|_| CallFailure::Busy(format!("all {limit} policy instances are in use")))?;
+        Ok(Self(live.clone()))
+    }
+}
+
+impl Drop for InstanceSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Per-call state: the store's data. Never shared between calls, so a trap poisons nothing else.
@@ -174,6 +197,7 @@ impl PolicyRuntime {
             engine,
             linker,
             limits,
+            live: Arc::default(),
         }))
     }
 
@@ -206,6 +230,7 @@ impl PolicyRuntime {
         policy: Arc<str>,
         services: Arc<dyn HostServices>,
     ) -> Result<PolicyInstance, CallFailure> {
+        let slot = InstanceSlot::take(&self.live, self.limits.instances)?;
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         let wasi = WasiCtxBuilder::new()
             .stderr(stderr.clone())
@@ -232,7 +257,7 @@ impl PolicyRuntime {
             .policy
             .instance_pre()
             .instantiate(&mut store)
-            .map_err(|e| failure(&store, e))?;
+            .map_err(|e| instantiate_failure(&store, e))?;
         let bindings = ContextPolicy::new(&mut store, &instance).map_err(|e| failure(&store, e))?;
         Ok(PolicyInstance {
             store,
@@ -240,6 +265,7 @@ impl PolicyRuntime {
             bindings,
             history: pre.history.clone(),
             ticks: self.ticks(),
+            _slot: slot,
         })
     }
 
@@ -273,6 +299,10 @@ pub enum CallFailure {
     /// The policy trapped (panic, timeout, memory limit) or could not be instantiated.
     #[error("{0}")]
     Trapped(String),
+    /// Every policy instance (`Limits::instances`) is in use: not the policy's fault, and it
+    /// passes as turns finish.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Describes a trap with whatever the guest wrote to stderr (a panic message, say).
@@ -288,6 +318,18 @@ fn failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
         "" => CallFailure::Trapped(what),
         text => CallFailure::Trapped(format!("{what}: {text}")),
     }
+}
+
+/// An instantiation that failed: busy when the pooling allocator ran out of one of its pools
+/// (a component may use more core instances or memories than the count above assumes).
+fn instantiate_failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
+    if error
+        .chain()
+        .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
+    {
+        return CallFailure::Busy(format!("{error:#}"));
+    }
+    failure(store, error)
 }
 
 /// A component linked against the host, ready to instantiate: see
@@ -315,6 +357,7 @@ pub struct PolicyInstance {
     /// called, so turns pay nothing for it.
     history: Option<history::GuestIndices>,
     ticks: u64,
+    _slot: InstanceSlot,
 }
 
 impl PolicyInstance {

@@ -739,6 +739,14 @@ fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> ApiError {
             "policy_trapped",
             format!("policy {} {m}", policy.name),
         ),
+        // Every instance is serving a turn (each holds one across the model's answer): the
+        // next that ends frees one, so the client may retry soon.
+        CallFailure::Busy(m) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "policy_busy",
+            format!("policy {}: {m}; retry shortly", policy.name),
+        )
+        .retry_after(1),
     };
     error.with("policy", policy.label())
 }
