@@ -130,9 +130,7 @@ async fn counted(
     let mut mode = String::new();
     let result = serve_turn(proxy, headers, body, endpoint, &mut mode).await;
     if let Err(e) = &result {
-        proxy
-            .metrics
-            .request(&mode, e.status.as_u16(), e.code, None);
+        proxy.count_request(&mode, e.status.as_u16(), e.code, None);
     }
     result
 }
@@ -191,7 +189,7 @@ async fn serve_turn(
         })
     };
     let reply = turn.instrument(span).await?;
-    proxy.metrics.request(mode, 200, "", Some(&reply.timing));
+    proxy.count_request(mode, 200, "", Some(&reply.timing));
     let body = match chat {
         Some(meta) => meta.completion(reply.body),
         None => Value::Object(reply.body),

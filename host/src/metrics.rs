@@ -170,7 +170,8 @@ impl Metrics {
     }
 }
 
-/// Label values are client-chosen mode names: escape what Prometheus' format needs escaped.
+/// Label values are policy names (file stems the operator chose): escape what Prometheus'
+/// format needs escaped.
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")

@@ -134,6 +134,24 @@ impl Proxy {
         }
     }
 
+    /// Counts an answered turn in the metrics. The mode label is a loaded policy's name or
+    /// `unknown`: a client picks `mode` freely, and each new label would be a new series kept
+    /// for ever.
+    pub fn count_request(
+        &self,
+        mode: &str,
+        status: u16,
+        code: &'static str,
+        timing: Option<&TurnTiming>,
+    ) {
+        let label = if self.policies.get(mode).is_some() {
+            mode
+        } else {
+            "unknown"
+        };
+        self.metrics.request(label, status, code, timing);
+    }
+
     /// Serves one turn.
     pub async fn turn(&self, request: TurnRequest) -> Result<TurnReply, ApiError> {
         let mut prepared = match self.start_turn(request).await? {
