@@ -416,6 +416,29 @@ impl crate::policy::HostServices for BlockingTokenizer {
             .block_on(self.llm.detokenize(tokens))
             .map_err(|e| e.to_string())
     }
+
+    fn tokenize_within(
+        &self,
+        text: &str,
+        parse_special: bool,
+        within: Duration,
+    ) -> Result<Vec<u32>, String> {
+        let call = tokio::time::timeout(within, self.llm.tokenize(text, parse_special));
+        match self.runtime.block_on(call) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "tokenize: no answer within the policy's {within:?}"
+            )),
+        }
+    }
+
+    fn detokenize_within(&self, tokens: &[u32], within: Duration) -> Result<String, String> {
+        let call = tokio::time::timeout(within, self.llm.detokenize(tokens));
+        match self.runtime.block_on(call) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
+        }
+    }
 }
 
 #[cfg(test)]

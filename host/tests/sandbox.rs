@@ -202,3 +202,42 @@ async fn turns_beyond_the_instance_pool_get_a_503_with_retry_after() {
     let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, "after")).await;
     assert_eq!(status, 200, "{reply}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_tokenizer_is_bounded_by_the_policy_deadline() {
+    let llama = FakeLlm::start().await.unwrap();
+    let plugins = common::plugins_copy(&["tokenized"]);
+    let proxy = start_proxy(&[
+        "--llama-url",
+        &llama.url,
+        "--plugins-dir",
+        plugins.path().to_str().unwrap(),
+        "--policy-timeout-ms",
+        "300",
+    ])
+    .await;
+    llama.hang_tokenize(true);
+    let started = std::time::Instant::now();
+    let body = turn_body("tokenized", None, 1, "hello");
+    let (status, reply) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        complete(&proxy.url, &body),
+    )
+    .await
+    .expect("the turn ends near the policy's 300 ms deadline, not the LLM timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // llama-server, not the policy, ran out the clock: the host call failed.
+    assert_eq!(status, 502, "{reply}");
+    assert_eq!(error_code(&reply), "policy_host_call_failed", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("within the policy's time (300 ms)"),
+        "{reply}"
+    );
+}

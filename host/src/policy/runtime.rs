@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
@@ -47,6 +47,25 @@ pub use discedge::policy::types::{
 pub trait HostServices: Send + Sync + 'static {
     fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String>;
     fn detokenize(&self, tokens: &[u32]) -> Result<String, String>;
+
+    /// [`tokenize`](Self::tokenize), given up after `within`: the policy's deadline only
+    /// interrupts wasm, so a host call that can block must bound itself (override this).
+    fn tokenize_within(
+        &self,
+        text: &str,
+        parse_special: bool,
+        within: Duration,
+    ) -> Result<Vec<u32>, String> {
+        let _ = within;
+        self.tokenize(text, parse_special)
+    }
+
+    /// [`detokenize`](Self::detokenize), given up after `within`; see
+    /// [`tokenize_within`](Self::tokenize_within).
+    fn detokenize_within(&self, tokens: &[u32], within: Duration) -> Result<String, String> {
+        let _ = within;
+        self.detokenize(tokens)
+    }
 }
 
 /// Limits every policy call runs under, so a faulty policy cannot stall or starve the node.
@@ -134,6 +153,40 @@ pub struct CallState {
     table: ResourceTable,
     limits: StoreLimits,
     stderr: MemoryOutputPipe,
+    call_timeout: Duration,
+    /// When the current call's time is up; host calls get only what is left of it.
+    deadline: Instant,
+    /// Set when a host call failed for lack of time: the call's outcome, whatever the guest
+    /// did next (the epoch trap may or may not have fired by the time it returns).
+    host_timed_out: Option<String>,
+}
+
+impl CallState {
+    /// Runs a host call within what is left of the policy call's time.
+    fn bounded<T>(
+        &mut self,
+        call: &str,
+        run: impl FnOnce(&dyn HostServices, Duration) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let result = if left.is_zero() {
+            Err("no time left".to_owned())
+        } else {
+            run(&*self.services, left)
+        };
+        result.map_err(|e| {
+            if Instant::now() >= self.deadline {
+                let timeout = format!(
+                    "{call} did not finish within the policy's time ({} ms): {e}",
+                    self.call_timeout.as_millis()
+                );
+                self.host_timed_out = Some(timeout.clone());
+                timeout
+            } else {
+                e
+            }
+        })
+    }
 }
 
 impl WasiView for CallState {
@@ -160,11 +213,15 @@ impl discedge::policy::host::Host for CallState {
     }
 
     fn tokenize(&mut self, text: String, parse_special: bool) -> Result<Vec<u32>, String> {
-        self.services.tokenize(&text, parse_special)
+        self.bounded("tokenize", |services, within| {
+            services.tokenize_within(&text, parse_special, within)
+        })
     }
 
     fn detokenize(&mut self, tokens: Vec<u32>) -> Result<String, String> {
-        self.services.detokenize(&tokens)
+        self.bounded("detokenize", |services, within| {
+            services.detokenize_within(&tokens, within)
+        })
     }
 }
 
@@ -249,6 +306,9 @@ impl PolicyRuntime {
             table: ResourceTable::new(),
             limits,
             stderr,
+            deadline: Instant::now() + self.limits.call_timeout,
+            call_timeout: self.limits.call_timeout,
+            host_timed_out: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -361,8 +421,12 @@ pub struct PolicyInstance {
 }
 
 impl PolicyInstance {
+    /// Starts a call's time: the epoch deadline for wasm, the instant for host calls.
     fn reset_deadline(&mut self) {
         self.store.set_epoch_deadline(self.ticks);
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + state.call_timeout;
+        state.host_timed_out = None;
     }
 
     pub fn info(&mut self) -> Result<PolicyInfo, CallFailure> {
@@ -411,9 +475,13 @@ impl PolicyInstance {
     /// A contract call's result: a trap described with the policy's stderr, or the policy's
     /// own answer, a declined call included.
     fn outcome<T>(
-        &self,
+        &mut self,
         result: wasmtime::Result<Result<T, PolicyError>>,
     ) -> Result<T, CallFailure> {
+        // The model's server, not the policy, ran out the clock.
+        if let Some(timeout) = self.store.data_mut().host_timed_out.take() {
+            return Err(CallFailure::Declined(PolicyError::HostFailed(timeout)));
+        }
         result
             .map_err(|e| failure(&self.store, e))?
             .map_err(CallFailure::Declined)
