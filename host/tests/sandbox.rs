@@ -1,7 +1,8 @@
 //! Policies are untrusted code: a policy that traps, loops, hoards memory, or returns output
 //! the model must not get fails only its own request, with a 500 that names it; a component
 //! that does not fit the host is refused at load while the previous version keeps serving;
-//! and a policy sees no clock. Uses `FakeLlm`, a FAKE llama-server.
+//! a policy sees no clock and draws the same random numbers on every run; the policy deadline
+//! bounds host calls; and turns beyond the instance pool are told to retry. Uses `FakeLlm`, a FAKE llama-server.
 
 mod common;
 
@@ -111,6 +112,29 @@ async fn a_policy_sees_no_clock() {
     assert_eq!(
         reply["prompt"], "clock: 0",
         "the wall clock is frozen at zero"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_draws_the_same_randomness_on_every_run() {
+    let llama = FakeLlm::start().await.unwrap();
+    let (proxy, _plugins) = with_faulty(&llama, &[]).await;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, "RANDOM")).await;
+        assert_eq!(status, 200, "{reply}");
+        let session = reply["session_id"].as_str().unwrap();
+        let stored = proxy.stored(session).await.unwrap();
+        runs.push((reply["prompt"].clone(), stored.records));
+    }
+    assert!(
+        runs[0].0.as_str().unwrap().starts_with("random: order"),
+        "{:?}",
+        runs[0].0
+    );
+    assert_eq!(
+        runs[0], runs[1],
+        "two runs (two nodes) must compute the same prompt and record"
     );
 }
 

@@ -13,7 +13,8 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{
-    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
+    WasiView,
 };
 
 wasmtime::component::bindgen!({
@@ -109,6 +110,28 @@ impl HostMonotonicClock for FrozenClock {
     fn now(&self) -> u64 {
         0
     }
+}
+
+/// The seed of every `wasi:random` source a policy sees, fixed like its clock: std's hash maps
+/// draw their keys from it, and a map that iterated in another order on another node could
+/// make a different prompt or record from the same session.
+const RANDOM_SEED: u128 = 0x6469_7363_6564_6765_2d70_6f6c_6963_7921;
+
+/// The bytes a policy's random sources cycle through: SHA-256 blocks counted up from
+/// [`RANDOM_SEED`], so they look random to a guest but are the same on every node and run.
+fn random_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        use sha2::Digest;
+        (0u32..32)
+            .flat_map(|block| {
+                let mut h = sha2::Sha256::new();
+                h.update(RANDOM_SEED.to_le_bytes());
+                h.update(block.to_le_bytes());
+                h.finalize().to_vec()
+            })
+            .collect()
+    })
 }
 
 /// How often the epoch ticker fires; the call timeout is counted in these ticks.
@@ -294,6 +317,9 @@ impl PolicyRuntime {
             .stdout(stderr.clone())
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
+            .secure_random(Deterministic::new(random_bytes().to_vec()))
+            .insecure_random(Deterministic::new(random_bytes().to_vec()))
+            .insecure_random_seed(RANDOM_SEED)
             .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
