@@ -2,7 +2,8 @@
 //! the model must not get fails only its own request, with a 500 that names it; a component
 //! that does not fit the host is refused at load while the previous version keeps serving;
 //! a policy sees no clock and draws the same random numbers on every run; the policy deadline
-//! bounds host calls; and turns beyond the instance pool are told to retry. Uses `FakeLlm`, a FAKE llama-server.
+//! bounds host calls; and turns beyond the instance pool are told to retry. Uses `FakeLlm`, a
+//! FAKE llama-server.
 
 mod common;
 
