@@ -129,6 +129,11 @@ pub struct ServeArgs {
     /// File of `KEY=USER` lines (see --api-keys).
     #[arg(long, env = "DISCEDGE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// The operator's key: required by POST /admin/policies/reload, GET /metrics and GET
+    /// /policies. Without it, /admin answers only on loopback, and /metrics and /policies are
+    /// open unless API keys are set (then loopback only).
+    #[arg(long, env = "DISCEDGE_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<String>,
     /// Do not reload policies when the plugins folder changes (use POST /admin/policies/reload).
     #[arg(long, env = "DISCEDGE_NO_WATCH")]
     pub no_watch: bool,
