@@ -125,3 +125,38 @@ async fn client_chosen_modes_do_not_grow_the_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_a_policy_left_out_are_counted() {
+    let llama = FakeLlm::start().await.unwrap();
+    let plugins = common::plugins_copy(&["raw"]);
+    std::fs::copy(common::faulty_plugin(), plugins.path().join("faulty.wasm")).unwrap();
+    let proxy = start_proxy(&[
+        "--llama-url",
+        &llama.url,
+        "--plugins-dir",
+        plugins.path().to_str().unwrap(),
+    ])
+    .await;
+    for prompt in ["DROP DROP", "no drop", "DROP"] {
+        let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, prompt)).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let text = common::client()
+        .get(format!("{}/metrics", proxy.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "discedge_dropped_records_total 3",
+        "discedge_turns_dropping_records_total 2",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+}

@@ -98,6 +98,8 @@ pub struct TurnTiming {
     pub store_write: Duration,
     /// Bytes the commit wrote to the store.
     pub store_bytes: u64,
+    /// Old records the policy's prompt left out (its `dropped-records`), for the metrics.
+    pub dropped_records: u32,
 }
 
 /// Reply fields kept for replaying a retried turn. The head is rewritten and replicated every
@@ -271,6 +273,7 @@ impl Proxy {
         let (instance, prepared, input, settings) =
             self.prepare(&policy, records, input, settings).await?;
         timing.policy = started.elapsed();
+        timing.dropped_records = prepared.dropped_records;
         let want_reply_tokens = prepared.want_reply_tokens;
         let client_wants_tokens = forward
             .get("return_tokens")

@@ -37,7 +37,7 @@ impl Guest for Component {
         input: TurnInput,
         _settings: Settings,
     ) -> Result<Prepared, PolicyError> {
-        let prompt = input.prompt;
+        let prompt = input.prompt.clone();
         if prompt.contains("PANIC") {
             panic!("faulty policy asked to panic");
         }
@@ -71,11 +71,14 @@ impl Guest for Component {
         } else {
             Prompt::Text(prompt)
         };
+        // Says it left out as many old records as the prompt has `DROP`s, so the host's
+        // accounting of them can be checked.
+        let dropped_records = input.prompt.matches("DROP").count() as u32;
         Ok(Prepared {
             prompt,
             want_reply_tokens: false,
             carry: Vec::new(),
-            dropped_records: 0,
+            dropped_records,
         })
     }
 
