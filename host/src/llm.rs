@@ -468,17 +468,17 @@ impl crate::policy::HostServices for BlockingTokenizer {
         parse_special: bool,
         within: Duration,
     ) -> Result<Vec<u32>, String> {
-        let call = tokio::time::timeout(within, self.llm.tokenize(text, parse_special));
+        // The timer is made inside `block_on`, where the runtime's time driver is at hand.
+        let call =
+            async { tokio::time::timeout(within, self.llm.tokenize(text, parse_special)).await };
         match self.runtime.block_on(call) {
             Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "tokenize: no answer within the policy's {within:?}"
-            )),
+            Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
         }
     }
 
     fn detokenize_within(&self, tokens: &[u32], within: Duration) -> Result<String, String> {
-        let call = tokio::time::timeout(within, self.llm.detokenize(tokens));
+        let call = async { tokio::time::timeout(within, self.llm.detokenize(tokens)).await };
         match self.runtime.block_on(call) {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
