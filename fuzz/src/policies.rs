@@ -19,8 +19,9 @@ use discedge::policy::{
     CallFailure, HostServices, Limits, LoadedPolicy, PolicyInstance, PolicyRegistry, PolicyRuntime,
 };
 use policy_common::{
-    Message, Template, TokenRecord, choose_window, decode_messages, encode_messages, opening,
-    render_message, reply_opening, system_prompt, user_turn,
+    Message, Pieces, Template, TokenRecord, choose_window, decode_messages, encode_messages,
+    markers, neutralise_markers, opening_pieces, render_message, reply_opening, system_prompt,
+    user_turn_pieces,
 };
 
 /// The shipped policies, in the order `PolicyCase::mode` picks them.
@@ -298,6 +299,8 @@ fn accepted<T>(mode: &str, call: &str, result: Result<T, CallFailure>) -> Option
         Ok(value) => Some(value),
         Err(CallFailure::Declined(_)) => None,
         Err(CallFailure::Trapped(why)) => panic!("policy {mode} trapped in {call}: {why}"),
+        // One call at a time here: no free instance means the harness leaks them.
+        Err(CallFailure::Busy(why)) => panic!("no policy instance for {mode} {call}: {why}"),
     }
 }
 
@@ -308,6 +311,19 @@ fn preset(preset: TemplatePreset) -> (&'static str, &'static str, &'static str) 
 
 fn tokenize(text: &str) -> Vec<u32> {
     ByteTokenizer.tokenize(text, true).expect("fake tokenizer")
+}
+
+/// Rendered messages as the token policies must tokenize them: control tokens in the
+/// template's markup only, never in a message's text.
+fn tokenize_pieces(pieces: &Pieces) -> Vec<u32> {
+    pieces
+        .iter()
+        .flat_map(|(text, markup)| {
+            ByteTokenizer
+                .tokenize(text, markup)
+                .expect("fake tokenizer")
+        })
+        .collect()
 }
 
 fn template(settings: &Settings) -> Template {
@@ -346,9 +362,14 @@ fn check_prepared(
                 messages.push(("system".into(), system.into()));
             }
             messages.push(("user".into(), input.prompt.clone()));
+            // Message text is sent with the template's markers broken (llama-server parses
+            // control tokens in text), so no message can open a turn of its own.
+            let markers = markers(&t);
             let mut expected = t.bos.clone();
             for (role, content) in &messages {
-                expected.push_str(&render_message(&t, role, content));
+                let safe = neutralise_markers(&markers, content);
+                assert!(!markers.iter().any(|m| safe.contains(m)));
+                expected.push_str(&render_message(&t, role, &safe));
             }
             expected.push_str(&reply_opening(&t));
             assert!(
@@ -376,13 +397,14 @@ fn check_prepared(
                 .iter()
                 .map(|r| TokenRecord::decode(r).expect("accepted an unreadable record"))
                 .collect();
-            let new_ids = tokenize(&user_turn(&t, &input.prompt));
-            let opening_text = opening(&t, settings.system_prompt.as_deref());
+            let new_ids = tokenize_pieces(&user_turn_pieces(&t, &input.prompt));
+            let opening_ids =
+                tokenize_pieces(&opening_pieces(&t, settings.system_prompt.as_deref()));
             let expected: Vec<u32> = if mode == "tokenized" {
                 assert_eq!(prepared.dropped_records, 0, "{mode} dropped records");
                 let new_ids = if first_turn {
-                    // Turn 1 tokenizes the opening together with the message.
-                    tokenize(&(opening_text + &user_turn(&t, &input.prompt)))
+                    // Turn 1 starts with the opening.
+                    [opening_ids, new_ids].concat()
                 } else {
                     new_ids
                 };
@@ -395,7 +417,7 @@ fn check_prepared(
                 let start = prepared.dropped_records as usize;
                 let opening_ids = match history.first() {
                     Some(first) => first.pinned_tokens().to_vec(),
-                    None => tokenize(&opening_text),
+                    None => opening_ids,
                 };
                 let previous = history.last().map_or(0, |r| r.window_start as usize);
                 let lens: Vec<usize> = history.iter().map(|r| r.unpinned_tokens().len()).collect();

@@ -73,15 +73,44 @@ pub fn router(proxy: Arc<Proxy>, max_body_bytes: usize) -> Router {
 
 /// Accepted connections with Nagle's algorithm off: a stream's events are small writes that
 /// must leave at once, not wait for the client's delayed ACK (about 40 ms each on Linux).
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+/// (A named type, not `impl Listener`, so [`with_peers`] can learn each client's address.)
+pub fn no_delay(listener: tokio::net::TcpListener) -> NoDelayListener {
     use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+    fn set(tcp: &mut tokio::net::TcpStream) {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-    })
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
+}
+
+/// The listener [`no_delay`] makes.
+pub type NoDelayListener =
+    axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
+
+/// The router as a service that records each client's address, which the operator's
+/// endpoints check (loopback only unless an operator key is set).
+pub fn with_peers(
+    router: Router,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, std::net::SocketAddr> {
+    router.into_make_service_with_connect_info::<std::net::SocketAddr>()
+}
+
+/// The client's IP address, when the server recorded it (see [`with_peers`]).
+struct Peer(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let info = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(Peer(info.map(|info| info.0.ip())))
+    }
 }
 
 /// The OpenAPI document, written as YAML in the source tree and served as JSON.
@@ -131,9 +160,7 @@ async fn counted(
     let mut mode = String::new();
     let result = serve_turn(proxy, headers, body, endpoint, &mut mode).await;
     if let Err(e) = &result {
-        proxy
-            .metrics
-            .request(&mode, e.status.as_u16(), e.code, None);
+        proxy.count_request(&mode, e.status.as_u16(), e.code, None);
     }
     result
 }
@@ -192,7 +219,7 @@ async fn serve_turn(
         })
     };
     let reply = turn.instrument(span).await?;
-    proxy.metrics.request(mode, 200, "", Some(&reply.timing));
+    proxy.count_request(mode, 200, "", Some(&reply.timing));
     let body = match chat {
         Some(meta) => meta.completion(reply.body),
         None => Value::Object(reply.body),
@@ -371,19 +398,24 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Response {
 }
 
 /// Prometheus' text format.
-async fn metrics(State(proxy): State<Arc<Proxy>>) -> Response {
+async fn metrics(
+    State(proxy): State<Arc<Proxy>>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    proxy.api_keys.monitor(&headers, peer)?;
     let mut text = proxy
         .metrics
         .render(proxy.policies.loads(), proxy.policies.names().len());
     text.push_str(&proxy.warm.counts.render());
-    (
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
         text,
     )
-        .into_response()
+        .into_response())
 }
 
 /// The loaded modes as OpenAI's model list (a chat request may name its mode as `model`).
@@ -391,8 +423,13 @@ async fn models(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
     Json(openai::model_list(&proxy.policies.names()))
 }
 
-async fn policies(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
-    Json(json!({ "policies": proxy.policies.list() }))
+async fn policies(
+    State(proxy): State<Arc<Proxy>>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    proxy.api_keys.monitor(&headers, peer)?;
+    Ok(Json(json!({ "policies": proxy.policies.list() })))
 }
 
 #[derive(serde::Deserialize)]
@@ -493,10 +530,10 @@ async fn warm_session(
 /// Reloads the plugins folder now (for deployments that run with --no-watch).
 async fn reload(
     State(proxy): State<Arc<Proxy>>,
+    Peer(peer): Peer,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    // With API keys configured, only callers with a key may reload.
-    proxy.api_keys.caller(&headers)?;
+    proxy.api_keys.operator(&headers, peer)?;
     let registry = proxy.policies.clone();
     let report = tokio::task::spawn_blocking(move || registry.reload())
         .await

@@ -129,6 +129,11 @@ pub struct ServeArgs {
     /// File of `KEY=USER` lines (see --api-keys).
     #[arg(long, env = "DISCEDGE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// The operator's key: required by POST /admin/policies/reload, GET /metrics and GET
+    /// /policies. Without it, /admin answers only on loopback, and /metrics and /policies are
+    /// open unless API keys are set (then loopback only).
+    #[arg(long, env = "DISCEDGE_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<String>,
     /// Do not reload policies when the plugins folder changes (use POST /admin/policies/reload).
     #[arg(long, env = "DISCEDGE_NO_WATCH")]
     pub no_watch: bool,
@@ -316,8 +321,9 @@ pub struct BenchArgs {
     /// Numbers of concurrent sessions for the latency figures.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub concurrency: Vec<usize>,
-    /// Only these figures (policy, latency, swap, bytes); default: all.
-    #[arg(long, value_delimiter = ',')]
+    /// Only these figures; default: all.
+    #[arg(long, value_delimiter = ',',
+          value_parser = ["policy", "latency", "stream", "swap", "bytes"])]
     pub only: Vec<String>,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -402,5 +408,50 @@ impl ModelArgs {
 impl ServeArgs {
     pub fn llm_timeout(&self) -> Duration {
         Duration::from_secs(self.llm_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every `discedge serve` flag is in the README's configuration tables (their rows start
+    /// with the flags).
+    #[test]
+    fn the_readme_names_every_serve_flag() {
+        let rows: String = include_str!("../../README.md")
+            .lines()
+            .filter(|l| l.starts_with("| `--"))
+            .map(|l| l.split(" | ").next().unwrap_or_default())
+            .collect();
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let missing: Vec<String> = serve
+            .get_arguments()
+            .filter_map(|arg| arg.get_long())
+            .filter(|long| *long != "help")
+            .map(|long| format!("--{long}"))
+            .filter(|flag| !rows.contains(&format!("`{flag}")))
+            .collect();
+        assert!(missing.is_empty(), "README.md misses {missing:?}");
+    }
+
+    #[test]
+    fn bench_only_takes_each_figure_and_nothing_else() {
+        for figure in ["policy", "latency", "stream", "swap", "bytes"] {
+            let cli = Cli::try_parse_from(["discedge", "bench", "--only", figure]).unwrap();
+            let Command::Bench(args) = cli.command else {
+                panic!("not bench")
+            };
+            assert_eq!(args.only, [figure]);
+        }
+        assert!(Cli::try_parse_from(["discedge", "bench", "--only", "nope"]).is_err());
+        let help = Cli::command()
+            .find_subcommand_mut("bench")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("stream"), "{help}");
     }
 }

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields for the client, such as `expected_turn`.
     pub details: Map<String, Value>,
+    /// Seconds after which a retry may succeed (a `Retry-After` header), for 503s that pass.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -25,11 +27,18 @@ impl ApiError {
             code,
             message: message.into(),
             details: Map::new(),
+            retry_after: None,
         }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// Tells the client to try again after `seconds` (the `Retry-After` header).
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -60,7 +69,13 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

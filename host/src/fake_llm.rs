@@ -52,6 +52,8 @@ struct Knobs {
     fail_one_in: AtomicUsize,
     /// Milliseconds each answer takes (for a streamed answer: each event).
     delay_ms: AtomicU64,
+    /// `/tokenize` answers only after 30 s.
+    hang_tokenize: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -127,6 +129,11 @@ impl FakeLlm {
         self.knobs.fail_one_in.store(n, Ordering::SeqCst);
     }
 
+    /// Makes `/tokenize` hang (answer after 30 s) or answer at once again.
+    pub fn hang_tokenize(&self, hang: bool) {
+        self.knobs.hang_tokenize.store(hang, Ordering::SeqCst);
+    }
+
     /// Makes every answer take `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.knobs
@@ -135,7 +142,10 @@ impl FakeLlm {
     }
 }
 
-async fn tokenize(Json(body): Json<Value>) -> Json<Value> {
+async fn tokenize(State(shared): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+    if shared.knobs.hang_tokenize.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
     let text = body["content"].as_str().unwrap_or_default();
     let special = body["parse_special"].as_bool().unwrap_or(true);
     Json(json!({ "tokens": ByteTokenizer.tokenize(text, special).unwrap_or_default() }))

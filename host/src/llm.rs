@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -71,10 +71,47 @@ pub struct LlamaServer {
     /// For streams: no bound on the whole answer, only on the wait for each piece of it.
     streaming: reqwest::Client,
     timeout: Duration,
+    /// What is remembered about the served model; shared with streams, whose last event
+    /// names the model too.
+    facts: Arc<ModelFacts>,
+}
+
+/// What the proxy remembers about the model llama-server serves, forgotten when the model
+/// changes (llama-server restarted with another one): stale ids or a stale window would
+/// otherwise last until the proxy restarts.
+#[derive(Default)]
+struct ModelFacts {
+    /// The model the last reply named (llama-server's `model`: its path or alias).
+    model: Mutex<Option<String>>,
     /// Tokenizations of short texts (template pieces such as `<|im_end|>\n`), reused every turn.
     short_texts: Mutex<HashMap<(String, bool), Vec<u32>>>,
     n_ctx: AtomicU32,
     n_vocab: AtomicU32,
+}
+
+impl ModelFacts {
+    /// Notes the model a reply (or a stream's event) names; a different one than before
+    /// makes everything remembered about the old one be asked for again. Noticed on the
+    /// first reply from the new model, so at most that one turn used the old facts.
+    fn observe(&self, reply: &Map<String, Value>) {
+        let Some(name) = reply.get("model").and_then(Value::as_str) else {
+            return;
+        };
+        let mut model = self.model.lock().unwrap();
+        if model.as_deref() == Some(name) {
+            return;
+        }
+        if let Some(previous) = model.replace(name.to_owned()) {
+            tracing::info!(
+                previous,
+                model = name,
+                "llama-server serves another model: its window, vocabulary and tokenizations are asked for again"
+            );
+            self.short_texts.lock().unwrap().clear();
+            self.n_ctx.store(UNASKED, Ordering::Relaxed);
+            self.n_vocab.store(UNASKED, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Texts up to this many bytes are remembered once tokenized.
@@ -107,9 +144,7 @@ impl LlamaServer {
             http,
             streaming,
             timeout,
-            short_texts: Mutex::new(HashMap::new()),
-            n_ctx: AtomicU32::new(UNASKED),
-            n_vocab: AtomicU32::new(UNASKED),
+            facts: Arc::default(),
         }
     }
 
@@ -212,7 +247,10 @@ fn token_ids(value: &Value) -> Option<Vec<u32>> {
 impl LlmBackend for LlamaServer {
     async fn complete(&self, body: &Map<String, Value>) -> Result<Map<String, Value>, LlmError> {
         match self.post("/completion", body).await? {
-            Value::Object(map) => Ok(map),
+            Value::Object(map) => {
+                self.facts.observe(&map);
+                Ok(map)
+            }
             other => Err(LlmError::BadReply(format!(
                 "expected an object, got {other}"
             ))),
@@ -237,16 +275,21 @@ impl LlmBackend for LlamaServer {
                 .unwrap_or_else(|| LlmError::BadReply("error status with a JSON body".into())));
         }
         let timeout = self.timeout;
+        let facts = self.facts.clone();
         let state = (reply, SseLines::default(), false);
-        let events =
-            futures_util::stream::unfold(state, move |(mut reply, mut lines, done)| async move {
+        let events = futures_util::stream::unfold(state, move |(mut reply, mut lines, done)| {
+            let facts = facts.clone();
+            async move {
                 if done {
                     return None;
                 }
                 loop {
                     if let Some(line) = lines.next_line() {
                         match event_of(line) {
-                            Some(Ok(event)) => return Some((Ok(event), (reply, lines, false))),
+                            Some(Ok(event)) => {
+                                facts.observe(&event.fields);
+                                return Some((Ok(event), (reply, lines, false)));
+                            }
                             Some(Err(e)) => return Some((Err(e), (reply, lines, true))),
                             None => continue,
                         }
@@ -268,7 +311,8 @@ impl LlmBackend for LlamaServer {
                         }
                     }
                 }
-            });
+            }
+        });
         Ok(Box::pin(events))
     }
 
@@ -276,6 +320,7 @@ impl LlmBackend for LlamaServer {
         let memo = text.len() <= MEMO_TEXT_BYTES;
         if memo
             && let Some(ids) = self
+                .facts
                 .short_texts
                 .lock()
                 .unwrap()
@@ -294,7 +339,7 @@ impl LlmBackend for LlamaServer {
             .and_then(token_ids)
             .ok_or_else(|| LlmError::BadReply("/tokenize reply has no token list".into()))?;
         if memo {
-            let mut cache = self.short_texts.lock().unwrap();
+            let mut cache = self.facts.short_texts.lock().unwrap();
             if cache.len() < MEMO_ENTRIES {
                 cache.insert((text.to_owned(), parse_special), ids.clone());
             }
@@ -315,7 +360,7 @@ impl LlmBackend for LlamaServer {
 
     async fn context_size(&self) -> Result<Option<u32>, LlmError> {
         self.cached_number(
-            &self.n_ctx,
+            &self.facts.n_ctx,
             "/props",
             &["/default_generation_settings/n_ctx", "/n_ctx"],
         )
@@ -323,7 +368,7 @@ impl LlmBackend for LlamaServer {
     }
 
     async fn vocab_size(&self) -> Result<Option<u32>, LlmError> {
-        self.cached_number(&self.n_vocab, "/v1/models", &["/data/0/meta/n_vocab"])
+        self.cached_number(&self.facts.n_vocab, "/v1/models", &["/data/0/meta/n_vocab"])
             .await
     }
 }
@@ -415,6 +460,29 @@ impl crate::policy::HostServices for BlockingTokenizer {
         self.runtime
             .block_on(self.llm.detokenize(tokens))
             .map_err(|e| e.to_string())
+    }
+
+    fn tokenize_within(
+        &self,
+        text: &str,
+        parse_special: bool,
+        within: Duration,
+    ) -> Result<Vec<u32>, String> {
+        // The timer is made inside `block_on`, where the runtime's time driver is at hand.
+        let call =
+            async { tokio::time::timeout(within, self.llm.tokenize(text, parse_special)).await };
+        match self.runtime.block_on(call) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
+        }
+    }
+
+    fn detokenize_within(&self, tokens: &[u32], within: Duration) -> Result<String, String> {
+        let call = async { tokio::time::timeout(within, self.llm.detokenize(tokens)).await };
+        match self.runtime.block_on(call) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
+        }
     }
 }
 

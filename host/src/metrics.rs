@@ -68,6 +68,8 @@ pub struct Metrics {
     prompt_tokens_cached: AtomicU64,
     store_bytes: AtomicU64,
     replication_waits: AtomicU64,
+    dropped_records: AtomicU64,
+    turns_dropping_records: AtomicU64,
 }
 
 impl Metrics {
@@ -91,6 +93,11 @@ impl Metrics {
             self.llm.observe(t.llm);
             self.store_write.observe(t.store_write);
             self.store_bytes.fetch_add(t.store_bytes, Ordering::Relaxed);
+            if t.dropped_records > 0 {
+                self.dropped_records
+                    .fetch_add(u64::from(t.dropped_records), Ordering::Relaxed);
+                self.turns_dropping_records.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -150,6 +157,16 @@ impl Metrics {
                 "Turns that waited for replication from another node.",
                 &self.replication_waits,
             ),
+            (
+                "discedge_dropped_records_total",
+                "Old records (turns) policies left out of prompts to fit the window, summed over turns.",
+                &self.dropped_records,
+            ),
+            (
+                "discedge_turns_dropping_records_total",
+                "Turns whose prompt left out old records.",
+                &self.turns_dropping_records,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
@@ -170,7 +187,8 @@ impl Metrics {
     }
 }
 
-/// Label values are client-chosen mode names: escape what Prometheus' format needs escaped.
+/// Label values are policy names (file stems the operator chose): escape what Prometheus'
+/// format needs escaped.
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")

@@ -101,6 +101,12 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
     }
     let mut proxy = Proxy::new(store, llm, registry, services, defaults);
     proxy.api_keys = ApiKeys::parse(&keys).map_err(anyhow::Error::msg)?;
+    if let Some(key) = &args.operator_key {
+        proxy.api_keys = proxy
+            .api_keys
+            .with_operator_key(key)
+            .map_err(anyhow::Error::msg)?;
+    }
     if !proxy.api_keys.is_empty() {
         tracing::info!("API keys required");
     }
@@ -145,7 +151,9 @@ pub async fn start_local(argv: &[&str]) -> anyhow::Result<LocalServer> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(crate::api::no_delay(listener), app).await {
+        if let Err(e) =
+            axum::serve(crate::api::no_delay(listener), crate::api::with_peers(app)).await
+        {
             tracing::error!("in-process server stopped: {e}");
         }
     });
@@ -166,7 +174,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         policies = ?node.proxy.policies.names(),
         "discedge serving"
     );
-    axum::serve(crate::api::no_delay(listener), app)
+    axum::serve(crate::api::no_delay(listener), crate::api::with_peers(app))
         .with_graceful_shutdown(shutdown())
         .await?;
     node.proxy.store.close().await;

@@ -45,7 +45,7 @@ pub async fn respond(
         StartedTurn::Replayed(reply) => {
             let policy = reply.policy.clone();
             let mode = string_field(&reply.body, "mode");
-            proxy.metrics.request(&mode, 200, "", Some(&reply.timing));
+            proxy.count_request(&mode, 200, "", Some(&reply.timing));
             for event in format.replayed(reply) {
                 // The channel is new and larger than a replay: this cannot wait or fail.
                 let _ = tx.try_send(event);
@@ -62,19 +62,15 @@ pub async fn respond(
                 async move {
                     let mode = prepared.mode.clone();
                     match relay(&proxy, prepared, events, started, &format, &tx).await {
-                        Ok(timing) => proxy.metrics.request(&mode, 200, "", Some(&timing)),
+                        Ok(timing) => proxy.count_request(&mode, 200, "", Some(&timing)),
                         Err(Ended::ClientGone) => {
                             tracing::info!("client left during the stream; turn not committed");
-                            proxy
-                                .metrics
-                                .request(&mode, 499, "client_disconnected", None);
+                            proxy.count_request(&mode, 499, "client_disconnected", None);
                         }
                         Err(Ended::Failed(e)) => {
                             tracing::warn!("streamed turn failed: {e}");
                             let _ = tx.send(format.error(&e)).await;
-                            proxy
-                                .metrics
-                                .request(&mode, e.status.as_u16(), e.code, None);
+                            proxy.count_request(&mode, e.status.as_u16(), e.code, None);
                         }
                     }
                 }

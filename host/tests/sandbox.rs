@@ -1,7 +1,9 @@
 //! Policies are untrusted code: a policy that traps, loops, hoards memory, or returns output
 //! the model must not get fails only its own request, with a 500 that names it; a component
 //! that does not fit the host is refused at load while the previous version keeps serving;
-//! and a policy sees no clock. Uses `FakeLlm`, a FAKE llama-server.
+//! a policy sees no clock and draws the same random numbers on every run; the policy deadline
+//! bounds host calls; and turns beyond the instance pool are told to retry. Uses `FakeLlm`, a
+//! FAKE llama-server.
 
 mod common;
 
@@ -115,6 +117,29 @@ async fn a_policy_sees_no_clock() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_policy_draws_the_same_randomness_on_every_run() {
+    let llama = FakeLlm::start().await.unwrap();
+    let (proxy, _plugins) = with_faulty(&llama, &[]).await;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, "RANDOM")).await;
+        assert_eq!(status, 200, "{reply}");
+        let session = reply["session_id"].as_str().unwrap();
+        let stored = proxy.stored(session).await.unwrap();
+        runs.push((reply["prompt"].clone(), stored.records));
+    }
+    assert!(
+        runs[0].0.as_str().unwrap().starts_with("random: order"),
+        "{:?}",
+        runs[0].0
+    );
+    assert_eq!(
+        runs[0], runs[1],
+        "two runs (two nodes) must compute the same prompt and record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn components_that_do_not_fit_are_refused_and_the_old_version_serves() {
     let llama = FakeLlm::start().await.unwrap();
     let plugins = common::plugins_copy(&["raw"]);
@@ -163,4 +188,81 @@ async fn components_that_do_not_fit_are_refused_and_the_old_version_serves() {
     );
     let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, "still here?")).await;
     assert_eq!(status, 200, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turns_beyond_the_instance_pool_get_a_503_with_retry_after() {
+    let llama = FakeLlm::start().await.unwrap();
+    // Each turn holds its instance from `prepare` until `commit`, across the model's answer.
+    llama.set_delay(std::time::Duration::from_millis(1500));
+    let (proxy, _plugins) = with_faulty(&llama, &["--policy-instances", "2"]).await;
+    let send = |i: u32| {
+        let url = format!("{}/completion", proxy.url);
+        async move {
+            let body = turn_body("raw", None, 1, &format!("slow turn {i}"));
+            let reply = common::client().post(url).json(&body).send().await.unwrap();
+            let status = reply.status().as_u16();
+            let retry_after = reply
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = reply.json().await.unwrap();
+            (status, retry_after, body)
+        }
+    };
+    let replies = futures_util::future::join_all((0..3).map(send)).await;
+    let mut statuses: Vec<u16> = replies.iter().map(|(s, _, _)| *s).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503], "{replies:?}");
+    let (_, retry_after, body) = replies.iter().find(|(s, _, _)| *s == 503).unwrap();
+    assert_eq!(error_code(body), "policy_busy", "{body}");
+    let seconds: u64 = retry_after
+        .as_deref()
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(seconds >= 1, "{seconds}");
+    // The instances are back once the turns are done.
+    llama.set_delay(std::time::Duration::ZERO);
+    let (status, reply) = complete(&proxy.url, &turn_body("raw", None, 1, "after")).await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_tokenizer_is_bounded_by_the_policy_deadline() {
+    let llama = FakeLlm::start().await.unwrap();
+    let plugins = common::plugins_copy(&["tokenized"]);
+    let proxy = start_proxy(&[
+        "--llama-url",
+        &llama.url,
+        "--plugins-dir",
+        plugins.path().to_str().unwrap(),
+        "--policy-timeout-ms",
+        "300",
+    ])
+    .await;
+    llama.hang_tokenize(true);
+    let started = std::time::Instant::now();
+    let body = turn_body("tokenized", None, 1, "hello");
+    let (status, reply) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        complete(&proxy.url, &body),
+    )
+    .await
+    .expect("the turn ends near the policy's 300 ms deadline, not the LLM timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // llama-server, not the policy, ran out the clock: the host call failed.
+    assert_eq!(status, 502, "{reply}");
+    assert_eq!(error_code(&reply), "policy_host_call_failed", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("within the policy's time (300 ms)"),
+        "{reply}"
+    );
 }

@@ -4,7 +4,7 @@
 //! token_policy;`) because it names the bindings that crate generates; binding-free code
 //! lives in `policy-common`.
 
-use policy_common::{Template, close_turn, parse_messages, session_tokens};
+use policy_common::{Pieces, Template, close_turn, parse_messages, session_tokens};
 
 use crate::discedge::policy::host;
 use crate::discedge::policy::types::{PolicyError, Reply, Settings};
@@ -45,7 +45,23 @@ pub fn render(
         .collect())
 }
 
-/// The model's tokenizer, parsing control tokens since templates write them as text.
+/// The model's tokenizer on template markup, parsing control tokens since templates write
+/// them as text. Never for what a user or the model wrote: see [`tokenize_pieces`].
 pub fn tokenize(text: &str) -> Result<Vec<u32>, PolicyError> {
-    host::tokenize(text, true).map_err(|e| PolicyError::HostFailed(format!("tokenize: {e}")))
+    host_tokenize(text, true)
+}
+
+/// The ids of rendered messages: markup with control tokens parsed, message text as plain
+/// text, so a message that spells out `<|im_start|>` cannot open a turn of its own.
+pub fn tokenize_pieces(pieces: &Pieces) -> Result<Vec<u32>, PolicyError> {
+    let mut ids = Vec::new();
+    for (text, markup) in pieces.iter() {
+        ids.extend(host_tokenize(text, markup)?);
+    }
+    Ok(ids)
+}
+
+fn host_tokenize(text: &str, parse_special: bool) -> Result<Vec<u32>, PolicyError> {
+    host::tokenize(text, parse_special)
+        .map_err(|e| PolicyError::HostFailed(format!("tokenize: {e}")))
 }

@@ -2,8 +2,9 @@
 //! Nothing here knows about HTTP or sessions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
@@ -12,7 +13,8 @@ use wasmtime::{
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{
-    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
+    WasiView,
 };
 
 wasmtime::component::bindgen!({
@@ -46,6 +48,25 @@ pub use discedge::policy::types::{
 pub trait HostServices: Send + Sync + 'static {
     fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String>;
     fn detokenize(&self, tokens: &[u32]) -> Result<String, String>;
+
+    /// [`tokenize`](Self::tokenize), given up after `within`: the policy's deadline only
+    /// interrupts wasm, so a host call that can block must bound itself (override this).
+    fn tokenize_within(
+        &self,
+        text: &str,
+        parse_special: bool,
+        within: Duration,
+    ) -> Result<Vec<u32>, String> {
+        let _ = within;
+        self.tokenize(text, parse_special)
+    }
+
+    /// [`detokenize`](Self::detokenize), given up after `within`; see
+    /// [`tokenize_within`](Self::tokenize_within).
+    fn detokenize_within(&self, tokens: &[u32], within: Duration) -> Result<String, String> {
+        let _ = within;
+        self.detokenize(tokens)
+    }
 }
 
 /// Limits every policy call runs under, so a faulty policy cannot stall or starve the node.
@@ -91,6 +112,28 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
+/// The seed of every `wasi:random` source a policy sees, fixed like its clock: std's hash maps
+/// draw their keys from it, and a map that iterated in another order on another node could
+/// make a different prompt or record from the same session.
+const RANDOM_SEED: u128 = 0x6469_7363_6564_6765_2d70_6f6c_6963_7921;
+
+/// The bytes a policy's random sources cycle through: SHA-256 blocks counted up from
+/// [`RANDOM_SEED`], so they look random to a guest but are the same on every node and run.
+fn random_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        use sha2::Digest;
+        (0u32..32)
+            .flat_map(|block| {
+                let mut h = sha2::Sha256::new();
+                h.update(RANDOM_SEED.to_le_bytes());
+                h.update(block.to_le_bytes());
+                h.finalize().to_vec()
+            })
+            .collect()
+    })
+}
+
 /// How often the epoch ticker fires; the call timeout is counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Bytes of a policy's stderr kept for error reports (panic messages).
@@ -101,6 +144,28 @@ pub struct PolicyRuntime {
     engine: Engine,
     linker: Linker<CallState>,
     limits: Limits,
+    /// Instances alive now. Counted here too, not only by the pooling allocator: without
+    /// pooling (on-demand allocation) nothing else would bound them.
+    live: Arc<AtomicU32>,
+}
+
+/// One of the runtime's `instances` slots, given back when the instance is dropped.
+struct InstanceSlot(Arc<AtomicU32>);
+
+impl InstanceSlot {
+    fn take(live: &Arc<AtomicU32>, limit: u32) -> Result<Self, CallFailure> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .map_err(|_| CallFailure::Busy(format!("all {limit} policy instances are in use")))?;
+        Ok(Self(live.clone()))
+    }
+}
+
+impl Drop for InstanceSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Per-call state: the store's data. Never shared between calls, so a trap poisons nothing else.
@@ -111,6 +176,40 @@ pub struct CallState {
     table: ResourceTable,
     limits: StoreLimits,
     stderr: MemoryOutputPipe,
+    call_timeout: Duration,
+    /// When the current call's time is up; host calls get only what is left of it.
+    deadline: Instant,
+    /// Set when a host call failed for lack of time: the call's outcome, whatever the guest
+    /// did next (the epoch trap may or may not have fired by the time it returns).
+    host_timed_out: Option<String>,
+}
+
+impl CallState {
+    /// Runs a host call within what is left of the policy call's time.
+    fn bounded<T>(
+        &mut self,
+        call: &str,
+        run: impl FnOnce(&dyn HostServices, Duration) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let result = if left.is_zero() {
+            Err("no time left".to_owned())
+        } else {
+            run(&*self.services, left)
+        };
+        result.map_err(|e| {
+            if Instant::now() >= self.deadline {
+                let timeout = format!(
+                    "{call} did not finish within the policy's time ({} ms): {e}",
+                    self.call_timeout.as_millis()
+                );
+                self.host_timed_out = Some(timeout.clone());
+                timeout
+            } else {
+                e
+            }
+        })
+    }
 }
 
 impl WasiView for CallState {
@@ -137,11 +236,15 @@ impl discedge::policy::host::Host for CallState {
     }
 
     fn tokenize(&mut self, text: String, parse_special: bool) -> Result<Vec<u32>, String> {
-        self.services.tokenize(&text, parse_special)
+        self.bounded("tokenize", |services, within| {
+            services.tokenize_within(&text, parse_special, within)
+        })
     }
 
     fn detokenize(&mut self, tokens: Vec<u32>) -> Result<String, String> {
-        self.services.detokenize(&tokens)
+        self.bounded("detokenize", |services, within| {
+            services.detokenize_within(&tokens, within)
+        })
     }
 }
 
@@ -174,6 +277,7 @@ impl PolicyRuntime {
             engine,
             linker,
             limits,
+            live: Arc::default(),
         }))
     }
 
@@ -206,12 +310,16 @@ impl PolicyRuntime {
         policy: Arc<str>,
         services: Arc<dyn HostServices>,
     ) -> Result<PolicyInstance, CallFailure> {
+        let slot = InstanceSlot::take(&self.live, self.limits.instances)?;
         let stderr = MemoryOutputPipe::new(STDERR_BYTES);
         let wasi = WasiCtxBuilder::new()
             .stderr(stderr.clone())
             .stdout(stderr.clone())
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
+            .secure_random(Deterministic::new(random_bytes().to_vec()))
+            .insecure_random(Deterministic::new(random_bytes().to_vec()))
+            .insecure_random_seed(RANDOM_SEED)
             .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -224,6 +332,9 @@ impl PolicyRuntime {
             table: ResourceTable::new(),
             limits,
             stderr,
+            deadline: Instant::now() + self.limits.call_timeout,
+            call_timeout: self.limits.call_timeout,
+            host_timed_out: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -232,7 +343,7 @@ impl PolicyRuntime {
             .policy
             .instance_pre()
             .instantiate(&mut store)
-            .map_err(|e| failure(&store, e))?;
+            .map_err(|e| instantiate_failure(&store, e))?;
         let bindings = ContextPolicy::new(&mut store, &instance).map_err(|e| failure(&store, e))?;
         Ok(PolicyInstance {
             store,
@@ -240,6 +351,7 @@ impl PolicyRuntime {
             bindings,
             history: pre.history.clone(),
             ticks: self.ticks(),
+            _slot: slot,
         })
     }
 
@@ -273,6 +385,10 @@ pub enum CallFailure {
     /// The policy trapped (panic, timeout, memory limit) or could not be instantiated.
     #[error("{0}")]
     Trapped(String),
+    /// Every policy instance (`Limits::instances`) is in use: not the policy's fault, and it
+    /// passes as turns finish.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Describes a trap with whatever the guest wrote to stderr (a panic message, say).
@@ -288,6 +404,18 @@ fn failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
         "" => CallFailure::Trapped(what),
         text => CallFailure::Trapped(format!("{what}: {text}")),
     }
+}
+
+/// An instantiation that failed: busy when the pooling allocator ran out of one of its pools
+/// (a component may use more core instances or memories than the count above assumes).
+fn instantiate_failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
+    if error
+        .chain()
+        .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
+    {
+        return CallFailure::Busy(format!("{error:#}"));
+    }
+    failure(store, error)
 }
 
 /// A component linked against the host, ready to instantiate: see
@@ -315,11 +443,16 @@ pub struct PolicyInstance {
     /// called, so turns pay nothing for it.
     history: Option<history::GuestIndices>,
     ticks: u64,
+    _slot: InstanceSlot,
 }
 
 impl PolicyInstance {
+    /// Starts a call's time: the epoch deadline for wasm, the instant for host calls.
     fn reset_deadline(&mut self) {
         self.store.set_epoch_deadline(self.ticks);
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + state.call_timeout;
+        state.host_timed_out = None;
     }
 
     pub fn info(&mut self) -> Result<PolicyInfo, CallFailure> {
@@ -368,9 +501,13 @@ impl PolicyInstance {
     /// A contract call's result: a trap described with the policy's stderr, or the policy's
     /// own answer, a declined call included.
     fn outcome<T>(
-        &self,
+        &mut self,
         result: wasmtime::Result<Result<T, PolicyError>>,
     ) -> Result<T, CallFailure> {
+        // The model's server, not the policy, ran out the clock.
+        if let Some(timeout) = self.store.data_mut().host_timed_out.take() {
+            return Err(CallFailure::Declined(PolicyError::HostFailed(timeout)));
+        }
         result
             .map_err(|e| failure(&self.store, e))?
             .map_err(CallFailure::Declined)

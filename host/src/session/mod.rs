@@ -103,6 +103,8 @@ pub struct TurnTiming {
     pub store_write: Duration,
     /// Bytes the commit wrote to the store.
     pub store_bytes: u64,
+    /// Old records the policy's prompt left out (its `dropped-records`), for the metrics.
+    pub dropped_records: u32,
 }
 
 /// Reply fields kept for replaying a retried turn. The head is rewritten and replicated every
@@ -138,6 +140,24 @@ impl Proxy {
             warm: Arc::default(),
             locks: SessionLocks::default(),
         }
+    }
+
+    /// Counts an answered turn in the metrics. The mode label is a loaded policy's name or
+    /// `unknown`: a client picks `mode` freely, and each new label would be a new series kept
+    /// for ever.
+    pub fn count_request(
+        &self,
+        mode: &str,
+        status: u16,
+        code: &'static str,
+        timing: Option<&TurnTiming>,
+    ) {
+        let label = if self.policies.get(mode).is_some() {
+            mode
+        } else {
+            "unknown"
+        };
+        self.metrics.request(label, status, code, timing);
     }
 
     /// Serves one turn.
@@ -260,6 +280,7 @@ impl Proxy {
         let (instance, prepared, input, settings) =
             self.prepare(&policy, records, input, settings).await?;
         timing.policy = started.elapsed();
+        timing.dropped_records = prepared.dropped_records;
         let want_reply_tokens = prepared.want_reply_tokens;
         let client_wants_tokens = forward
             .get("return_tokens")
@@ -755,6 +776,14 @@ fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> ApiError {
             "policy_trapped",
             format!("policy {} {m}", policy.name),
         ),
+        // Every instance is serving a turn (each holds one across the model's answer): the
+        // next that ends frees one, so the client may retry soon.
+        CallFailure::Busy(m) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "policy_busy",
+            format!("policy {}: {m}; retry shortly", policy.name),
+        )
+        .retry_after(1),
     };
     error.with("policy", policy.label())
 }

@@ -12,8 +12,9 @@ mod wire;
 
 pub use messages::{Message, MessageRef, decode_message_refs, decode_messages, encode_messages};
 pub use template::{
-    Template, message_len, opening, parse_messages, push_message, render_message, reply_opening,
-    system_prompt, user_turn,
+    MARKER_BREAK, Pieces, Template, markers, message_len, neutralise_markers, opening,
+    opening_pieces, parse_messages, push_message, render_message, reply_opening, system_prompt,
+    user_turn, user_turn_pieces,
 };
 pub use tokens::{TokenRecord, TokenRecordHead, append_ids, close_turn, session_tokens};
 pub use window::{choose_window, low_water};

@@ -37,7 +37,7 @@ impl Guest for Component {
         input: TurnInput,
         _settings: Settings,
     ) -> Result<Prepared, PolicyError> {
-        let prompt = input.prompt;
+        let prompt = input.prompt.clone();
         if prompt.contains("PANIC") {
             panic!("faulty policy asked to panic");
         }
@@ -66,14 +66,19 @@ impl Guest for Component {
             // What the sandbox lets a policy know of time (the host freezes it at zero).
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
             Prompt::Text(format!("clock: {}", now.map_or(u64::MAX, |d| d.as_secs())))
+        } else if prompt.contains("RANDOM") {
+            Prompt::Text(randomness())
         } else {
             Prompt::Text(prompt)
         };
+        // Says it left out as many old records as the prompt has `DROP`s, so the host's
+        // accounting of them can be checked.
+        let dropped_records = input.prompt.matches("DROP").count() as u32;
         Ok(Prepared {
             prompt,
             want_reply_tokens: false,
             carry: Vec::new(),
-            dropped_records: 0,
+            dropped_records,
         })
     }
 
@@ -86,8 +91,22 @@ impl Guest for Component {
         if input.prompt.contains("BADREC") {
             return Ok(Some(vec![1, 2, 3]));
         }
+        if input.prompt.contains("RANDOM") {
+            return Ok(Some(randomness().into_bytes()));
+        }
         Ok(Some(input.prompt.into_bytes()))
     }
+}
+
+/// What a policy draws from `wasi:random` without asking: std's hash map keys (so the order
+/// a map iterates in) and a hash of a fixed value. Equal on every run when the host seeds it.
+fn randomness() -> String {
+    use std::collections::HashMap;
+    use std::hash::BuildHasher;
+    let map: HashMap<u32, ()> = (0..32).map(|k| (k, ())).collect();
+    let order: Vec<u32> = map.keys().copied().collect();
+    let hash = std::collections::hash_map::RandomState::new().hash_one("discedge");
+    format!("random: order {order:?}, hash {hash:016x}")
 }
 
 /// Burns fuel or epochs until the host interrupts it; `black_box` keeps the loop alive.

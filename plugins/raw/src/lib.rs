@@ -5,7 +5,8 @@
 
 use policy_common::{
     Message, MessageRef, Template, decode_message_refs, decode_messages, decode_records,
-    encode_messages, message_len, push_message, reply_opening, system_prompt,
+    encode_messages, markers, message_len, neutralise_markers, push_message, reply_opening,
+    system_prompt,
 };
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
@@ -54,11 +55,21 @@ impl Guest for Component {
             history.iter().flatten().copied().chain(new)
         };
         let opening = reply_opening(&t);
-        let rendered_len = |(role, content): MessageRef| message_len(&t, role, content);
-        let len = t.bos.len() + messages().map(rendered_len).sum::<usize>() + opening.len();
+        // llama-server parses control tokens in a text prompt: a message that spells out the
+        // template's markers is sent with them broken, or it could open turns of its own.
+        // Stored messages keep the text as written; borrowed unless a marker was broken.
+        let markers = markers(&t);
+        let safe: Vec<_> = messages()
+            .map(|(role, content): MessageRef| (role, neutralise_markers(&markers, content)))
+            .collect();
+        let rendered: usize = safe
+            .iter()
+            .map(|(role, content)| message_len(&t, role, content))
+            .sum();
+        let len = t.bos.len() + rendered + opening.len();
         let mut text = String::with_capacity(len);
         text.push_str(&t.bos);
-        for (role, content) in messages() {
+        for (role, content) in &safe {
             push_message(&mut text, &t, role, content);
         }
         text.push_str(&opening);

@@ -5,7 +5,7 @@
 //! llama-server's prompt cache only has to evaluate the new message. Nothing is ever dropped:
 //! when the conversation outgrows the context the turn fails (see the `truncate` policy).
 
-use policy_common::{TokenRecord, append_ids, decode_records, opening, user_turn};
+use policy_common::{TokenRecord, append_ids, decode_records, opening_pieces, user_turn_pieces};
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
 
@@ -17,7 +17,7 @@ use discedge::policy::types::{
 };
 use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
-use token_policy::tokenize;
+use token_policy::tokenize_pieces;
 
 struct Component;
 
@@ -41,13 +41,12 @@ impl Guest for Component {
         let heads = decode_records(&records, TokenRecord::head).map_err(PolicyError::Internal)?;
         let t = token_policy::template(&settings);
         // A new conversation starts with its opening (bos and system message).
-        let mut new_text = if records.is_empty() {
-            opening(&t, settings.system_prompt.as_deref())
+        let mut new_ids = if records.is_empty() {
+            tokenize_pieces(&opening_pieces(&t, settings.system_prompt.as_deref()))?
         } else {
-            String::new()
+            Vec::new()
         };
-        new_text.push_str(&user_turn(&t, &input.prompt));
-        let new_ids = tokenize(&new_text)?;
+        new_ids.extend(tokenize_pieces(&user_turn_pieces(&t, &input.prompt))?);
 
         let prompt_len = heads.iter().map(|h| h.tokens as u64).sum::<u64>() + new_ids.len() as u64;
         let needed = prompt_len + u64::from(settings.reply_budget);

@@ -7,7 +7,8 @@
 //! changes the prompt's prefix and costs llama-server a full re-evaluation.
 
 use policy_common::{
-    TokenRecord, TokenRecordHead, append_ids, choose_window, decode_records, opening, user_turn,
+    TokenRecord, TokenRecordHead, append_ids, choose_window, decode_records, opening_pieces,
+    user_turn_pieces,
 };
 
 wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
@@ -21,7 +22,7 @@ use discedge::policy::types::{
 };
 use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
-use token_policy::tokenize;
+use token_policy::tokenize_pieces;
 
 struct Component;
 
@@ -53,16 +54,9 @@ impl Guest for Component {
                 .map_err(|e| PolicyError::Internal(format!("record 0: {e}")))?
                 .pinned_tokens()
                 .to_vec(),
-            None => {
-                let text = opening(&t, settings.system_prompt.as_deref());
-                if text.is_empty() {
-                    Vec::new()
-                } else {
-                    tokenize(&text)?
-                }
-            }
+            None => tokenize_pieces(&opening_pieces(&t, settings.system_prompt.as_deref()))?,
         };
-        let new_ids = tokenize(&user_turn(&t, &input.prompt))?;
+        let new_ids = tokenize_pieces(&user_turn_pieces(&t, &input.prompt))?;
 
         let previous_start = heads.last().map_or(0, |r| r.window_start as usize);
         let lens: Vec<usize> = heads.iter().map(|r| r.unpinned()).collect();
