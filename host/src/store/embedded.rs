@@ -1,7 +1,15 @@
 //! The default store: a redb database file on the node's disk, durable across restarts.
+//!
+//! Turns are committed in groups: one writer thread takes every commit that is waiting,
+//! applies each (with its own turn check) in one transaction and makes it durable with one
+//! fsync, then answers each. A turn is answered only once the write that holds it is durable,
+//! and a turn whose check fails changes nothing; under load, many turns share one fsync
+//! instead of queueing for one each.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -18,9 +26,35 @@ const RECORDS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("recor
 /// with `HEADS`.
 const USER_SESSIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_sessions");
 
-/// Sessions in one redb file; every commit is an fsynced transaction.
+/// Most turns written by one group transaction.
+const MAX_GROUP: usize = 256;
+
+/// Sessions in one redb file; every commit is in an fsynced transaction.
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// To the group-commit writer (`None` once dropping: the writer then ends).
+    commits: Option<mpsc::Sender<Commit>>,
+    /// Joined on drop, so the database file is free again once the store is gone.
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Group transactions written (a turn's commit is in exactly one).
+    groups: Arc<AtomicU64>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.commits.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// A turn waiting for the group writer.
+struct Commit {
+    id: String,
+    head: SessionHead,
+    record: Option<Vec<u8>>,
+    done: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
 }
 
 impl EmbeddedStore {
@@ -37,7 +71,37 @@ impl EmbeddedStore {
         txn.open_table(RECORDS).map_err(unavailable)?;
         index_existing_sessions(&txn)?;
         txn.commit().map_err(unavailable)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (commits, queue) = mpsc::channel();
+        let groups = Arc::new(AtomicU64::new(0));
+        let (writer_db, writer_groups) = (db.clone(), groups.clone());
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(next) => group.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    write_group(&writer_db, group);
+                    writer_groups.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        Ok(Self {
+            db,
+            commits: Some(commits),
+            writer: Some(writer),
+            groups,
+        })
+    }
+
+    /// Group transactions written so far (for tests and benchmarks: turns per fsync).
+    pub fn groups_written(&self) -> u64 {
+        self.groups.load(Ordering::Relaxed)
     }
 
     /// Runs blocking database work off the async executor.
@@ -69,6 +133,81 @@ fn index_existing_sessions(txn: &redb::WriteTransaction) -> Result<(), StoreErro
             .map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// Applies every commit of `group` in one transaction, each after its own turn check, makes
+/// it durable, and answers each. A failed check answers that turn only (it wrote nothing); a
+/// failed write or commit answers every turn of the group with the error, and nothing of the
+/// group is stored.
+fn write_group(db: &Database, group: Vec<Commit>) {
+    let txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => {
+            let e = e.to_string();
+            for c in group {
+                let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
+            }
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(group.len());
+    let mut failed = None;
+    for c in &group {
+        match apply(&txn, &c.id, &c.head, c.record.as_deref()) {
+            Err(StoreError::Unavailable(e)) => {
+                failed = Some(e);
+                break;
+            }
+            result => results.push(result),
+        }
+    }
+    // Dropping an uncommitted transaction aborts it: nothing half-written.
+    let failed = match failed {
+        Some(e) => Some(e),
+        None => txn.commit().err().map(|e| e.to_string()),
+    };
+    match failed {
+        Some(e) => {
+            for c in group {
+                let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
+            }
+        }
+        None => {
+            for (c, result) in group.into_iter().zip(results) {
+                let _ = c.done.send(result);
+            }
+        }
+    }
+}
+
+/// One turn's writes inside a group transaction, if the stored turn is the one before it.
+/// Checks come before writes, so an error other than `Unavailable` wrote nothing.
+fn apply(
+    txn: &redb::WriteTransaction,
+    id: &str,
+    head: &SessionHead,
+    record: Option<&[u8]>,
+) -> Result<u64, StoreError> {
+    let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
+    let stored = match heads.get(id).map_err(unavailable)? {
+        Some(bytes) => Some(decode_head(bytes.value())?),
+        None => None,
+    };
+    check_next_turn(stored.as_ref(), head)?;
+    if stored.is_none() {
+        let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+        index
+            .insert((head.user_id.as_str(), id), ())
+            .map_err(unavailable)?;
+    }
+    if let Some(record) = record {
+        let number = stored.as_ref().map_or(0, |h| h.records);
+        let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
+        records.insert((id, number), record).map_err(unavailable)?;
+    }
+    let bytes = serde_json::to_vec(head).expect("a head always serializes");
+    heads.insert(id, bytes.as_slice()).map_err(unavailable)?;
+    Ok((bytes.len() + record.map_or(0, <[u8]>::len)) as u64)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -117,42 +256,20 @@ impl ContextStore for EmbeddedStore {
         head: &SessionHead,
         record: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
-        let id = session_id.to_owned();
-        let head = head.clone();
-        let record = record.map(<[u8]>::to_vec);
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let written = {
-                let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
-                let stored = match heads.get(id.as_str()).map_err(unavailable)? {
-                    Some(bytes) => Some(decode_head(bytes.value())?),
-                    None => None,
-                };
-                check_next_turn(stored.as_ref(), &head)?;
-                if stored.is_none() {
-                    let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
-                    index
-                        .insert((head.user_id.as_str(), id.as_str()), ())
-                        .map_err(unavailable)?;
-                }
-                if let Some(record) = &record {
-                    let number = stored.as_ref().map_or(0, |h| h.records);
-                    let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
-                    records
-                        .insert((id.as_str(), number), record.as_slice())
-                        .map_err(unavailable)?;
-                }
-                let bytes = serde_json::to_vec(&head).expect("a head always serializes");
-                heads
-                    .insert(id.as_str(), bytes.as_slice())
-                    .map_err(unavailable)?;
-                (bytes.len() + record.as_ref().map_or(0, Vec::len)) as u64
-            };
-            // Dropping an uncommitted transaction (any `?` above) aborts it: nothing half-written.
-            txn.commit().map_err(unavailable)?;
-            Ok(written)
-        })
-        .await
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let commit = Commit {
+            id: session_id.to_owned(),
+            head: head.clone(),
+            record: record.map(<[u8]>::to_vec),
+            done,
+        };
+        self.commits
+            .as_ref()
+            .and_then(|c| c.send(commit).ok())
+            .ok_or_else(|| StoreError::Unavailable("the store writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer stopped".into()))?
     }
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
@@ -262,6 +379,58 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let listed = store.sessions_of("alice").await.unwrap();
         assert_eq!(listed, [("s1".to_owned(), contract::head(1, 1))]);
+    }
+
+    /// Concurrent turns share group transactions; each is answered only after its group is
+    /// durable (all are there after reopening); a turn whose check fails in a group changes
+    /// nothing and does not stop the others.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_turns_share_durable_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("s{i}");
+                store
+                    .commit_turn(&id, &contract::head(1, 1), Some(b"one"))
+                    .await
+                    .unwrap();
+                // Every other session also sends turn 1 again, which never follows: a conflict.
+                let stale = (i % 2 == 0).then(|| {
+                    let store = store.clone();
+                    let id = id.clone();
+                    tokio::spawn(async move {
+                        store
+                            .commit_turn(&id, &contract::head(1, 1), Some(b"x"))
+                            .await
+                    })
+                });
+                store
+                    .commit_turn(&id, &contract::head(2, 2), Some(b"two"))
+                    .await
+                    .unwrap();
+                if let Some(stale) = stale {
+                    assert!(matches!(
+                        stale.await.unwrap(),
+                        Err(StoreError::Conflict { .. })
+                    ));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let groups = store.groups_written();
+        assert!(groups < 128, "128 turns took {groups} groups: no sharing");
+        drop(Arc::into_inner(store).expect("every task is done"));
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        for i in 0..64 {
+            let s = store.load(&format!("s{i}")).await.unwrap().unwrap();
+            assert_eq!(s.head.turn, 2);
+            assert_eq!(s.records, [b"one".to_vec(), b"two".to_vec()]);
+        }
     }
 
     #[tokio::test]
