@@ -95,14 +95,7 @@ async fn client_chosen_modes_do_not_grow_the_metrics() {
             .filter(|l| l.starts_with("discedge_requests_total{"))
             .count()
     };
-    let scrape = || async {
-        let reply = common::client()
-            .get(format!("{}/metrics", proxy.url))
-            .send()
-            .await
-            .unwrap();
-        reply.text().await.unwrap()
-    };
+    let scrape = || common::metrics_text(&proxy.url);
     let client = common::client();
     let statuses: Vec<u16> = futures_util::stream::iter(0..10_000)
         .map(|i| {
@@ -142,14 +135,7 @@ async fn records_a_policy_left_out_are_counted() {
         let (status, reply) = complete(&proxy.url, &turn_body("faulty", None, 1, prompt)).await;
         assert_eq!(status, 200, "{reply}");
     }
-    let text = common::client()
-        .get(format!("{}/metrics", proxy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&proxy.url).await;
     for line in [
         "discedge_dropped_records_total 3",
         "discedge_turns_dropping_records_total 2",

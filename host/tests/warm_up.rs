@@ -44,14 +44,7 @@ async fn fed_proxies(bed: &FredBed, llama_b: &str, extra: &[&str]) -> (TestProxy
 
 /// A counter of `/metrics`, e.g. `discedge_warmups_total{outcome="sent"}`.
 async fn metric(proxy: &str, series: &str) -> u64 {
-    let text = client()
-        .get(format!("{proxy}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(proxy).await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))

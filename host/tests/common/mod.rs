@@ -242,14 +242,25 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// A second real llama-server (llama.cpp's own, scripts/llama_server.py, the test model), for
-/// tests that need one per node: each node's prompt cache must be its own. Stopped on drop.
+/// The proxy's `GET /metrics` text.
+pub async fn metrics_text(proxy_url: &str) -> String {
+    let reply = client()
+        .get(format!("{proxy_url}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    reply.text().await.unwrap()
+}
+
+/// A real llama-server of its own (llama.cpp's, scripts/llama_server.py), for
+/// tests that need one per node (each node's prompt cache its own) or a model swap. Stopped on drop.
 pub struct LlamaServer {
     pub url: String,
     child: std::process::Child,
 }
 
 impl LlamaServer {
+    /// The test model on a free port, with a 2048-token window.
     pub async fn start() -> Self {
         let cache = std::env::var("DISCEDGE_CACHE")
             .unwrap_or_else(|_| format!("{}/.cache/discedge", std::env::var("HOME").unwrap()));
@@ -261,15 +272,20 @@ impl LlamaServer {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(&model, port, 2048).await
+    }
+
+    /// `model` on `port` with a window of `ctx` tokens, once healthy.
+    pub async fn start_on(model: &str, port: u16, ctx: u32) -> Self {
         let child = std::process::Command::new("python3")
             .arg(repo_dir().join("scripts/llama_server.py"))
             .args([
                 "--model",
-                &model,
+                model,
                 "--port",
                 &port.to_string(),
                 "--ctx",
-                "2048",
+                &ctx.to_string(),
             ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -287,10 +303,7 @@ impl LlamaServer {
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
-        panic!(
-            "second llama-server at {} not healthy after 60 s",
-            server.url
-        );
+        panic!("llama-server at {} not healthy after 60 s", server.url);
     }
 }
 
