@@ -128,8 +128,10 @@ impl SessionCache {
 
     /// A trigger said a version of turn `turn` of a session was stored (`value` empty: a
     /// relayed delete). Extends the entry when it is the next turn of its chain, starts one on
-    /// turn 1, leaves it when it is the version already held, and drops it otherwise.
-    pub fn stored(&self, session_id: &str, turn: u32, value: &str) {
+    /// turn 1, leaves it when it is the version already held, and drops it otherwise. Returns
+    /// the node that wrote the version (`None` for a delete or a value it cannot read), so the
+    /// feed tells turns committed elsewhere without decoding the value again.
+    pub fn stored(&self, session_id: &str, turn: u32, value: &str) -> Option<String> {
         let item = if value.is_empty() {
             None
         } else {
@@ -147,8 +149,9 @@ impl SessionCache {
         record(&mut state, session_id, event);
         let Some(item) = item else {
             state.entries.remove(session_id);
-            return;
+            return None;
         };
+        let writer = item.writer.clone();
         let live = self.is_live();
         let keep = match state.entries.get_mut(session_id) {
             None if turn == 1 && item.prev == [0; 16] => {
@@ -174,6 +177,7 @@ impl SessionCache {
         if !keep {
             state.entries.remove(session_id);
         }
+        Some(writer)
     }
 
     /// A trigger said a turn item of a session was deleted.

@@ -20,7 +20,6 @@ use tonic::{Request, Response, Status};
 use super::FredClient;
 use super::cache::SessionCache;
 use super::codec::parse_turn_key;
-use super::item::TurnItem;
 use crate::store::RemoteTurn;
 
 /// Where the feed listens and what FReD is told to dial.
@@ -60,10 +59,8 @@ impl TriggerNode for Handler {
             && let Some((session_id, turn)) = parse_turn_key(&r.id)
         {
             // A replica reports a relayed delete as a put of "" (FReD v0.2.19).
-            self.cache.stored(session_id, turn, &r.val);
-            if let Ok(item) = TurnItem::decode(&r.val)
-                && item.writer != self.node_id
-            {
+            let writer = self.cache.stored(session_id, turn, &r.val);
+            if writer.is_some_and(|w| w != self.node_id) {
                 // No listener (warm-up off) is fine; a send never waits.
                 let _ = self.remote.send(RemoteTurn {
                     session_id: session_id.to_owned(),
