@@ -11,16 +11,15 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::http_auth::RequestKeys;
+use crate::http_error::ApiError;
 use crate::openai;
-use crate::session::{Proxy, TurnDefaults, TurnRequest};
+use crate::request::{parse_turn, resolve_user};
+use crate::session::Proxy;
 use crate::stream::{self, EventFormat};
-
-/// Request fields the proxy owns; every other field goes to llama-server unchanged.
-const OWN_FIELDS: [&str; 5] = ["mode", "session_id", "user_id", "turn", "system_prompt"];
 
 /// Every route the proxy serves: method, path, handler. `/openapi.json` documents exactly
 /// these (a test compares the two).
@@ -212,7 +211,7 @@ async fn serve_turn(
         return streamed.instrument(span).await;
     }
     let turn = async {
-        proxy.turn(request).await.inspect_err(|e| {
+        proxy.turn(request).await.map_err(ApiError::from).inspect_err(|e| {
             if e.status.is_server_error() {
                 tracing::warn!("turn failed: {e}");
             }
@@ -246,139 +245,6 @@ async fn serve_turn(
         headers.insert("x-discedge-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-/// Validates the proxy's own fields; the rest is llama-server's business.
-/// `caller` is the user of the request's API key, when keys are configured.
-pub fn parse_turn(
-    body: &[u8],
-    defaults: &TurnDefaults,
-    caller: Option<String>,
-) -> Result<TurnRequest, ApiError> {
-    let fields = json_object(body)?;
-    turn_from_fields(
-        fields,
-        String::from_utf8_lossy(body).into_owned(),
-        defaults,
-        caller,
-    )
-}
-
-/// The body as a JSON object, or the 400 that says why not.
-pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
-    })?;
-    match value {
-        Value::Object(fields) => Ok(fields),
-        _ => Err(ApiError::bad_request(
-            "invalid_json",
-            "body must be a JSON object",
-        )),
-    }
-}
-
-/// [`parse_turn`] on a body already read as JSON (`/completion`'s fields; the chat endpoint
-/// builds them from a chat request). `request_json` is the body as the client sent it.
-pub fn turn_from_fields(
-    mut fields: Map<String, Value>,
-    request_json: String,
-    defaults: &TurnDefaults,
-    caller: Option<String>,
-) -> Result<TurnRequest, ApiError> {
-    let mode = optional_string(&fields, "mode")?.unwrap_or_else(|| defaults.mode.clone());
-    let session_id = optional_string(&fields, "session_id")?;
-    if let Some(id) = &session_id
-        && (id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()))
-    {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "session_id must be 1 to 64 ASCII letters and digits",
-        )
-        .with("field", "session_id"));
-    }
-    let claimed = optional_string(&fields, "user_id")?;
-    let user_id = resolve_user(caller.as_deref(), claimed, &defaults.user_id)?;
-    if user_id.is_empty() || user_id.len() > 128 {
-        return Err(
-            ApiError::bad_request("invalid_field", "user_id must be 1 to 128 bytes")
-                .with("field", "user_id"),
-        );
-    }
-    let turn = match fields.get("turn") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(
-            value
-                .as_u64()
-                .filter(|&t| t >= 1)
-                .and_then(|t| u32::try_from(t).ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("invalid_field", "turn must be an integer >= 1")
-                        .with("field", "turn")
-                })?,
-        ),
-    };
-    let system_prompt = optional_string(&fields, "system_prompt")?;
-    let stream = match fields.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(stream)) => *stream,
-        Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_field", "stream must be true or false")
-                    .with("field", "stream"),
-            );
-        }
-    };
-    let prompt = match fields.remove("prompt") {
-        None | Some(Value::Null) => {
-            return Err(ApiError::bad_request("missing_field", "prompt is required")
-                .with("field", "prompt"));
-        }
-        Some(prompt) => prompt,
-    };
-    let prompt_bytes = match &prompt {
-        Value::String(text) => text.len(),
-        other => other.to_string().len(),
-    };
-    if prompt_bytes > defaults.max_prompt_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "prompt_too_large",
-            format!(
-                "prompt of {prompt_bytes} bytes is over the limit of {}",
-                defaults.max_prompt_bytes
-            ),
-        )
-        .with("field", "prompt"));
-    }
-    for field in OWN_FIELDS {
-        fields.remove(field);
-    }
-    Ok(TurnRequest {
-        mode,
-        session_id,
-        user_id,
-        turn,
-        prompt,
-        system_prompt,
-        forward: fields,
-        request_json,
-        stream,
-    })
-}
-
-fn optional_string(
-    fields: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<String>, ApiError> {
-    match fields.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(
-            ApiError::bad_request("invalid_field", format!("{name} must be a string"))
-                .with("field", name),
-        ),
-    }
 }
 
 /// 200 once at least one policy is loaded, so orchestration waits for a usable proxy.
@@ -437,24 +303,6 @@ struct OwnerQuery {
     user_id: Option<String>,
 }
 
-/// The user a request acts for: the API key's user when keys are configured (a different
-/// claimed `user_id` is refused), else the claimed one, else the default user.
-fn resolve_user(
-    caller: Option<&str>,
-    claimed: Option<String>,
-    default: &str,
-) -> Result<String, ApiError> {
-    match (caller, claimed) {
-        (Some(caller), Some(claimed)) if caller != claimed => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "user_mismatch",
-            "user_id is not the API key's user",
-        )
-        .with("field", "user_id")),
-        (Some(caller), _) => Ok(caller.to_owned()),
-        (None, claimed) => Ok(claimed.unwrap_or_else(|| default.to_owned())),
-    }
-}
 
 /// The user a sessions request acts for (`?user_id=` is the claim).
 fn owner(proxy: &Proxy, headers: &HeaderMap, claimed: Option<String>) -> Result<String, ApiError> {

@@ -1,29 +1,58 @@
-//! The one error type every failure becomes at the HTTP edge: a status and a JSON body.
+//! What went wrong, in the proxy's own words: a kind, a stable code and details for the
+//! client. No HTTP here: the HTTP layer (the server's `error` module) alone turns a [`Kind`]
+//! into a status code, so the core could serve another protocol unchanged.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::llm::LlmError;
 use crate::store::StoreError;
 
-/// An error reply: `{"error": {"code": ..., "message": ..., ...details}}`.
+/// The class of a failure, which the HTTP layer maps to a status (in brackets, today's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request itself is wrong (400).
+    BadRequest,
+    /// No valid key was presented where one is needed (401).
+    Unauthorized,
+    /// The caller may not do this at all (403).
+    Forbidden,
+    /// No such session (404).
+    NotFound,
+    /// The request disagrees with the stored state, e.g. the turn number (409).
+    Conflict,
+    /// A session or prompt outgrew its configured limit (413).
+    TooLarge,
+    /// Well-formed but cannot be served, e.g. the model's window is full (422).
+    Unprocessable,
+    /// A bug or broken state on this node (500).
+    Internal,
+    /// A dependency (llama-server, a policy's host call) answered wrongly (502).
+    BadGateway,
+    /// Busy or a dependency is down; a retry may succeed (503).
+    Unavailable,
+    /// llama-server did not answer in time (504).
+    Timeout,
+    /// llama-server refused the request with this status; passed on as it is.
+    Upstream(u16),
+}
+
+/// A failure for the client: `code` is the stable, machine-readable name (e.g.
+/// `turn_mismatch`) clients branch on; `details` are extra fields such as `expected_turn`.
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    /// Stable, machine-readable name (e.g. `turn_mismatch`); clients branch on this.
+pub struct Error {
+    pub kind: Kind,
     pub code: &'static str,
     pub message: String,
-    /// Extra fields for the client, such as `expected_turn`.
     pub details: Map<String, Value>,
-    /// Seconds after which a retry may succeed (a `Retry-After` header), for 503s that pass.
+    /// Seconds after which a retry may succeed, for failures that pass.
     pub retry_after: Option<u32>,
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+impl Error {
+    /// A failure of this kind, with no details.
+    pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             code,
             message: message.into(),
             details: Map::new(),
@@ -31,116 +60,68 @@ impl ApiError {
         }
     }
 
+    /// The client's request is wrong.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+        Self::new(Kind::BadRequest, code, message)
     }
 
-    /// Tells the client to try again after `seconds` (the `Retry-After` header).
+    /// Tells the client to try again after `seconds`.
     pub fn retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
     }
 
+    /// Adds a detail field for the client (e.g. `expected_turn`).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.details.insert(key.to_owned(), value.into());
         self
     }
-
-    /// The JSON body: `{"error": {"code", "message", ...details}}` (also a failed stream's last event).
-    pub fn body(&self) -> Value {
-        let mut error = self.details.clone();
-        error.insert("code".into(), self.code.into());
-        error.insert("message".into(), self.message.clone().into());
-        json!({ "error": error })
-    }
 }
 
-impl std::fmt::Display for ApiError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{}: {}", self.code, self.message)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        response
-    }
-}
+impl std::error::Error for Error {}
 
-impl From<StoreError> for ApiError {
+impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { stored_turn } => {
-                ApiError::new(StatusCode::CONFLICT, "turn_mismatch", e.to_string())
+                Error::new(Kind::Conflict, "turn_mismatch", e.to_string())
                     .with("expected_turn", stored_turn + 1)
             }
-            StoreError::Unavailable(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                e.to_string(),
-            ),
-            StoreError::Corrupt(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_corrupt",
-                e.to_string(),
-            ),
+            StoreError::Unavailable(_) => {
+                Error::new(Kind::Unavailable, "store_unavailable", e.to_string())
+            }
+            StoreError::Corrupt(_) => Error::new(Kind::Internal, "store_corrupt", e.to_string()),
         }
     }
 }
 
-impl From<LlmError> for ApiError {
+impl From<LlmError> for Error {
     fn from(e: LlmError) -> Self {
         match &e {
-            LlmError::Timeout(_) => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "llm_timeout", e.to_string())
-            }
+            LlmError::Timeout(_) => Error::new(Kind::Timeout, "llm_timeout", e.to_string()),
             // The conversation outgrew the model's window (raw and client-side modes send text,
             // so only llama-server can tell): not a malformed request.
             LlmError::Rejected { message, .. } if message.contains("context size") => {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "context_full",
-                    e.to_string(),
-                )
+                Error::new(Kind::Unprocessable, "context_full", e.to_string())
             }
             LlmError::Rejected { status, .. } => {
-                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
-                ApiError::new(status, "llm_rejected", e.to_string())
+                Error::new(Kind::Upstream(*status), "llm_rejected", e.to_string())
             }
             LlmError::Unreachable { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "llm_unreachable", e.to_string())
+                Error::new(Kind::BadGateway, "llm_unreachable", e.to_string())
             }
             LlmError::Failed { .. } | LlmError::BadReply(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "llm_failed", e.to_string())
+                Error::new(Kind::BadGateway, "llm_failed", e.to_string())
             }
             LlmError::StreamBroken(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "llm_stream_broken", e.to_string())
+                Error::new(Kind::BadGateway, "llm_stream_broken", e.to_string())
             }
         }
     }
-}
-
-/// An error with all its causes, for messages that must say what really went wrong
-/// (e.g. "connection refused" under "error sending request").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

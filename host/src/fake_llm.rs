@@ -1,6 +1,6 @@
 //! A FAKE llama-server, in process: for benchmarks that must measure the proxy alone, and for
 //! fast tests of failure paths. It speaks the few endpoints the proxy uses, with the FAKE
-//! one-token-per-byte tokenizer ([`crate::bench::ByteTokenizer`]). Never a stand-in for the
+//! one-token-per-byte tokenizer ([`crate::byte_tokenizer::ByteTokenizer`]). Never a stand-in for the
 //! real model in end-to-end tests.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::bench::ByteTokenizer;
+use crate::byte_tokenizer::ByteTokenizer;
 use crate::policy::HostServices;
 
 /// How the fake answers `/completion`.

@@ -2,12 +2,17 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod byte_tokenizer;
 pub mod config;
+pub mod causes;
 pub mod error;
+pub mod http_auth;
+pub mod http_error;
 pub mod fake_llm;
 pub mod llm;
 pub mod metrics;
 pub mod openai;
+pub mod request;
 pub mod policy;
 pub mod report;
 pub mod scenario;

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use futures_util::Stream;
 use serde_json::{Map, Value, json};
 
-use crate::error::error_chain;
+use crate::causes::error_chain;
 
 /// Why a call to the model failed; the client gets 502/504 and its session is unchanged.
 #[derive(Debug, thiserror::Error)]

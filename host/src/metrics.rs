@@ -7,7 +7,23 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::session::TurnTiming;
+
+/// Where a turn's time went inside the proxy, and what it wrote to the store. Here, not in
+/// `session`, because the metrics read it and the session fills it in: the lower layer owns it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurnTiming {
+    /// Loading the session, waits for replication included.
+    pub store_read: Duration,
+    /// Instantiating the policy and its `prepare` and `commit` calls.
+    pub policy: Duration,
+    /// The call to llama-server.
+    pub llm: Duration,
+    pub store_write: Duration,
+    /// Bytes the commit wrote to the store.
+    pub store_bytes: u64,
+    /// Old records the policy's prompt left out (its `dropped-records`), for the metrics.
+    pub dropped_records: u32,
+}
 
 /// Upper bounds (seconds) of the latency histograms: from tens of microseconds (policy, store)
 /// to a minute (the model).

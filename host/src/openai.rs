@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use policy_common::{Template, push_message, reply_opening};
 use serde_json::{Map, Value, json};
 
-use crate::api::{json_object, turn_from_fields};
-use crate::error::ApiError;
+use crate::request::{json_object, turn_from_fields};
+use crate::http_error::ApiError;
 use crate::policy::runtime::ChatTemplate;
 use crate::session::{TurnDefaults, TurnRequest, copy_session_fields};
 

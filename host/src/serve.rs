@@ -117,7 +117,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
     let warm = match proxy.store.remote_turns() {
         Some(remote) => {
             let rate = args.fred.warm_up_rate;
-            let run = crate::warm::run(proxy.clone(), remote, args.fred.warm_up, rate);
+            let run = crate::session::run_warm_up(proxy.clone(), remote, args.fred.warm_up, rate);
             Some(AbortOnDrop(tokio::spawn(run)))
         }
         None if args.fred.warm_up => {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::http_error::ApiError;
 use crate::llm::{EventStream, StreamEvent};
 use crate::openai::ChatMeta;
 use crate::session::{
@@ -108,6 +108,12 @@ enum Ended {
 impl From<ApiError> for Ended {
     fn from(e: ApiError) -> Self {
         Ended::Failed(e)
+    }
+}
+
+impl From<crate::error::Error> for Ended {
+    fn from(e: crate::error::Error) -> Self {
+        Ended::Failed(e.into())
     }
 }
 

@@ -5,15 +5,17 @@
 //! Warm-ups never cost a real turn anything: they start only while no turn of this proxy is
 //! at the model, a turn that starts cancels the one running, they are rate-limited, and only
 //! the newest turn of a session waits (a session warmed twice is warmed once).
+//!
+//! This module is the queue and its bookkeeping; the worker that drives the proxy is
+//! `session::warm::run`, so the queue needs nothing from the session (no import cycle).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, watch};
 
-use crate::session::Proxy;
 use crate::store::RemoteTurn;
 
 /// Sessions remembered as last committed elsewhere (to tell a roamed turn); oldest forgotten.
@@ -21,7 +23,7 @@ const MAX_REMEMBERED: usize = 10_000;
 /// Warm-ups waiting; a burst beyond this drops the oldest (they would be stale anyway).
 const MAX_PENDING: usize = 256;
 /// How long a warm-up waits for the model to be free of real turns before it is skipped.
-const IDLE_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// What happened to warm-ups and to the turns that roamed here, for `/metrics`.
 #[derive(Default)]
@@ -94,7 +96,7 @@ struct Remote {
 pub struct Warmer {
     /// Real turns of this proxy between their prompt and their reply.
     busy: watch::Sender<usize>,
-    pending: Mutex<VecDeque<RemoteTurn>>,
+    pub(crate) pending: Mutex<VecDeque<RemoteTurn>>,
     wake: Notify,
     remote: Mutex<(HashMap<String, Remote>, VecDeque<String>)>,
     pub counts: WarmCounts,
@@ -173,7 +175,7 @@ impl Warmer {
     }
 
     /// The next warm-up to run, waiting for one.
-    async fn next(&self) -> RemoteTurn {
+    pub(crate) async fn next(&self) -> RemoteTurn {
         loop {
             if let Some(turn) = self.pending.lock().expect("warm-up queue").pop_front() {
                 return turn;
@@ -196,7 +198,7 @@ impl Warmer {
     }
 
     /// Resolves when a real turn starts.
-    async fn busy_again(&self) {
+    pub(crate) async fn busy_again(&self) {
         let mut busy = self.busy.subscribe();
         let _ = busy.wait_for(|&n| n > 0).await;
     }
@@ -222,67 +224,6 @@ impl Warmer {
         }
         if order.len() > 2 * MAX_REMEMBERED {
             order.retain(|id| map.contains_key(id));
-        }
-    }
-}
-
-/// Warms this node's model for the turns `remote` announces (the worker of `--warm-up`), at
-/// most `per_second` warm-ups a second. Without `warm_up` it only remembers them, so roamed
-/// turns are still told apart in the metrics. Runs until the store's feed ends.
-pub async fn run(
-    proxy: Arc<Proxy>,
-    mut remote: broadcast::Receiver<RemoteTurn>,
-    warm_up: bool,
-    per_second: f64,
-) {
-    let warmer = proxy.warm.clone();
-    let listener = {
-        let warmer = warmer.clone();
-        tokio::spawn(async move {
-            loop {
-                match remote.recv().await {
-                    Ok(turn) => warmer.heard(turn, warm_up),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        warmer.counts.superseded.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        })
-    };
-    if !warm_up {
-        let _ = listener.await;
-        return;
-    }
-    let gap = Duration::from_secs_f64(1.0 / per_second.max(0.001));
-    let mut last: Option<Instant> = None;
-    loop {
-        let job = warmer.next().await;
-        if let Some(last) = last {
-            tokio::time::sleep_until((last + gap).into()).await;
-        }
-        if !warmer.idle_within(IDLE_WAIT).await {
-            warmer.counts.skipped_busy.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        last = Some(Instant::now());
-        tokio::select! {
-            warmed = proxy.warm_up(&job.session_id, None, Some(job.turn)) => match warmed {
-                Ok(Some(_)) => {
-                    warmer.counts.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warmer.counts.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(session_id = job.session_id, "warm-up failed: {}", e.message);
-                }
-            },
-            () = warmer.busy_again() => {
-                warmer.counts.cancelled.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if listener.is_finished() && warmer.pending.lock().expect("warm-up queue").is_empty() {
-            return;
         }
     }
 }

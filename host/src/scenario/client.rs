@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::record::{Row, rfc3339_utc};
 use crate::config::TemplatePreset;
-use crate::error::error_chain;
+use crate::causes::error_chain;
 use policy_common::{Template, user_turn};
 
 /// Resends of a turn that a node refused because it has not yet seen the previous turn.

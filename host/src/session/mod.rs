@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::StatusCode;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{Error, Kind};
 use crate::llm::LlmBackend;
 use crate::policy::runtime::{
     ChatTemplate, PolicyError, Prepared, Prompt, Reply, Settings, TurnInput,
@@ -21,7 +20,7 @@ mod locks;
 mod view;
 mod warm;
 
-pub use warm::Warmed;
+pub use warm::{Warmed, run as run_warm_up};
 
 use locks::{SessionGuard, SessionLocks};
 
@@ -91,21 +90,8 @@ pub struct TurnReply {
     pub timing: TurnTiming,
 }
 
-/// Where a turn's time went inside the proxy, and what it wrote to the store.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TurnTiming {
-    /// Loading the session, waits for replication included.
-    pub store_read: Duration,
-    /// Instantiating the policy and its `prepare` and `commit` calls.
-    pub policy: Duration,
-    /// The call to llama-server.
-    pub llm: Duration,
-    pub store_write: Duration,
-    /// Bytes the commit wrote to the store.
-    pub store_bytes: u64,
-    /// Old records the policy's prompt left out (its `dropped-records`), for the metrics.
-    pub dropped_records: u32,
-}
+/// Where a turn's time went; defined with the metrics that count it.
+pub use crate::metrics::TurnTiming;
 
 /// Reply fields kept for replaying a retried turn. The head is rewritten and replicated every
 /// turn, so it carries the answer itself, not llama-server's large per-call diagnostics
@@ -161,7 +147,7 @@ impl Proxy {
     }
 
     /// Serves one turn.
-    pub async fn turn(&self, request: TurnRequest) -> Result<TurnReply, ApiError> {
+    pub async fn turn(&self, request: TurnRequest) -> Result<TurnReply, Error> {
         let mut prepared = match self.start_turn(request).await? {
             StartedTurn::Replayed(reply) => return Ok(reply),
             StartedTurn::Prepared(prepared) => prepared,
@@ -174,7 +160,7 @@ impl Proxy {
 
     /// Everything before the model: lock and load the session, check the turn, run the
     /// policy's `prepare`. A retried turn is answered from the store here.
-    pub async fn start_turn(&self, request: TurnRequest) -> Result<StartedTurn, ApiError> {
+    pub async fn start_turn(&self, request: TurnRequest) -> Result<StartedTurn, Error> {
         let TurnRequest {
             mode,
             session_id: requested_id,
@@ -187,11 +173,11 @@ impl Proxy {
             stream: _,
         } = request;
         let policy = self.policies.get(&mode).ok_or_else(|| {
-            ApiError::bad_request("unknown_mode", format!("unknown mode {mode:?}"))
+            Error::bad_request("unknown_mode", format!("unknown mode {mode:?}"))
                 .with("modes", self.policies.names())
         })?;
         if policy.info.stores_context && !prompt.is_string() {
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 "invalid_field",
                 format!("prompt must be a string (the new user message) in mode {mode:?}"),
             ));
@@ -206,7 +192,7 @@ impl Proxy {
             (None, None) => 1,
             (None, Some(_)) if !policy.info.stores_context => 1,
             (None, Some(_)) => {
-                return Err(ApiError::bad_request(
+                return Err(Error::bad_request(
                     "missing_field",
                     "turn is required when continuing a session",
                 ));
@@ -235,8 +221,8 @@ impl Proxy {
                     }
                     self.check_size(&session_id, &stored)?;
                     if head.mode != mode {
-                        return Err(ApiError::new(
-                            StatusCode::CONFLICT,
+                        return Err(Error::new(
+                            Kind::Conflict,
                             "mode_mismatch",
                             format!(
                                 "session {session_id:?} is kept by mode {:?}, not {mode:?}",
@@ -249,8 +235,8 @@ impl Proxy {
                         return replay(head, &session_id, &policy).map(StartedTurn::Replayed);
                     }
                     if turn != head.turn + 1 {
-                        return Err(ApiError::new(
-                            StatusCode::CONFLICT,
+                        return Err(Error::new(
+                            Kind::Conflict,
                             "turn_mismatch",
                             format!("turn {turn} does not follow stored turn {}", head.turn),
                         )
@@ -323,7 +309,7 @@ impl Proxy {
         &self,
         prepared: Box<PreparedTurn>,
         mut reply: Map<String, Value>,
-    ) -> Result<TurnReply, ApiError> {
+    ) -> Result<TurnReply, Error> {
         let model_reply = self.read_reply(&prepared, &mut reply)?;
         let PreparedTurn {
             mut timing,
@@ -382,13 +368,13 @@ impl Proxy {
         })
     }
 
-    fn check_size(&self, session_id: &str, stored: &StoredSession) -> Result<(), ApiError> {
+    fn check_size(&self, session_id: &str, stored: &StoredSession) -> Result<(), Error> {
         let size = stored.bytes();
         if size <= self.defaults.max_session_bytes {
             return Ok(());
         }
-        Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+        Err(Error::new(
+            Kind::TooLarge,
             "session_too_large",
             format!(
                 "session {session_id:?} holds {size} bytes of context, more than the {} allowed; start a new session",
@@ -398,7 +384,7 @@ impl Proxy {
     }
 
     /// Deletes a session of `user_id`; another user's session is reported as unknown.
-    pub async fn delete_session(&self, session_id: &str, user_id: &str) -> Result<(), ApiError> {
+    pub async fn delete_session(&self, session_id: &str, user_id: &str) -> Result<(), Error> {
         let _lock = self.locks.lock(session_id).await;
         self.load_owned(session_id, user_id).await?;
         self.store.delete(session_id).await?;
@@ -407,7 +393,7 @@ impl Proxy {
     }
 
     /// A live session of `user_id`; one that is gone, expired or another user's is unknown.
-    async fn load_owned(&self, session_id: &str, user_id: &str) -> Result<StoredSession, ApiError> {
+    async fn load_owned(&self, session_id: &str, user_id: &str) -> Result<StoredSession, Error> {
         let stored = self.store.load(session_id).await?;
         match self.unless_idle(session_id, stored).await? {
             Some(stored) if stored.head.user_id == user_id => Ok(stored),
@@ -420,7 +406,7 @@ impl Proxy {
         &self,
         session_id: &str,
         stored: Option<StoredSession>,
-    ) -> Result<Option<StoredSession>, ApiError> {
+    ) -> Result<Option<StoredSession>, Error> {
         let (Some(idle), Some(session)) = (self.defaults.session_idle, &stored) else {
             return Ok(stored);
         };
@@ -446,7 +432,7 @@ impl Proxy {
         &self,
         session_id: &str,
         turn: u32,
-    ) -> Result<Option<StoredSession>, ApiError> {
+    ) -> Result<Option<StoredSession>, Error> {
         let deadline = Instant::now() + self.defaults.sync_wait;
         let mut pause = Duration::from_millis(10);
         loop {
@@ -504,7 +490,7 @@ impl Proxy {
         records: Vec<Vec<u8>>,
         input: TurnInput,
         settings: Settings,
-    ) -> Result<(PolicyInstance, Prepared, TurnInput, Settings), ApiError> {
+    ) -> Result<(PolicyInstance, Prepared, TurnInput, Settings), Error> {
         let (policy2, runtime, services) = (
             policy.clone(),
             self.policies.runtime().clone(),
@@ -530,7 +516,7 @@ impl Proxy {
         settings: Settings,
         carry: Vec<u8>,
         reply: Reply,
-    ) -> Result<Option<Vec<u8>>, ApiError> {
+    ) -> Result<Option<Vec<u8>>, Error> {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _in_turn = span.enter();
@@ -550,15 +536,15 @@ impl Proxy {
         prompt: Prompt,
         policy: &LoadedPolicy,
         n_ctx: u32,
-    ) -> Result<Map<String, Value>, ApiError> {
+    ) -> Result<Map<String, Value>, Error> {
         let prompt = match prompt {
             Prompt::Unchanged => client_prompt,
             Prompt::Text(text) => Value::String(text),
             Prompt::Tokens(ids) => {
                 let vocab = self.llm.vocab_size().await.ok().flatten();
                 check_token_prompt(&ids, n_ctx, vocab).map_err(|why| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
+                    Error::new(
+                        Kind::Internal,
                         "policy_bad_output",
                         format!("policy {} {why}", policy.name),
                     )
@@ -577,7 +563,7 @@ impl Proxy {
         &self,
         prepared: &PreparedTurn,
         reply: &mut Map<String, Value>,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, Error> {
         let timing = |key: &str| {
             reply
                 .get("timings")
@@ -595,8 +581,8 @@ impl Proxy {
                 .roamed_turn(prepared.busy.warmed, evaluated, cached);
         }
         let bad_reply = |what: &str| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
+            Error::new(
+                Kind::BadGateway,
                 "llm_failed",
                 format!("llama-server reply has no {what}"),
             )
@@ -693,10 +679,10 @@ fn replay(
     head: &SessionHead,
     session_id: &str,
     policy: &LoadedPolicy,
-) -> Result<TurnReply, ApiError> {
+) -> Result<TurnReply, Error> {
     let reply: Map<String, Value> = serde_json::from_str(&head.last_reply).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        Error::new(
+            Kind::Internal,
             "store_corrupt",
             format!("stored reply unreadable: {e}"),
         )
@@ -755,31 +741,31 @@ fn with_session_fields(
     reply
 }
 
-fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> ApiError {
+fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> Error {
     let error = match failure {
         CallFailure::Declined(PolicyError::BadInput(m)) => {
-            ApiError::bad_request("policy_rejected_input", m)
+            Error::bad_request("policy_rejected_input", m)
         }
         CallFailure::Declined(PolicyError::ContextFull(m)) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "context_full", m)
+            Error::new(Kind::Unprocessable, "context_full", m)
         }
         CallFailure::Declined(PolicyError::HostFailed(m)) => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "policy_host_call_failed", m)
+            Error::new(Kind::BadGateway, "policy_host_call_failed", m)
         }
-        CallFailure::Declined(PolicyError::Internal(m)) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        CallFailure::Declined(PolicyError::Internal(m)) => Error::new(
+            Kind::Internal,
             "policy_failed",
             format!("policy {}: {m}", policy.name),
         ),
-        CallFailure::Trapped(m) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        CallFailure::Trapped(m) => Error::new(
+            Kind::Internal,
             "policy_trapped",
             format!("policy {} {m}", policy.name),
         ),
         // Every instance is serving a turn (each holds one across the model's answer): the
         // next that ends frees one, so the client may retry soon.
-        CallFailure::Busy(m) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        CallFailure::Busy(m) => Error::new(
+            Kind::Unavailable,
             "policy_busy",
             format!("policy {}: {m}; retry shortly", policy.name),
         )
@@ -788,9 +774,9 @@ fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> ApiError {
     error.with("policy", policy.label())
 }
 
-fn joined(e: tokio::task::JoinError, policy: &LoadedPolicy) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
+fn joined(e: tokio::task::JoinError, policy: &LoadedPolicy) -> Error {
+    Error::new(
+        Kind::Internal,
         "policy_trapped",
         format!("policy {} call aborted: {e}", policy.name),
     )
@@ -816,9 +802,9 @@ fn check_token_prompt(ids: &[u32], n_ctx: u32, vocab: Option<u32>) -> Result<(),
     Ok(())
 }
 
-fn unknown_session(session_id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
+fn unknown_session(session_id: &str) -> Error {
+    Error::new(
+        Kind::NotFound,
         "unknown_session",
         format!("no session {session_id:?}"),
     )

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{Proxy, joined, policy_error};
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::store::{SessionHead, StoredSession};
 
 impl Proxy {
@@ -14,7 +14,7 @@ impl Proxy {
         &self,
         session_id: &str,
         user_id: &str,
-    ) -> Result<Map<String, Value>, ApiError> {
+    ) -> Result<Map<String, Value>, Error> {
         let stored = self.load_owned(session_id, user_id).await?;
         let mut view = session_summary(session_id, &stored.head);
         view.insert("user_id".into(), user_id.into());
@@ -37,7 +37,7 @@ impl Proxy {
     }
 
     /// A user's sessions, most recently updated first (`GET /sessions?user_id=`).
-    pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<Map<String, Value>>, ApiError> {
+    pub async fn list_sessions(&self, user_id: &str) -> Result<Vec<Map<String, Value>>, Error> {
         let sessions = self.store.sessions_of(user_id).await?;
         Ok(sessions
             .iter()

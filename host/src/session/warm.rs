@@ -18,8 +18,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::broadcast;
+
 use super::{Proxy, unknown_session};
-use crate::error::ApiError;
+use crate::store::RemoteTurn;
+use crate::warm::IDLE_WAIT;
+use crate::error::{Error, Kind};
 use crate::policy::runtime::TurnInput;
 
 /// Tokens per piece of a token prompt; text prompts go in pieces of 4 bytes per token.
@@ -50,7 +57,7 @@ impl Proxy {
         session_id: &str,
         owner: Option<&str>,
         after_turn: Option<u32>,
-    ) -> Result<Option<Warmed>, ApiError> {
+    ) -> Result<Option<Warmed>, Error> {
         let started = Instant::now();
         let stored = match after_turn {
             Some(turn) => self.load_caught_up(session_id, turn + 1).await?,
@@ -68,8 +75,8 @@ impl Proxy {
         };
         let head = stored.head;
         if let Some(turn) = after_turn.filter(|&t| head.turn < t) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
+            return Err(Error::new(
+                Kind::Conflict,
                 "turn_not_here",
                 format!(
                     "turn {turn} of session {session_id:?} has not reached this node (it has turn {})",
@@ -139,8 +146,8 @@ impl Proxy {
                 None => !self.warm.is_busy(),
             };
             if !free {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                return Err(Error::new(
+                    Kind::Unavailable,
                     "model_busy",
                     "real turns kept the model busy; the warm-up stopped",
                 ));
@@ -237,5 +244,66 @@ mod tests {
         assert!(texts[1].ends_with("word"), "cut before a space");
         assert!(texts[2][texts[1].len()..].starts_with(' '));
         assert_eq!(pieces(&Value::String("short".into())).len(), 1);
+    }
+}
+
+/// Warms this node's model for the turns `remote` announces (the worker of `--warm-up`), at
+/// most `per_second` warm-ups a second. Without `warm_up` it only remembers them, so roamed
+/// turns are still told apart in the metrics. Runs until the store's feed ends.
+pub async fn run(
+    proxy: Arc<Proxy>,
+    mut remote: broadcast::Receiver<RemoteTurn>,
+    warm_up: bool,
+    per_second: f64,
+) {
+    let warmer = proxy.warm.clone();
+    let listener = {
+        let warmer = warmer.clone();
+        tokio::spawn(async move {
+            loop {
+                match remote.recv().await {
+                    Ok(turn) => warmer.heard(turn, warm_up),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warmer.counts.superseded.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+    };
+    if !warm_up {
+        let _ = listener.await;
+        return;
+    }
+    let gap = Duration::from_secs_f64(1.0 / per_second.max(0.001));
+    let mut last: Option<Instant> = None;
+    loop {
+        let job = warmer.next().await;
+        if let Some(last) = last {
+            tokio::time::sleep_until((last + gap).into()).await;
+        }
+        if !warmer.idle_within(IDLE_WAIT).await {
+            warmer.counts.skipped_busy.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        last = Some(Instant::now());
+        tokio::select! {
+            warmed = proxy.warm_up(&job.session_id, None, Some(job.turn)) => match warmed {
+                Ok(Some(_)) => {
+                    warmer.counts.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warmer.counts.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(session_id = job.session_id, "warm-up failed: {}", e.message);
+                }
+            },
+            () = warmer.busy_again() => {
+                warmer.counts.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if listener.is_finished() && warmer.pending.lock().expect("warm-up queue").is_empty() {
+            return;
+        }
     }
 }

@@ -14,7 +14,7 @@ use fred_proto::{
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use super::codec::is_fred_name;
-use crate::error::error_chain;
+use crate::causes::error_chain;
 
 /// Where and how to reach this node's FReD, and how the keygroup is set up.
 #[derive(Debug, Clone)]
