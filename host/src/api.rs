@@ -211,11 +211,15 @@ async fn serve_turn(
         return streamed.instrument(span).await;
     }
     let turn = async {
-        proxy.turn(request).await.map_err(ApiError::from).inspect_err(|e| {
-            if e.status.is_server_error() {
-                tracing::warn!("turn failed: {e}");
-            }
-        })
+        proxy
+            .turn(request)
+            .await
+            .map_err(ApiError::from)
+            .inspect_err(|e| {
+                if e.status.is_server_error() {
+                    tracing::warn!("turn failed: {e}");
+                }
+            })
     };
     let reply = turn.instrument(span).await?;
     proxy.count_request(mode, 200, "", Some(&reply.timing));
@@ -302,7 +306,6 @@ async fn policies(
 struct OwnerQuery {
     user_id: Option<String>,
 }
-
 
 /// The user a sessions request acts for (`?user_id=` is the claim).
 fn owner(proxy: &Proxy, headers: &HeaderMap, claimed: Option<String>) -> Result<String, ApiError> {

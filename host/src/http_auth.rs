@@ -128,7 +128,11 @@ mod operator_tests {
                 "operator-key-0000",
             ] {
                 let refused = keys.operator(&bearer(wrong), peer).unwrap_err();
-                assert_eq!(refused.status, axum::http::StatusCode::UNAUTHORIZED, "{wrong}");
+                assert_eq!(
+                    refused.status,
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "{wrong}"
+                );
             }
             assert!(keys.operator(&HeaderMap::new(), peer).is_err());
         }

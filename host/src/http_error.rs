@@ -96,7 +96,9 @@ impl From<Error> for ApiError {
             Kind::BadGateway => StatusCode::BAD_GATEWAY,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Kind::Upstream(status) => StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            Kind::Upstream(status) => {
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         };
         ApiError {
             status,

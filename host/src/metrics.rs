@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-
 /// Where a turn's time went inside the proxy, and what it wrote to the store. Here, not in
 /// `session`, because the metrics read it and the session fills it in: the lower layer owns it.
 #[derive(Debug, Clone, Copy, Default)]

@@ -14,9 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use policy_common::{Template, push_message, reply_opening};
 use serde_json::{Map, Value, json};
 
-use crate::request::{json_object, turn_from_fields};
 use crate::http_error::ApiError;
 use crate::policy::runtime::ChatTemplate;
+use crate::request::{json_object, turn_from_fields};
 use crate::session::{TurnDefaults, TurnRequest, copy_session_fields};
 
 /// OpenAI request fields with no llama.cpp `/completion` counterpart: read here or dropped.

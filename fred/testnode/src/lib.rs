@@ -19,13 +19,18 @@
 
 mod clock;
 mod cluster;
+mod dialer;
+mod handle;
 mod ops;
 mod pki;
 mod relay;
 mod service;
+mod tls;
 mod trigger;
 mod wait;
 
-pub use cluster::{Cluster, NodeHandle, NodeStats, NodeTls};
+pub use cluster::{Cluster, NodeStats};
+pub use handle::NodeHandle;
 pub use pki::{TestPki, common_name};
+pub use tls::NodeTls;
 pub use wait::eventually;

@@ -11,7 +11,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::NodeTls;
+use crate::tls::NodeTls;
 
 /// A CA and certificates signed by it, as PEM files in `dir`.
 #[derive(Clone, Debug)]

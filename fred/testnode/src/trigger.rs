@@ -3,18 +3,14 @@
 //! for all, over TLS with the node's own certificate as client certificate (so a trigger node
 //! may demand mTLS). FReD sets no timeout; a hung trigger hangs the write, here too.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeSet;
 
-use anyhow::Context;
 use fred_proto::trigger::trigger_node_client::TriggerNodeClient;
 use fred_proto::trigger::{DeleteItemTriggerRequest, PutItemTriggerRequest};
 use tokio::task::JoinSet;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::NodeTls;
 use crate::cluster::Node;
+use crate::dialer::Dialer;
 
 /// What one write tells trigger nodes.
 #[derive(Clone, Debug)]
@@ -24,46 +20,6 @@ pub(crate) enum Call {
     Put(String),
     /// DeleteItemTrigger: a Delete on the node the client called.
     Delete,
-}
-
-/// One node's way to its trigger nodes: its TLS client config and one lazily connected
-/// channel per host, kept across calls as FReD keeps its connections.
-#[derive(Clone)]
-pub(crate) struct Dialer {
-    tls: ClientTlsConfig,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-}
-
-impl Dialer {
-    /// Client certificate = the node's own; server certificates must chain to its CA.
-    pub(crate) fn new(tls: &NodeTls) -> anyhow::Result<Dialer> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let tls = ClientTlsConfig::new()
-            .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
-            .ca_certificate(Certificate::from_pem(read(&tls.ca)?));
-        Ok(Dialer {
-            tls,
-            channels: Arc::default(),
-        })
-    }
-
-    /// The channel to `host` (HOST:PORT, as registered by AddTrigger); the certificate is
-    /// checked against HOST, as gRPC-Go does.
-    fn channel(&self, host: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().expect("trigger channels poisoned");
-        if let Some(c) = channels.get(host) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("https://{host}"))
-            .and_then(|e| e.tls_config(self.tls.clone()))
-            .map_err(|e| format!("trigger host {host:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(20))
-            .connect_lazy();
-        channels.insert(host.to_string(), channel.clone());
-        Ok(channel)
-    }
 }
 
 /// The trigger calls one node owes for one write it stored.

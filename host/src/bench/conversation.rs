@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 pub use crate::byte_tokenizer::ByteTokenizer;
+use crate::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 use crate::policy::{HostServices, LoadedPolicy, PolicyRuntime};
 
 /// A conversation driven through one policy with fake model replies, as the host drives it.

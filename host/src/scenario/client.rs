@@ -6,8 +6,8 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use super::record::{Row, rfc3339_utc};
-use crate::config::TemplatePreset;
 use crate::causes::error_chain;
+use crate::config::TemplatePreset;
 use policy_common::{Template, user_turn};
 
 /// Resends of a turn that a node refused because it has not yet seen the previous turn.

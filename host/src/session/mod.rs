@@ -675,11 +675,7 @@ struct PendingCommit {
 }
 
 /// Answers a retried turn from the store.
-fn replay(
-    head: &SessionHead,
-    session_id: &str,
-    policy: &LoadedPolicy,
-) -> Result<TurnReply, Error> {
+fn replay(head: &SessionHead, session_id: &str, policy: &LoadedPolicy) -> Result<TurnReply, Error> {
     let reply: Map<String, Value> = serde_json::from_str(&head.last_reply).map_err(|e| {
         Error::new(
             Kind::Internal,

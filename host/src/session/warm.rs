@@ -24,10 +24,10 @@ use std::sync::atomic::Ordering;
 use tokio::sync::broadcast;
 
 use super::{Proxy, unknown_session};
-use crate::store::RemoteTurn;
-use crate::warm::IDLE_WAIT;
 use crate::error::{Error, Kind};
 use crate::policy::runtime::TurnInput;
+use crate::store::RemoteTurn;
+use crate::warm::IDLE_WAIT;
 
 /// Tokens per piece of a token prompt; text prompts go in pieces of 4 bytes per token.
 const CHUNK_TOKENS: usize = 128;

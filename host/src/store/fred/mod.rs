@@ -12,6 +12,7 @@
 //! A session's first turn also writes an entry in its user's index (see
 //! [`codec::user_anchor_key`]), which `sessions_of` scans; later turns never touch it.
 
+mod bytes;
 mod cache;
 mod client;
 mod codec;

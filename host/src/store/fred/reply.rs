@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Number, Value};
 
-use super::item::{Reader, put_varint};
+use super::bytes::{Reader, put_varint};
 
 /// llama-server's reply fields that a replay returns, by code (the index); `content` first.
 const KEYS: [&str; 8] = [
