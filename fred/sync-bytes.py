@@ -33,9 +33,9 @@ mode (--modes raw,tokenized) one conversation of each length (--turns 9,30), the
 Prompts are fred/roam.py's nine MESSAGES, repeated. Figures are compared with the original
 DisCEdge's (FReD v0.2.19, 20-word reply) and with the previous version of this proxy.
 
-The reply: host/examples/fake_llama.rs answers every turn with a fixed 6-word, 31-byte reply
+The reply: host/lab/examples/fake_llama.rs answers every turn with a fixed 6-word, 31-byte reply
 ("This is the fake model's reply."). `sync-bytes.py fake-llama --port 18101` serves the same
-FAKE llama-server protocol (host/src/fake_llm.rs: /props, /v1/models, /tokenize, /detokenize,
+FAKE llama-server protocol (host/lab/src/fake_llm.rs: /props, /v1/models, /tokenize, /detokenize,
 /completion; the one-token-per-byte tokenizer with <|...|> control tokens above 255) with a
 fixed 20-word reply (--reply to change it): start a bed with --llama-url http://127.0.0.1:18101.
 The tokenizer is FAKE: one token per byte, so a tokenized turn carries ~4x the ids a real
@@ -430,7 +430,7 @@ def report(r):
 
 
 # ------------------------------------------------------------------------------------------
-# a FAKE llama-server with a 20-word reply (the protocol of host/src/fake_llm.rs)
+# a FAKE llama-server with a 20-word reply (the protocol of host/lab/src/fake_llm.rs)
 
 REPLY = ("Start with small examples, multiply rows by columns by hand, "
          "then check each result with a library such as NumPy.")

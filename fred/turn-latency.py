@@ -17,7 +17,7 @@ Turns that fail (not 200) are counted and reported, and make the exit status 1.
 Usage: fred/turn-latency.py [--a http://127.0.0.1:8081] [--b http://127.0.0.1:8082]
            [--mode tokenized] [--sessions 20] [--turns 10] [--roam-every 5] [--warmup 2]
            [--n-predict 32] [--user latency] [--json FILE] [--llama-url URL]
-Meant for a fake model (host/examples/fake_llama.rs) so the figures are the proxy and its store,
+Meant for a fake model (host/lab/examples/fake_llama.rs) so the figures are the proxy and its store,
 but works with any llama-server. Only the Python standard library is needed.
 """
 import argparse

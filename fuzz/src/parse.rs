@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use discedge::api::parse_turn;
-use discedge::policy::runtime::ChatTemplate;
-use discedge::session::TurnDefaults;
+use discedge_server::request::parse_turn;
+use discedge_core::policy::runtime::ChatTemplate;
+use discedge_core::session::TurnDefaults;
 use serde_json::Value;
 
 /// Fields the proxy takes out of the body; none may reach llama-server in `forward`.
@@ -84,7 +84,7 @@ fn check_accepted(
     body: &[u8],
     defaults: &TurnDefaults,
     caller: Option<&str>,
-    request: &discedge::session::TurnRequest,
+    request: &discedge_core::session::TurnRequest,
 ) {
     let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
         panic!("accepted a body that is not a JSON object");

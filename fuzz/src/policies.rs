@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
-use discedge::bench::ByteTokenizer;
-use discedge::config::TemplatePreset;
-use discedge::policy::runtime::{ChatTemplate, Prepared, Prompt, Reply, Settings, TurnInput};
-use discedge::policy::{
+use discedge_lab::bench::ByteTokenizer;
+use discedge_server::config::TemplatePreset;
+use discedge_core::policy::runtime::{ChatTemplate, Prepared, Prompt, Reply, Settings, TurnInput};
+use discedge_core::policy::{
     CallFailure, HostServices, Limits, LoadedPolicy, PolicyInstance, PolicyRegistry, PolicyRuntime,
 };
 use policy_common::{

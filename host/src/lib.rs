@@ -1,23 +1,5 @@
-//! DisCEdge: a context proxy for LLMs at the edge.
-pub mod api;
-pub mod auth;
-pub mod bench;
-pub mod byte_tokenizer;
-pub mod causes;
-pub mod config;
-pub mod error;
-pub mod fake_llm;
-pub mod http_auth;
-pub mod http_error;
-pub mod llm;
-pub mod metrics;
-pub mod openai;
-pub mod policy;
-pub mod report;
-pub mod request;
-pub mod scenario;
-pub mod serve;
-pub mod session;
-pub mod store;
-pub mod stream;
-pub mod warm;
+//! DisCEdge: a context proxy for LLMs at the edge. This crate is the `discedge` command on
+//! top of the crates by job: `discedge-core` (turns, policies, stores, the model),
+//! `discedge-fred` (the FReD store), `discedge-server` (the HTTP API) and `discedge-lab`
+//! (scenarios, reports, benchmarks). Its tests are the end-to-end tests.
+pub mod cli;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use discedge::config::{Cli, Command};
+use discedge::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,9 +17,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match command {
-        Command::Serve(args) => discedge::serve::run(*args).await,
-        Command::Bench(args) => discedge::bench::run(args).await,
-        Command::Scenario(args) => discedge::scenario::run(args).await.map(|_| ()),
-        Command::Report(args) => discedge::report::run(&args).map(|_| ()),
+        Command::Serve(args) => discedge_server::serve::run(*args).await,
+        Command::Bench(args) => discedge_lab::bench::run(args).await,
+        Command::Scenario(args) => discedge_lab::scenario::run(args).await.map(|_| ()),
+        Command::Report(args) => discedge_lab::report::run(&args).map(|_| ()),
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{complete, error_code, start_proxy, turn_body};
-use discedge::fake_llm::{Behaviour, FakeLlm};
+use discedge_lab::fake_llm::{Behaviour, FakeLlm};
 use serde_json::{Value, json};
 
 async fn post_raw(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {

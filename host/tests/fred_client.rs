@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::fred::FredBed;
 use common::{complete, turn_body};
-use discedge::fake_llm::FakeLlm;
-use discedge::store::fred::{FredClient, FredConfig, FredError, FredStore};
-use discedge::store::{ContextStore, SessionHead};
+use discedge_lab::fake_llm::FakeLlm;
+use discedge_fred::{FredClient, FredConfig, FredError, FredStore};
+use discedge_core::store::{ContextStore, SessionHead};
 use fred_proto::Version;
 
 fn config(bed: &FredBed, node: usize, user: &str) -> FredConfig {
@@ -25,7 +25,7 @@ fn config(bed: &FredBed, node: usize, user: &str) -> FredConfig {
         replicas: None,
         grant: Vec::new(),
         timeout: Duration::from_secs(2),
-        confirm: discedge::store::fred::Confirm::Replicas,
+        confirm: discedge_fred::Confirm::Replicas,
         feed: None,
     }
 }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::fred::FredBed;
 use common::{complete, eventually, plugins_copy, turn_body};
-use discedge::bench::new_build;
-use discedge::fake_llm::FakeLlm;
+use discedge_lab::bench::new_build;
+use discedge_lab::fake_llm::FakeLlm;
 
 const SESSIONS: usize = 24;
 const TURNS: u32 = 6;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{complete, start_proxy, turn_body};
-use discedge::fake_llm::FakeLlm;
+use discedge_lab::fake_llm::FakeLlm;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scrape_shows_the_requests_made() {

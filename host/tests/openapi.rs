@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::start_proxy;
-use discedge::fake_llm::FakeLlm;
+use discedge_lab::fake_llm::FakeLlm;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,7 +35,7 @@ async fn the_served_spec_matches_the_routes() {
                 .map(move |m| (m.to_uppercase(), path.clone()))
         })
         .collect();
-    let served: BTreeSet<(String, String)> = discedge::api::route_list()
+    let served: BTreeSet<(String, String)> = discedge_server::api::route_list()
         .into_iter()
         .map(|(method, path)| (method.to_string(), path.to_owned()))
         .collect();

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{ALICE_KEY, start_proxy};
-use discedge::fake_llm::FakeLlm;
+use discedge_lab::fake_llm::FakeLlm;
 
 const OPERATOR_KEY: &str = "operator-key-0123456789";
 

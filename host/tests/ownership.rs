@@ -10,7 +10,7 @@ use common::{
     ALICE_KEY as ALICE, BOB_KEY as BOB, api_keys, complete, complete_as, error_code, start_proxy,
     turn_body,
 };
-use discedge::fake_llm::FakeLlm;
+use discedge_lab::fake_llm::FakeLlm;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,10 +5,11 @@
 use std::path::Path;
 
 use clap::Parser;
-use discedge::config::{Cli, Command, ReportArgs};
-use discedge::report::{self, PLOTS};
-use discedge::scenario::Row;
-use discedge::scenario::record::CsvLog;
+use discedge::cli::{Cli, Command};
+use discedge_lab::args::ReportArgs;
+use discedge_lab::report::{self, PLOTS};
+use discedge_lab::scenario::Row;
+use discedge_lab::scenario::record::CsvLog;
 
 /// One answered turn with the figures a run would record.
 fn turn(mode: &str, turn: u32, round_trip: f64, request: usize, store: u64, context: u64) -> Row {

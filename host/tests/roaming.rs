@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::fred::FredBed;
 use common::{complete, error_code, turn_body};
-use discedge::fake_llm::FakeLlm;
+use discedge_lab::fake_llm::FakeLlm;
 
 const WALK: [(usize, &str); 9] = [
     (0, "My name is Ada."),

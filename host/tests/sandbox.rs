@@ -8,7 +8,7 @@
 mod common;
 
 use common::{complete, error_code, start_proxy, turn_body};
-use discedge::fake_llm::FakeLlm;
+use discedge_lab::fake_llm::FakeLlm;
 
 /// A proxy serving `raw` and the `faulty` test fixture.
 async fn with_faulty(llama: &FakeLlm, extra: &[&str]) -> (common::TestProxy, tempfile::TempDir) {

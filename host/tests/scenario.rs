@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::fred::FredBed;
-use discedge::config::{Cli, Command, ScenarioArgs};
-use discedge::fake_llm::{Behaviour, FakeLlm};
-use discedge::scenario::{self, Outcome, Row, Scenario};
+use discedge::cli::{Cli, Command};
+use discedge_lab::args::ScenarioArgs;
+use discedge_lab::fake_llm::{Behaviour, FakeLlm};
+use discedge_lab::scenario::{self, Outcome, Row, Scenario};
 
 fn scenario_file(name: &str) -> PathBuf {
     common::repo_dir().join("testdata/scenarios").join(name)

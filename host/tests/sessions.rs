@@ -8,7 +8,7 @@ use common::{
     ALICE_KEY as ALICE, BOB_KEY as BOB, api_keys, complete, complete_as, error_code, get_as,
     start_proxy, turn_body,
 };
-use discedge::fake_llm::FakeLlm;
+use discedge_lab::fake_llm::FakeLlm;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_owner_reads_lists_and_deletes_sessions_in_every_mode() {

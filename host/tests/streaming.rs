@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{complete, error_code, start_proxy, turn_body};
-use discedge::fake_llm::{Behaviour, FakeLlm, REPLY, reply_ids};
+use discedge_lab::fake_llm::{Behaviour, FakeLlm, REPLY, reply_ids};
 use serde_json::{Value, json};
 
 /// Streams a request to `path` and returns the status, content type and parsed events

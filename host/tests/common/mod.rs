@@ -5,8 +5,8 @@ pub mod fred;
 
 use std::path::PathBuf;
 
-use discedge::serve::Node;
-use discedge::store::StoredSession;
+use discedge_server::serve::Node;
+use discedge_core::store::StoredSession;
 use serde_json::{Value, json};
 
 /// The real llama.cpp server the tests talk to (scripts/test.sh starts one and sets this).
@@ -120,7 +120,7 @@ pub async fn start_proxy(args: &[&str]) -> TestProxy {
         argv.extend(["--plugins-dir", plugins.to_str().unwrap()]);
     }
     argv.extend(args);
-    let local = discedge::serve::start_local(&argv)
+    let local = discedge_server::serve::start_local(&argv)
         .await
         .expect("proxy starts");
     let (node, server) = (local.node, local.server);

@@ -1,0 +1,547 @@
+//! Host glue for policy components: the engine, the per-call store, the host imports.
+//! Nothing here knows about HTTP or sessions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{
+    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
+    WasiView,
+};
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "context-policy",
+});
+
+/// Bindings for the optional `history` export, sharing the types and host imports above.
+mod with_history {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "context-policy-with-history",
+        with: {
+            "discedge:policy/types": crate::policy::runtime::discedge::policy::types,
+            "discedge:policy/host": crate::policy::runtime::discedge::policy::host,
+        },
+    });
+}
+
+use with_history::exports::discedge::policy::history;
+
+/// The name under which a component exports the optional `history` interface.
+const HISTORY_EXPORT: &str = "discedge:policy/history@0.1.0";
+
+pub use discedge::policy::host::LogLevel;
+pub use discedge::policy::types::{
+    ChatTemplate, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+};
+
+/// What a policy may ask of the outside world, provided by the proxy (llama-server) or a test.
+pub trait HostServices: Send + Sync + 'static {
+    fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String>;
+    fn detokenize(&self, tokens: &[u32]) -> Result<String, String>;
+
+    /// [`tokenize`](Self::tokenize), given up after `within`: the policy's deadline only
+    /// interrupts wasm, so a host call that can block must bound itself (override this).
+    fn tokenize_within(
+        &self,
+        text: &str,
+        parse_special: bool,
+        within: Duration,
+    ) -> Result<Vec<u32>, String> {
+        let _ = within;
+        self.tokenize(text, parse_special)
+    }
+
+    /// [`detokenize`](Self::detokenize), given up after `within`; see
+    /// [`tokenize_within`](Self::tokenize_within).
+    fn detokenize_within(&self, tokens: &[u32], within: Duration) -> Result<String, String> {
+        let _ = within;
+        self.detokenize(tokens)
+    }
+}
+
+/// Limits every policy call runs under, so a faulty policy cannot stall or starve the node.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall time for one call, host imports included.
+    pub call_timeout: Duration,
+    /// Linear memory per instance.
+    pub memory_bytes: usize,
+    /// Policy instances alive at once (the pooling allocator's size).
+    pub instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+            instances: 128,
+        }
+    }
+}
+
+/// The only clock a policy sees: always zero. A policy's output must depend on its inputs
+/// alone, so every node computes the same prompt from the same session.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The seed of every `wasi:random` source a policy sees, fixed like its clock: std's hash maps
+/// draw their keys from it, and a map that iterated in another order on another node could
+/// make a different prompt or record from the same session.
+const RANDOM_SEED: u128 = 0x6469_7363_6564_6765_2d70_6f6c_6963_7921;
+
+/// The bytes a policy's random sources cycle through: SHA-256 blocks counted up from
+/// [`RANDOM_SEED`], so they look random to a guest but are the same on every node and run.
+fn random_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        use sha2::Digest;
+        (0u32..32)
+            .flat_map(|block| {
+                let mut h = sha2::Sha256::new();
+                h.update(RANDOM_SEED.to_le_bytes());
+                h.update(block.to_le_bytes());
+                h.finalize().to_vec()
+            })
+            .collect()
+    })
+}
+
+/// How often the epoch ticker fires; the call timeout is counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Bytes of a policy's stderr kept for error reports (panic messages).
+const STDERR_BYTES: usize = 8 * 1024;
+
+/// One wasmtime engine and linker shared by every policy, set up once per process.
+pub struct PolicyRuntime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: Limits,
+    /// Instances alive now. Counted here too, not only by the pooling allocator: without
+    /// pooling (on-demand allocation) nothing else would bound them.
+    live: Arc<AtomicU32>,
+}
+
+/// One of the runtime's `instances` slots, given back when the instance is dropped.
+struct InstanceSlot(Arc<AtomicU32>);
+
+impl InstanceSlot {
+    fn take(live: &Arc<AtomicU32>, limit: u32) -> Result<Self, CallFailure> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .map_err(|_| CallFailure::Busy(format!("all {limit} policy instances are in use")))?;
+        Ok(Self(live.clone()))
+    }
+}
+
+impl Drop for InstanceSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Per-call state: the store's data. Never shared between calls, so a trap poisons nothing else.
+pub struct CallState {
+    policy: Arc<str>,
+    services: Arc<dyn HostServices>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+    call_timeout: Duration,
+    /// When the current call's time is up; host calls get only what is left of it.
+    deadline: Instant,
+    /// Set when a host call failed for lack of time: the call's outcome, whatever the guest
+    /// did next (the epoch trap may or may not have fired by the time it returns).
+    host_timed_out: Option<String>,
+}
+
+impl CallState {
+    /// Runs a host call within what is left of the policy call's time.
+    fn bounded<T>(
+        &mut self,
+        call: &str,
+        run: impl FnOnce(&dyn HostServices, Duration) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let result = if left.is_zero() {
+            Err("no time left".to_owned())
+        } else {
+            run(&*self.services, left)
+        };
+        result.map_err(|e| {
+            if Instant::now() >= self.deadline {
+                let timeout = format!(
+                    "{call} did not finish within the policy's time ({} ms): {e}",
+                    self.call_timeout.as_millis()
+                );
+                self.host_timed_out = Some(timeout.clone());
+                timeout
+            } else {
+                e
+            }
+        })
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl discedge::policy::types::Host for CallState {}
+
+impl discedge::policy::host::Host for CallState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let policy = &*self.policy;
+        match level {
+            LogLevel::Trace => tracing::trace!(policy, "{message}"),
+            LogLevel::Debug => tracing::debug!(policy, "{message}"),
+            LogLevel::Info => tracing::info!(policy, "{message}"),
+            LogLevel::Warn => tracing::warn!(policy, "{message}"),
+            LogLevel::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+
+    fn tokenize(&mut self, text: String, parse_special: bool) -> Result<Vec<u32>, String> {
+        self.bounded("tokenize", |services, within| {
+            services.tokenize_within(&text, parse_special, within)
+        })
+    }
+
+    fn detokenize(&mut self, tokens: Vec<u32>) -> Result<String, String> {
+        self.bounded("detokenize", |services, within| {
+            services.detokenize_within(&tokens, within)
+        })
+    }
+}
+
+impl PolicyRuntime {
+    /// Builds the engine (pooling allocator when the machine allows it, epoch interruption for
+    /// timeouts) and starts the epoch ticker thread.
+    pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
+        let engine = match Engine::new(&config(&limits, true)) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                Engine::new(&config(&limits, false)).map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ContextPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let weak = engine.weak();
+        thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits,
+            live: Arc::default(),
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Links a compiled component against the host once, so each call only instantiates, and
+    /// finds out whether it exports the optional `history` interface.
+    pub fn prepare_component(&self, component: &Component) -> anyhow::Result<PolicyPre> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let history = match component.get_export_index(None, HISTORY_EXPORT) {
+            None => None,
+            // Exported, so it must be the contract's: a broken one is refused, not ignored.
+            Some(_) => {
+                Some(history::GuestIndices::new(&pre).map_err(|e| anyhow::anyhow!("{e:#}"))?)
+            }
+        };
+        let policy = ContextPolicyPre::new(pre).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Ok(PolicyPre { policy, history })
+    }
+
+    /// A fresh store and instance for one call (or one prepare/commit pair).
+    pub fn instantiate(
+        &self,
+        pre: &PolicyPre,
+        policy: Arc<str>,
+        services: Arc<dyn HostServices>,
+    ) -> Result<PolicyInstance, CallFailure> {
+        let slot = InstanceSlot::take(&self.live, self.limits.instances)?;
+        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        let wasi = WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .stdout(stderr.clone())
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .secure_random(Deterministic::new(random_bytes().to_vec()))
+            .insecure_random(Deterministic::new(random_bytes().to_vec()))
+            .insecure_random_seed(RANDOM_SEED)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(16)
+            .build();
+        let state = CallState {
+            policy,
+            services,
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            stderr,
+            deadline: Instant::now() + self.limits.call_timeout,
+            call_timeout: self.limits.call_timeout,
+            host_timed_out: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(self.ticks());
+        let instance = pre
+            .policy
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| instantiate_failure(&store, e))?;
+        let bindings = ContextPolicy::new(&mut store, &instance).map_err(|e| failure(&store, e))?;
+        Ok(PolicyInstance {
+            store,
+            instance,
+            bindings,
+            history: pre.history.clone(),
+            ticks: self.ticks(),
+            _slot: slot,
+        })
+    }
+
+    fn ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}
+
+fn config(limits: &Limits, pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.instances)
+            .total_core_instances(limits.instances * 4)
+            .total_memories(limits.instances * 2)
+            .total_tables(limits.instances * 4)
+            .max_memory_size(limits.memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Why a policy call did not return a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
+    /// The policy declined with one of the contract's errors.
+    #[error("{0:?}")]
+    Declined(PolicyError),
+    /// The policy trapped (panic, timeout, memory limit) or could not be instantiated.
+    #[error("{0}")]
+    Trapped(String),
+    /// Every policy instance (`Limits::instances`) is in use: not the policy's fault, and it
+    /// passes as turns finish.
+    #[error("{0}")]
+    Busy(String),
+}
+
+/// Describes a trap with whatever the guest wrote to stderr (a panic message, say).
+fn failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
+    let what = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "timed out".to_owned(),
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("failed: {error:#}"),
+    };
+    let stderr = store.data().stderr.contents();
+    let stderr = String::from_utf8_lossy(&stderr);
+    match stderr.trim() {
+        "" => CallFailure::Trapped(what),
+        text => CallFailure::Trapped(format!("{what}: {text}")),
+    }
+}
+
+/// An instantiation that failed: busy when the pooling allocator ran out of one of its pools
+/// (a component may use more core instances or memories than the count above assumes).
+fn instantiate_failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
+    if error
+        .chain()
+        .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
+    {
+        return CallFailure::Busy(format!("{error:#}"));
+    }
+    failure(store, error)
+}
+
+/// A component linked against the host, ready to instantiate: see
+/// [`PolicyRuntime::prepare_component`].
+#[derive(Clone)]
+pub struct PolicyPre {
+    policy: ContextPolicyPre<CallState>,
+    /// Where the `history` export's functions are, when the component has one.
+    history: Option<history::GuestIndices>,
+}
+
+impl PolicyPre {
+    /// Whether the component exports the optional `history` interface (`render`).
+    pub fn has_history(&self) -> bool {
+        self.history.is_some()
+    }
+}
+
+/// A live policy instance for one request; dropped afterwards (a trap poisons only this one).
+pub struct PolicyInstance {
+    store: Store<CallState>,
+    instance: wasmtime::component::Instance,
+    bindings: ContextPolicy,
+    /// The `history` export's indices; its functions are only looked up when `render` is
+    /// called, so turns pay nothing for it.
+    history: Option<history::GuestIndices>,
+    ticks: u64,
+    _slot: InstanceSlot,
+}
+
+impl PolicyInstance {
+    /// Starts a call's time: the epoch deadline for wasm, the instant for host calls.
+    fn reset_deadline(&mut self) {
+        self.store.set_epoch_deadline(self.ticks);
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + state.call_timeout;
+        state.host_timed_out = None;
+    }
+
+    pub fn info(&mut self) -> Result<PolicyInfo, CallFailure> {
+        self.reset_deadline();
+        let result = self
+            .bindings
+            .discedge_policy_policy()
+            .call_info(&mut self.store);
+        result.map_err(|e| failure(&self.store, e))
+    }
+
+    pub fn prepare(
+        &mut self,
+        records: &[Vec<u8>],
+        input: &TurnInput,
+        settings: &Settings,
+    ) -> Result<Prepared, CallFailure> {
+        self.reset_deadline();
+        let result = self.bindings.discedge_policy_policy().call_prepare(
+            &mut self.store,
+            records,
+            input,
+            settings,
+        );
+        self.outcome(result)
+    }
+
+    pub fn commit(
+        &mut self,
+        input: &TurnInput,
+        settings: &Settings,
+        carry: &[u8],
+        reply: &Reply,
+    ) -> Result<Option<Vec<u8>>, CallFailure> {
+        self.reset_deadline();
+        let result = self.bindings.discedge_policy_policy().call_commit(
+            &mut self.store,
+            input,
+            settings,
+            carry,
+            reply,
+        );
+        self.outcome(result)
+    }
+
+    /// A contract call's result: a trap described with the policy's stderr, or the policy's
+    /// own answer, a declined call included.
+    fn outcome<T>(
+        &mut self,
+        result: wasmtime::Result<Result<T, PolicyError>>,
+    ) -> Result<T, CallFailure> {
+        // The model's server, not the policy, ran out the clock.
+        if let Some(timeout) = self.store.data_mut().host_timed_out.take() {
+            return Err(CallFailure::Declined(PolicyError::HostFailed(timeout)));
+        }
+        result
+            .map_err(|e| failure(&self.store, e))?
+            .map_err(CallFailure::Declined)
+    }
+
+    /// Looks up and type-checks the `history` export's functions, if there is one, so a
+    /// component whose `render` does not match the contract is refused when it is loaded.
+    pub(super) fn check_history(&mut self) -> Result<(), CallFailure> {
+        if let Some(indices) = &self.history {
+            indices
+                .load(&mut self.store, &self.instance)
+                .map_err(|e| failure(&self.store, e))?;
+        }
+        Ok(())
+    }
+
+    /// The stored session as chat messages (role, content), oldest first, from the optional
+    /// `history` export; `Ok(None)` when the component has none.
+    pub fn render(
+        &mut self,
+        records: &[Vec<u8>],
+        settings: &Settings,
+    ) -> Result<Option<Vec<(String, String)>>, CallFailure> {
+        let Some(indices) = &self.history else {
+            return Ok(None);
+        };
+        let guest = indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| failure(&self.store, e))?;
+        self.reset_deadline();
+        let result = guest.call_render(&mut self.store, records, settings);
+        let messages = self.outcome(result)?;
+        Ok(Some(
+            messages.into_iter().map(|m| (m.role, m.content)).collect(),
+        ))
+    }
+}
