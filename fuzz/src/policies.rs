@@ -18,7 +18,7 @@ use discedge_core::policy::runtime::{ChatTemplate, Prepared, Prompt, Reply, Sett
 use discedge_core::policy::{
     CallFailure, HostServices, Limits, LoadedPolicy, PolicyInstance, PolicyRegistry, PolicyRuntime,
 };
-use policy_common::{
+use discedge_policy_sdk::{
     Message, Pieces, Template, TokenRecord, choose_window, decode_messages, encode_messages,
     markers, neutralise_markers, opening_pieces, render_message, reply_opening, system_prompt,
     user_turn_pieces,

@@ -6,7 +6,7 @@
 //! input (libFuzzer's inputs stay at 4 KiB), so built here.
 
 use discedge_fuzz::{Outcome, PolicyCase, RecordInput, Size, TemplateInput, run_case};
-use policy_common::{TokenRecord, encode_messages};
+use discedge_policy_sdk::{TokenRecord, encode_messages};
 
 const SESSION_BYTES: usize = 16 << 20;
 

@@ -13,7 +13,7 @@
 mod support;
 
 use fred_testnode::{Cluster, TestPki};
-use policy_common::TokenRecord;
+use discedge_policy_sdk::TokenRecord;
 use serde_json::{Value, json};
 
 #[tokio::main]

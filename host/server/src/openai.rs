@@ -11,7 +11,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use policy_common::{Template, push_message, reply_opening};
+use discedge_policy_sdk::{Template, push_message, reply_opening};
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;

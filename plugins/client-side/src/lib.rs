@@ -3,7 +3,7 @@
 //! The baseline without a proxy-side session: the prompt passes through untouched and nothing
 //! is stored, so the host skips the session store entirely (`stores-context: false`).
 
-wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+discedge_policy_sdk::bindings!("context-policy");
 
 use discedge::policy::types::{
     PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,

@@ -5,7 +5,7 @@
 //! Otherwise it is a minimal raw policy: the prompt is the user's text and the record is that
 //! text's bytes.
 
-wit_bindgen::generate!({ path: "../../wit", world: "context-policy" });
+discedge_policy_sdk::bindings!("context-policy");
 
 use core::hint::black_box;
 

@@ -3,13 +3,13 @@
 //! The simplest policy that keeps context. llama-server re-tokenizes the whole conversation
 //! each turn, so it is the baseline the token-based policies are measured against.
 
-use policy_common::{
+use discedge_policy_sdk::{
     Message, MessageRef, Template, decode_message_refs, decode_messages, decode_records,
     encode_messages, markers, message_len, neutralise_markers, push_message, reply_opening,
     system_prompt,
 };
 
-wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
+discedge_policy_sdk::bindings!("context-policy-with-history");
 
 use discedge::policy::types::{
     PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,

@@ -5,12 +5,11 @@
 //! llama-server's prompt cache only has to evaluate the new message. Nothing is ever dropped:
 //! when the conversation outgrows the context the turn fails (see the `truncate` policy).
 
-use policy_common::{TokenRecord, append_ids, decode_records, opening_pieces, user_turn_pieces};
+use discedge_policy_sdk::{TokenRecord, append_ids, decode_records, opening_pieces, user_turn_pieces};
 
-wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
+discedge_policy_sdk::bindings!("context-policy-with-history");
 
-#[path = "../../shared/token_policy.rs"]
-mod token_policy;
+discedge_policy_sdk::token_policy!();
 
 use discedge::policy::types::{
     PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,

@@ -3,18 +3,17 @@
 //!
 //! The conversation opening (bos and system message) is pinned and always sent. The window
 //! start is stored in each record and only moves when the prompt no longer fits, and then by
-//! enough turns that it stays put for a while (see `policy_common::choose_window`): every move
+//! enough turns that it stays put for a while (see `discedge_policy_sdk::choose_window`): every move
 //! changes the prompt's prefix and costs llama-server a full re-evaluation.
 
-use policy_common::{
+use discedge_policy_sdk::{
     TokenRecord, TokenRecordHead, append_ids, choose_window, decode_records, opening_pieces,
     user_turn_pieces,
 };
 
-wit_bindgen::generate!({ path: "../../wit", world: "context-policy-with-history" });
+discedge_policy_sdk::bindings!("context-policy-with-history");
 
-#[path = "../../shared/token_policy.rs"]
-mod token_policy;
+discedge_policy_sdk::token_policy!();
 
 use discedge::policy::host::{self, LogLevel};
 use discedge::policy::types::{

@@ -4,10 +4,10 @@
 //! it must), `close_turn` (the stored ids are exactly what the model saw and made) and
 //! `parse_messages` (reads rendered messages back, and any text without panicking).
 //!
-//! 256 cases per property keeps `cargo test -p policy-common` at a second or two. Run more with
-//! `PROPTEST_CASES=100000 cargo test -p policy-common --test properties`.
+//! 256 cases per property keeps `cargo test -p discedge-policy-sdk` at a second or two. Run more with
+//! `PROPTEST_CASES=100000 cargo test -p discedge-policy-sdk --test properties`.
 
-use policy_common::{
+use discedge_policy_sdk::{
     Message, Template, TokenRecord, TokenRecordHead, choose_window, close_turn,
     decode_message_refs, decode_messages, decode_records, encode_messages, low_water,
     parse_messages, render_message,

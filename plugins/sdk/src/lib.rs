@@ -1,9 +1,13 @@
-//! Shared, dependency-free pieces of the shipped context policies.
-//!
-//! This is plain Rust with no WIT bindings, so everything here is unit-tested natively
-//! (`cargo test -p policy-common`) and each policy component only adds the thin glue that
-//! talks to the host.
+//! The guest SDK for DisCEdge context policies: what a policy component needs besides its
+//! own logic. At the root, plain Rust with no bindings (chat templates, record formats,
+//! truncate's window), unit-tested natively (`cargo test -p discedge-policy-sdk`) and also
+//! used by the host, which renders client-side prompts with these very templates. With the
+//! `guest` feature, the `bindings!` macro generates the contract's bindings (from the one WIT
+//! in `wit/`) in a policy's crate, and `token_policy!` adds the token policies' glue.
 
+/// The contract's guest bindings, as macros (feature `guest`).
+#[cfg(feature = "guest")]
+mod guest;
 mod messages;
 mod template;
 mod tokens;
@@ -18,6 +22,11 @@ pub use template::{
 };
 pub use tokens::{TokenRecord, TokenRecordHead, append_ids, close_turn, session_tokens};
 pub use window::{choose_window, low_water};
+
+// The bindings the macros generate in a policy's crate use wit-bindgen's runtime from here.
+#[cfg(feature = "guest")]
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
 
 /// Decodes every record of a session, naming the index of the first one that cannot be read,
 /// so an operator can find the broken record in the store. What `decode` makes may borrow
