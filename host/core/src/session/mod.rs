@@ -1,6 +1,10 @@
 //! One conversation turn, start to finish: lock the session, load it, check the turn, let the
 //! policy build the prompt, ask the model, let the policy fold the reply in, commit.
 //! Nothing is written unless every step succeeded, so a failed turn leaves the session as it was.
+//!
+//! This file is the orchestration; the steps live by concern: `load` (the stored session),
+//! `policy_calls` (prepare, commit, the model's body), `reply` (the model's answer, session
+//! fields), `replay` (retried turns), `turn` (a turn between its halves), `errors`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,19 +14,30 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Kind};
 use crate::llm::LlmBackend;
-use crate::policy::runtime::{
-    ChatTemplate, PolicyError, Prepared, Prompt, Reply, Settings, TurnInput,
-};
-use crate::policy::{CallFailure, HostServices, LoadedPolicy, PolicyInstance, PolicyRegistry};
-use crate::store::{ContextStore, SessionHead, StoredSession};
+use crate::policy::runtime::{ChatTemplate, TurnInput};
+use crate::policy::{HostServices, PolicyRegistry};
+use crate::store::{ContextStore, SessionHead};
 
+mod errors;
+mod load;
 mod locks;
+mod policy_calls;
+mod replay;
+mod reply;
+mod turn;
 mod view;
 mod warm;
 
+pub use reply::{SESSION_FIELDS, add_session_fields, copy_session_fields};
+pub use turn::{PreparedTurn, StartedTurn};
 pub use warm::{Warmed, run as run_warm_up};
 
-use locks::{SessionGuard, SessionLocks};
+use errors::unknown_session;
+use replay::{replay, replay_copy};
+use reply::with_session_fields;
+use turn::PendingCommit;
+
+use locks::SessionLocks;
 
 /// Settings that apply when a request does not say otherwise.
 #[derive(Debug, Clone)]
@@ -92,20 +107,6 @@ pub struct TurnReply {
 
 /// Where a turn's time went; defined with the metrics that count it.
 pub use crate::metrics::TurnTiming;
-
-/// Reply fields kept for replaying a retried turn. The head is rewritten and replicated every
-/// turn, so it carries the answer itself, not llama-server's large per-call diagnostics
-/// (`prompt`, `generation_settings`, `timings`, ...).
-const REPLAYED: [&str; 8] = [
-    "content",
-    "tokens",
-    "stop",
-    "stop_type",
-    "stopping_word",
-    "tokens_predicted",
-    "tokens_evaluated",
-    "truncated",
-];
 
 impl Proxy {
     pub fn new(
@@ -367,444 +368,6 @@ impl Proxy {
             timing,
         })
     }
-
-    fn check_size(&self, session_id: &str, stored: &StoredSession) -> Result<(), Error> {
-        let size = stored.bytes();
-        if size <= self.defaults.max_session_bytes {
-            return Ok(());
-        }
-        Err(Error::new(
-            Kind::TooLarge,
-            "session_too_large",
-            format!(
-                "session {session_id:?} holds {size} bytes of context, more than the {} allowed; start a new session",
-                self.defaults.max_session_bytes
-            ),
-        ))
-    }
-
-    /// Deletes a session of `user_id`; another user's session is reported as unknown.
-    pub async fn delete_session(&self, session_id: &str, user_id: &str) -> Result<(), Error> {
-        let _lock = self.locks.lock(session_id).await;
-        self.load_owned(session_id, user_id).await?;
-        self.store.delete(session_id).await?;
-        tracing::info!(session_id, "session deleted");
-        Ok(())
-    }
-
-    /// A live session of `user_id`; one that is gone, expired or another user's is unknown.
-    async fn load_owned(&self, session_id: &str, user_id: &str) -> Result<StoredSession, Error> {
-        let stored = self.store.load(session_id).await?;
-        match self.unless_idle(session_id, stored).await? {
-            Some(stored) if stored.head.user_id == user_id => Ok(stored),
-            _ => Err(unknown_session(session_id)),
-        }
-    }
-
-    /// Drops a session that has been idle past `session_idle`, as if it never existed.
-    async fn unless_idle(
-        &self,
-        session_id: &str,
-        stored: Option<StoredSession>,
-    ) -> Result<Option<StoredSession>, Error> {
-        let (Some(idle), Some(session)) = (self.defaults.session_idle, &stored) else {
-            return Ok(stored);
-        };
-        if !self.expired(&session.head) {
-            return Ok(stored);
-        }
-        tracing::info!(session_id, "session expired after {idle:?} idle");
-        self.store.delete(session_id).await?;
-        Ok(None)
-    }
-
-    /// Whether a session has been idle past `session_idle`, and so no longer counts.
-    fn expired(&self, head: &SessionHead) -> bool {
-        self.defaults
-            .session_idle
-            .is_some_and(|idle| head.updated_ms + (idle.as_millis() as u64) < unix_ms())
-    }
-
-    /// Loads a session; on a replicated store, waits (bounded, with backoff) while the stored
-    /// turn is behind the one asked for, since the previous turn may still be on its way from
-    /// another node. A repeated or stale turn is not lag and returns at once.
-    async fn load_caught_up(
-        &self,
-        session_id: &str,
-        turn: u32,
-    ) -> Result<Option<StoredSession>, Error> {
-        let deadline = Instant::now() + self.defaults.sync_wait;
-        let mut pause = Duration::from_millis(10);
-        loop {
-            let stored = self.store.load_for_turn(session_id, turn).await?;
-            let stored_turn = stored.as_ref().map_or(0, |s| s.head.turn);
-            let now = Instant::now();
-            if stored_turn + 1 >= turn || !self.store.replicated() || now >= deadline {
-                return Ok(stored);
-            }
-            tracing::debug!(session_id, stored_turn, turn, "waiting for replication");
-            if pause == Duration::from_millis(10) {
-                self.metrics.replication_wait();
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    async fn settings(
-        &self,
-        forward: &Map<String, Value>,
-        system_prompt: Option<String>,
-        request_json: String,
-        first_turn: bool,
-    ) -> Settings {
-        let n_ctx = match self.llm.context_size().await {
-            Ok(Some(n)) => n,
-            _ => self.defaults.n_ctx,
-        };
-        let reply_budget = forward
-            .get("n_predict")
-            .and_then(Value::as_i64)
-            .filter(|&n| n > 0)
-            .map_or(self.defaults.reply_budget, |n| {
-                n.min(i64::from(u32::MAX)) as u32
-            });
-        let system_prompt = if first_turn {
-            system_prompt.or_else(|| self.defaults.system_prompt.clone())
-        } else {
-            None
-        };
-        Settings {
-            n_ctx,
-            reply_budget,
-            template: self.defaults.template.clone(),
-            system_prompt,
-            request_json,
-        }
-    }
-
-    /// Instantiates the policy and runs `prepare` on a blocking thread (it may call the tokenizer).
-    async fn prepare(
-        &self,
-        policy: &Arc<LoadedPolicy>,
-        records: Vec<Vec<u8>>,
-        input: TurnInput,
-        settings: Settings,
-    ) -> Result<(PolicyInstance, Prepared, TurnInput, Settings), Error> {
-        let (policy2, runtime, services) = (
-            policy.clone(),
-            self.policies.runtime().clone(),
-            self.services.clone(),
-        );
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _in_turn = span.enter();
-            let mut instance = policy2.instantiate(&runtime, services)?;
-            let prepared = instance.prepare(&records, &input, &settings)?;
-            Ok((instance, prepared, input, settings))
-        })
-        .await
-        .map_err(|e| joined(e, policy))?
-        .map_err(|e| policy_error(e, policy))
-    }
-
-    async fn commit(
-        &self,
-        policy: &Arc<LoadedPolicy>,
-        mut instance: PolicyInstance,
-        input: TurnInput,
-        settings: Settings,
-        carry: Vec<u8>,
-        reply: Reply,
-    ) -> Result<Option<Vec<u8>>, Error> {
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _in_turn = span.enter();
-            instance.commit(&input, &settings, &carry, &reply)
-        })
-        .await
-        .map_err(|e| joined(e, policy))?
-        .map_err(|e| policy_error(e, policy))
-    }
-
-    /// The `/completion` body for llama-server: the client's own llama.cpp fields (moved, not
-    /// copied) with the policy's prompt, checked first if it is token ids.
-    async fn model_body(
-        &self,
-        mut forward: Map<String, Value>,
-        client_prompt: Value,
-        prompt: Prompt,
-        policy: &LoadedPolicy,
-        n_ctx: u32,
-    ) -> Result<Map<String, Value>, Error> {
-        let prompt = match prompt {
-            Prompt::Unchanged => client_prompt,
-            Prompt::Text(text) => Value::String(text),
-            Prompt::Tokens(ids) => {
-                let vocab = self.llm.vocab_size().await.ok().flatten();
-                check_token_prompt(&ids, n_ctx, vocab).map_err(|why| {
-                    Error::new(
-                        Kind::Internal,
-                        "policy_bad_output",
-                        format!("policy {} {why}", policy.name),
-                    )
-                    .with("policy", policy.label())
-                })?;
-                Value::Array(ids.into_iter().map(Value::from).collect())
-            }
-        };
-        forward.insert("prompt".into(), prompt);
-        Ok(forward)
-    }
-
-    /// What the policy needs from llama-server's answer; the token ids it asked for are taken
-    /// out of the client's copy unless the client asked for them too.
-    fn read_reply(
-        &self,
-        prepared: &PreparedTurn,
-        reply: &mut Map<String, Value>,
-    ) -> Result<Reply, Error> {
-        let timing = |key: &str| {
-            reply
-                .get("timings")
-                .and_then(|t| t.get(key))
-                .and_then(Value::as_u64)
-        };
-        let (evaluated, cached) = (
-            timing("prompt_n").unwrap_or(0),
-            timing("cache_n").unwrap_or(0),
-        );
-        self.metrics.prompt_tokens(evaluated, cached);
-        if prepared.busy.roamed {
-            self.warm
-                .counts
-                .roamed_turn(prepared.busy.warmed, evaluated, cached);
-        }
-        let bad_reply = |what: &str| {
-            Error::new(
-                Kind::BadGateway,
-                "llm_failed",
-                format!("llama-server reply has no {what}"),
-            )
-            .with("policy", prepared.policy.label())
-        };
-        let content = reply
-            .get("content")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad_reply("content"))?
-            .to_owned();
-        let tokens = if prepared.want_reply_tokens {
-            reply
-                .get("tokens")
-                .and_then(Value::as_array)
-                .and_then(|ids| {
-                    ids.iter()
-                        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
-                        .collect()
-                })
-                .ok_or_else(|| bad_reply("token ids (return_tokens)"))?
-        } else {
-            Vec::new()
-        };
-        let stop_type = reply
-            .get("stop_type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if prepared.want_reply_tokens && !prepared.client_wants_tokens {
-            reply.remove("tokens");
-        }
-        Ok(Reply {
-            content,
-            tokens,
-            stop_type,
-        })
-    }
-}
-
-/// Where [`Proxy::start_turn`] left a turn.
-pub enum StartedTurn {
-    /// A retried turn, answered from the store; the model is not asked again.
-    Replayed(TurnReply),
-    /// Ready for the model (boxed: it holds the policy instance and the session lock).
-    Prepared(Box<PreparedTurn>),
-}
-
-/// A turn between the policy's `prepare` and `commit`: the session is locked and the body for
-/// llama-server is ready. Dropping it abandons the turn, and nothing is written.
-pub struct PreparedTurn {
-    /// The llama-server `/completion` body: the client's fields with the policy's prompt.
-    pub body: Map<String, Value>,
-    pub timing: TurnTiming,
-    pub session_id: String,
-    pub user_id: String,
-    pub mode: String,
-    pub turn: u32,
-    policy: Arc<LoadedPolicy>,
-    /// `None` for a policy that keeps nothing.
-    state: Option<PendingCommit>,
-    /// The policy asked for the generated ids (`return_tokens` was set for it).
-    want_reply_tokens: bool,
-    client_wants_tokens: bool,
-    /// Marks the model busy for warm-ups until the turn is done.
-    busy: crate::warm::BusyGuard,
-}
-
-impl PreparedTurn {
-    /// The policy and its version, for the `x-discedge-policy` header.
-    pub fn policy_label(&self) -> String {
-        self.policy.label()
-    }
-
-    /// Whether the generated token ids must be kept from llama-server's answer.
-    pub fn wants_tokens(&self) -> bool {
-        self.want_reply_tokens || self.client_wants_tokens
-    }
-}
-
-/// What committing a stored turn needs: the session lock, held until then, and the instance
-/// `prepare` ran on, with its inputs.
-struct PendingCommit {
-    _lock: SessionGuard,
-    previous: Option<SessionHead>,
-    prompt_sha256: String,
-    instance: PolicyInstance,
-    input: TurnInput,
-    settings: Settings,
-    carry: Vec<u8>,
-}
-
-/// Answers a retried turn from the store.
-fn replay(head: &SessionHead, session_id: &str, policy: &LoadedPolicy) -> Result<TurnReply, Error> {
-    let reply: Map<String, Value> = serde_json::from_str(&head.last_reply).map_err(|e| {
-        Error::new(
-            Kind::Internal,
-            "store_corrupt",
-            format!("stored reply unreadable: {e}"),
-        )
-    })?;
-    Ok(TurnReply {
-        body: with_session_fields(reply, session_id, &head.user_id, &head.mode, head.turn),
-        policy: policy.label(),
-        replayed: true,
-        timing: TurnTiming::default(),
-    })
-}
-
-fn replay_copy(reply: &Map<String, Value>) -> String {
-    let kept: Map<String, Value> = reply
-        .iter()
-        .filter(|(k, _)| REPLAYED.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Value::Object(kept).to_string()
-}
-
-/// The fields every reply carries (every format, streamed or not), so a client can go on.
-pub const SESSION_FIELDS: [&str; 4] = ["session_id", "user_id", "mode", "turn"];
-
-/// Adds the [`SESSION_FIELDS`] to a reply or an event.
-pub fn add_session_fields(
-    fields: &mut Map<String, Value>,
-    session_id: &str,
-    user_id: &str,
-    mode: &str,
-    turn: u32,
-) {
-    fields.insert("session_id".into(), session_id.into());
-    fields.insert("user_id".into(), user_id.into());
-    fields.insert("mode".into(), mode.into());
-    fields.insert("turn".into(), turn.into());
-}
-
-/// Copies the [`SESSION_FIELDS`] of a turn's reply into another reply or event.
-pub fn copy_session_fields(to: &mut Map<String, Value>, reply: &Map<String, Value>) {
-    for key in SESSION_FIELDS {
-        if let Some(value) = reply.get(key) {
-            to.insert(key.into(), value.clone());
-        }
-    }
-}
-
-fn with_session_fields(
-    mut reply: Map<String, Value>,
-    session_id: &str,
-    user_id: &str,
-    mode: &str,
-    turn: u32,
-) -> Map<String, Value> {
-    add_session_fields(&mut reply, session_id, user_id, mode, turn);
-    reply
-}
-
-fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> Error {
-    let error = match failure {
-        CallFailure::Declined(PolicyError::BadInput(m)) => {
-            Error::bad_request("policy_rejected_input", m)
-        }
-        CallFailure::Declined(PolicyError::ContextFull(m)) => {
-            Error::new(Kind::Unprocessable, "context_full", m)
-        }
-        CallFailure::Declined(PolicyError::HostFailed(m)) => {
-            Error::new(Kind::BadGateway, "policy_host_call_failed", m)
-        }
-        CallFailure::Declined(PolicyError::Internal(m)) => Error::new(
-            Kind::Internal,
-            "policy_failed",
-            format!("policy {}: {m}", policy.name),
-        ),
-        CallFailure::Trapped(m) => Error::new(
-            Kind::Internal,
-            "policy_trapped",
-            format!("policy {} {m}", policy.name),
-        ),
-        // Every instance is serving a turn (each holds one across the model's answer): the
-        // next that ends frees one, so the client may retry soon.
-        CallFailure::Busy(m) => Error::new(
-            Kind::Unavailable,
-            "policy_busy",
-            format!("policy {}: {m}; retry shortly", policy.name),
-        )
-        .retry_after(1),
-    };
-    error.with("policy", policy.label())
-}
-
-fn joined(e: tokio::task::JoinError, policy: &LoadedPolicy) -> Error {
-    Error::new(
-        Kind::Internal,
-        "policy_trapped",
-        format!("policy {} call aborted: {e}", policy.name),
-    )
-    .with("policy", policy.label())
-}
-
-/// A policy's token prompt must leave the model room to answer and use only ids it knows;
-/// a policy is untrusted code, and its mistakes must not pass for the client's.
-fn check_token_prompt(ids: &[u32], n_ctx: u32, vocab: Option<u32>) -> Result<(), String> {
-    if ids.len() >= n_ctx as usize {
-        return Err(format!(
-            "produced a prompt of {} tokens; the model's window is {n_ctx}",
-            ids.len()
-        ));
-    }
-    if let Some((bad, vocab)) =
-        vocab.and_then(|v| ids.iter().find(|&&id| id >= v).map(|bad| (bad, v)))
-    {
-        return Err(format!(
-            "produced token id {bad}, outside the model's vocabulary of {vocab}"
-        ));
-    }
-    Ok(())
-}
-
-fn unknown_session(session_id: &str) -> Error {
-    Error::new(
-        Kind::NotFound,
-        "unknown_session",
-        format!("no session {session_id:?}"),
-    )
-    .with("session_id", session_id)
 }
 
 fn unix_ms() -> u64 {

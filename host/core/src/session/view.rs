@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Proxy, joined, policy_error};
+use super::Proxy;
+use super::errors::{joined, policy_error};
 use crate::error::Error;
 use crate::store::{SessionHead, StoredSession};
 

@@ -23,7 +23,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::broadcast;
 
-use super::{Proxy, unknown_session};
+use super::Proxy;
+use super::errors::unknown_session;
 use crate::error::{Error, Kind};
 use crate::policy::runtime::TurnInput;
 use crate::store::RemoteTurn;

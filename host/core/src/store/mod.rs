@@ -140,10 +140,7 @@ pub fn newest_first(sessions: &mut [(String, SessionHead)]) {
 }
 
 /// Checks the precondition every store shares: the stored turn must be the one before `head.turn`.
-pub fn check_next_turn(
-    stored: Option<&SessionHead>,
-    head: &SessionHead,
-) -> Result<(), StoreError> {
+pub fn check_next_turn(stored: Option<&SessionHead>, head: &SessionHead) -> Result<(), StoreError> {
     let stored_turn = stored.map_or(0, |h| h.turn);
     if stored_turn + 1 == head.turn {
         Ok(())
@@ -155,4 +152,3 @@ pub fn check_next_turn(
 /// The checks every store must pass (tests only).
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
-
