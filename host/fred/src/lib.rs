@@ -11,6 +11,10 @@
 //!
 //! A session's first turn also writes an entry in its user's index (see
 //! [`codec::user_anchor_key`]), which `sessions_of` scans; later turns never touch it.
+//!
+//! Here: the store and its `ContextStore` methods. `read` brings a session up to date,
+//! `siblings` resolves competing versions, `index` lists a user's sessions, `cache` keeps
+//! what this node has seen; `item`, `reply`, `bytes`, `pack` and `codec` spell FReD values.
 
 mod bytes;
 mod cache;
@@ -21,32 +25,27 @@ mod index;
 mod item;
 mod log;
 mod pack;
+mod read;
 mod reply;
+mod scan;
+mod siblings;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use fred_proto::{Item, Key, Version};
 
 use cache::SessionCache;
 pub use client::{Confirm, FredClient, FredConfig, FredError};
+use codec::is_fred_name;
 pub use codec::{IndexEntry, turn_key, turn_prefix, user_anchor_key, user_session_key};
-use codec::{is_fred_name, turn_of};
 use feed::Feed;
 pub use feed::FeedConfig;
 pub use item::{Origin, TurnItem};
-use log::{SessionLog, versions_of};
+use log::SessionLog;
 
 use discedge_core::store::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
 
-/// Most item versions fetched per Scan call (FReD's messages are limited to 4 MiB; a Scan
-/// counts versions, not ids).
-const SCAN_BATCH: u64 = 256;
-/// Versions asked for by the first Scan of a session this node holds (its last turn, maybe
-/// one more and a sibling) and of one it reads from turn 1; each further Scan asks for 4x.
-const FIRST_WARM_SCAN: u64 = 4;
-const FIRST_COLD_SCAN: u64 = 16;
 /// User index items fetched per Scan call when listing a user's sessions.
 const INDEX_BATCH: u64 = 256;
 
@@ -113,261 +112,6 @@ impl FredStore {
             anchored: Mutex::new(HashSet::new()),
         })
     }
-
-    /// What this node knows of a session, brought up to date with FReD: one Scan from its
-    /// last turn (which must still win there) and, in parallel, a Read of turn 1 (a session
-    /// deleted and begun anew elsewhere changes it). Reads everything again when what it had
-    /// no longer holds.
-    async fn fresh_log(&self, session_id: &str) -> Result<SessionLog, StoreError> {
-        let Some((mut log, _)) = self.cache.get(session_id) else {
-            return self.read_log(session_id).await;
-        };
-        let (Some(&first), true) = (log.chains.first(), log.turn() > 1) else {
-            // Turn 1 (or none): the Scan from it checks it.
-            return match self.catch_up(session_id, &mut log).await? {
-                true => Ok(log),
-                false => self.read_log(session_id).await,
-            };
-        };
-        let first_key = turn_key(session_id, 1);
-        let (turn_one, holds) = tokio::join!(
-            self.client.read(&first_key),
-            self.catch_up(session_id, &mut log)
-        );
-        let same_session = match turn_one {
-            Ok(versions) => SessionLog::default()
-                .resolve(&versions)?
-                .is_some_and(|(_, value)| item::chain(&[0; 16], value) == first),
-            Err(FredError::NotFound(_)) => false,
-            Err(e) => return Err(e.into()),
-        };
-        if same_session && holds? {
-            return Ok(log);
-        }
-        self.read_log(session_id).await
-    }
-
-    /// Reads a session from turn 1.
-    async fn read_log(&self, session_id: &str) -> Result<SessionLog, StoreError> {
-        let mut log = SessionLog::default();
-        self.catch_up(session_id, &mut log).await?;
-        Ok(log)
-    }
-
-    /// Brings the session up to date from FReD and keeps it in the cache. Asked for by turn
-    /// `turn` and still behind it, the turns may be on their way, or their relay to this node
-    /// was lost (FReD only notes a failed relay, and a node reads those notes at its next
-    /// start): another replica that has them gives them to this node.
-    async fn refresh(
-        &self,
-        session_id: &str,
-        turn: Option<u32>,
-    ) -> Result<Option<StoredSession>, StoreError> {
-        let since = self.cache.mark();
-        let mut log = self.fresh_log(session_id).await?;
-        if turn.is_some_and(|turn| log.turn() + 1 < turn)
-            && self.repair_from_peers(session_id, &mut log).await
-        {
-            tracing::info!(
-                session_id,
-                turn = log.turn(),
-                "turns this node lacked copied from another replica"
-            );
-        }
-        let stored = log.stored();
-        self.cache.put(session_id, log, since);
-        Ok(stored)
-    }
-
-    /// Extends `log` with the turns FReD holds after it, resolving siblings, until the chain
-    /// ends (no item, or no version extending it). The first Scan starts at the log's last
-    /// turn; `Ok(false)` if that turn no longer wins there (or is gone).
-    async fn catch_up(&self, session_id: &str, log: &mut SessionLog) -> Result<bool, StoreError> {
-        let prefix = turn_prefix(session_id);
-        let mut checked = log.turn() == 0;
-        // A Scan runs on past the session into other items, so ask for few at first: a node
-        // that served the last turn expects one or two items, a cold read a short session.
-        let mut count = if checked {
-            FIRST_COLD_SCAN
-        } else {
-            FIRST_WARM_SCAN
-        };
-        loop {
-            log.next_versions.clear();
-            let from = if checked { log.turn() + 1 } else { log.turn() };
-            let items = match self.client.scan(&turn_key(session_id, from), count).await {
-                Ok(items) => items,
-                Err(FredError::NotFound(_)) => return Ok(checked),
-                Err(e) => return Err(e.into()),
-            };
-            let full = items.len() as u64 >= count;
-            count = (count * 4).min(SCAN_BATCH);
-            let mut groups = group_turns(&prefix, &items);
-            // A full batch may end inside an item's versions: read that item again next round.
-            if full && groups.len() > 1 {
-                groups.pop();
-            }
-            for (turn, versions) in groups {
-                if !checked {
-                    if turn != log.turn() || !log.last_turn_holds(versions)? {
-                        return Ok(false);
-                    }
-                    checked = true;
-                    continue;
-                }
-                if turn != log.turn() + 1 {
-                    return Ok(true);
-                }
-                match log.resolve(versions)? {
-                    Some((item, value)) => log.push(item, value)?,
-                    None => {
-                        log.next_versions = versions_of(versions);
-                        return Ok(true);
-                    }
-                }
-            }
-            if !full {
-                return Ok(checked);
-            }
-        }
-    }
-
-    /// Copies to this node the turns after `log` that another replica holds and this node
-    /// lacks, the same bytes, and adds them to `log`; true if any were copied. Failures are
-    /// logged: the caller then answers as it would have without the repair.
-    async fn repair_from_peers(&self, session_id: &str, log: &mut SessionLog) -> bool {
-        let prefix = turn_prefix(session_id);
-        let mut copied = false;
-        for (node, peer) in &self.peers {
-            let start = turn_key(session_id, log.turn() + 1);
-            let items = match peer.scan(&start, SCAN_BATCH).await {
-                Ok(items) => items,
-                Err(FredError::NotFound(_)) => continue,
-                Err(e) => {
-                    tracing::warn!(
-                        node,
-                        session_id,
-                        "cannot read the session on this replica: {e}"
-                    );
-                    continue;
-                }
-            };
-            for (turn, versions) in group_turns(&prefix, &items) {
-                let Ok(Some((item, value))) = log.resolve(versions) else {
-                    break;
-                };
-                if turn != log.turn() + 1 {
-                    break;
-                }
-                let key = turn_key(session_id, turn);
-                let versions = log.next_turn_versions();
-                if let Err(e) = self.client.update(&key, value.to_owned(), versions).await {
-                    tracing::warn!(
-                        session_id,
-                        turn,
-                        "cannot copy a turn from another replica: {e}"
-                    );
-                    return copied;
-                }
-                if log.push(item, value).is_err() {
-                    return copied;
-                }
-                copied = true;
-            }
-        }
-        copied
-    }
-
-    /// After an Update of turn `key` (answered or not): which version of that turn every
-    /// node will keep. `Ok(true)` if ours (`value`), `Ok(false)` if another (now in `log`),
-    /// `Err` if none extends the chain (the write did not happen). Reads the item here and,
-    /// when confirming on replicas, on every other replica at once: an Update returns once
-    /// relayed everywhere, so any version of this turn written concurrently elsewhere is by
-    /// then on the node that wrote it, and no node will accept another.
-    /// Whether `version` (the one this node's Update just wrote) is the only version of `key`
-    /// on this node and on every replica that answers: then it won, and the values need not
-    /// be read. Asks for the ids and versions only ([`FredClient::keys`]), two entries from
-    /// `key`, so a sibling (listed next to it) shows. Any doubt answers false, and
-    /// [`Self::settle`] reads the values.
-    async fn only_version(&self, key: &str, version: &Version) -> bool {
-        let alone = |keys: &[Key]| {
-            let mut of_key = keys.iter().filter(|k| k.id == key);
-            of_key
-                .next()
-                .is_some_and(|k| k.version.as_ref() == Some(version))
-                && of_key.next().is_none()
-        };
-        let peers = futures_util::future::join_all(
-            self.peers
-                .iter()
-                .map(|(node, peer)| async move { (node, peer.keys(key, 2).await) }),
-        );
-        let (here, there) = tokio::join!(self.client.keys(key, 2), peers);
-        if !here.is_ok_and(|keys| alone(&keys)) {
-            return false;
-        }
-        there.into_iter().all(|(node, keys)| match keys {
-            Ok(keys) => alone(&keys),
-            Err(e) => {
-                tracing::warn!(node, key, "cannot confirm the turn on this replica: {e}");
-                true
-            }
-        })
-    }
-
-    async fn settle(
-        &self,
-        key: &str,
-        value: &str,
-        log: &mut SessionLog,
-        failure: StoreError,
-    ) -> Result<bool, StoreError> {
-        let peer_reads = futures_util::future::join_all(
-            self.peers
-                .iter()
-                .map(|(node, peer)| async move { (node, peer.read(key).await) }),
-        );
-        let (here, there) = tokio::join!(self.client.read(key), peer_reads);
-        let mut versions = match here {
-            Ok(versions) => versions,
-            Err(FredError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        if versions.is_empty() {
-            return Err(failure);
-        }
-        for (node, read) in there {
-            match read {
-                Ok(more) => versions.extend(more),
-                Err(e) => tracing::warn!(node, key, "cannot confirm the turn on this replica: {e}"),
-            }
-        }
-        match log.resolve(&versions)? {
-            Some((item, winner)) => {
-                let ours = winner == value;
-                log.push(item, winner)?;
-                Ok(ours)
-            }
-            None => Err(failure),
-        }
-    }
-}
-
-/// The items of `prefix`'s turns in a Scan result, grouped by id (an id's versions are
-/// adjacent), with their turn numbers; stops at the first id that is not one of them.
-fn group_turns<'a>(prefix: &str, items: &'a [Item]) -> Vec<(u32, &'a [Item])> {
-    let mut groups: Vec<(u32, &[Item])> = Vec::new();
-    let mut start = 0;
-    while start < items.len() {
-        let id = &items[start].id;
-        let Some(turn) = turn_of(prefix, id) else {
-            break;
-        };
-        let len = items[start..].iter().take_while(|i| &i.id == id).count();
-        groups.push((turn, &items[start..start + len]));
-        start += len;
-    }
-    groups
 }
 
 #[async_trait]
@@ -546,7 +290,9 @@ impl ContextStore for FredStore {
         true
     }
 
-    fn remote_turns(&self) -> Option<tokio::sync::broadcast::Receiver<discedge_core::store::RemoteTurn>> {
+    fn remote_turns(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<discedge_core::store::RemoteTurn>> {
         self.feed.as_ref().map(Feed::remote_turns)
     }
 }
