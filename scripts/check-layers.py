@@ -5,7 +5,8 @@ For every crate given (a folder with src/), each top-level module of src/ (a fil
 folder `x/`) is a node; a `crate::y` path anywhere in x's files (also inside `use crate::{y, z}`)
 is an edge x -> y. Inside each folder module the same is done for its files, with `super::y`
 paths (a file's siblings). A cycle is reported as the modules on it, with the file and line of
-each edge, and the script exits 1.
+each edge, and the script exits 1. It also fails if the core, the FReD store or the server
+depends on a crate its layer must not (see FORBIDDEN). Crate cycles cargo refuses itself.
 
     scripts/check-layers.py [CRATE_DIR...]    (default: every workspace crate with a src/)
 """
@@ -154,12 +155,33 @@ def workspace_crates():
     return sorted(out)
 
 
+# Dependencies a crate must not have: the lab's tools stay out of the server, HTTP out of the core.
+FORBIDDEN = {
+    "host/core": ["discedge-server", "discedge-lab", "discedge-fred", "axum", "plotters", "csv", "indicatif"],
+    "host/fred": ["discedge-server", "discedge-lab", "axum", "plotters", "csv", "indicatif"],
+    "host/server": ["discedge-lab", "plotters", "csv", "indicatif"],
+}
+
+
+def forbidden_deps():
+    problems = []
+    for crate, names in FORBIDDEN.items():
+        with open(os.path.join(ROOT, crate, "Cargo.toml"), encoding="utf-8") as f:
+            deps = [l.split("=")[0].strip() for l in f if re.match(r"^[A-Za-z0-9_-]+\s*=", l)]
+        for name in names:
+            if name in deps:
+                problems.append(f"{crate}/Cargo.toml: depends on {name}, which this layer must not")
+    return problems
+
+
 def main():
     crates = sys.argv[1:] or workspace_crates()
     problems = [p for c in crates for p in check(os.path.abspath(c))]
+    if not sys.argv[1:]:
+        problems += forbidden_deps()
     for p in problems:
         print(p)
-    print(f"check-layers: {len(crates)} crates, {len(problems)} cycles")
+    print(f"check-layers: {len(crates)} crates, {len(problems)} problems")
     return 1 if problems else 0
 
 
