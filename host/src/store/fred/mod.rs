@@ -34,6 +34,7 @@ pub use codec::{IndexEntry, turn_key, turn_prefix, user_anchor_key, user_session
 use codec::{is_fred_name, turn_of};
 use feed::Feed;
 pub use feed::FeedConfig;
+use item::chain;
 pub use item::{Origin, TurnItem};
 use log::{SessionLog, versions_of};
 
@@ -286,9 +287,10 @@ impl FredStore {
     /// Whether `version` (the one this node's Update just wrote) is the only version of `key`
     /// on this node and on every replica that answers: then it won, and the values need not
     /// be read. Asks for the ids and versions only ([`FredClient::keys`]), two entries from
-    /// `key`, so a sibling (listed next to it) shows. Any doubt answers false, and
-    /// [`Self::settle`] reads the values.
-    async fn only_version(&self, key: &str, version: &Version) -> bool {
+    /// `key`, so a sibling (listed next to it) shows; on this node the trigger feed, when it
+    /// can tell ([`SessionCache::alone`]), answers instead of a Keys call. Any doubt answers
+    /// false, and [`Self::settle`] reads the values.
+    async fn only_version(&self, key: &str, version: &Version, fed: Option<bool>) -> bool {
         let alone = |keys: &[Key]| {
             let mut of_key = keys.iter().filter(|k| k.id == key);
             of_key
@@ -301,8 +303,14 @@ impl FredStore {
                 .iter()
                 .map(|(node, peer)| async move { (node, peer.keys(key, 2).await) }),
         );
-        let (here, there) = tokio::join!(self.client.keys(key, 2), peers);
-        if !here.is_ok_and(|keys| alone(&keys)) {
+        let here = async {
+            match fed {
+                Some(alone_here) => alone_here,
+                None => self.client.keys(key, 2).await.is_ok_and(|keys| alone(&keys)),
+            }
+        };
+        let (here, there) = tokio::join!(here, peers);
+        if !here {
             return false;
         }
         there.into_iter().all(|(node, keys)| match keys {
@@ -424,6 +432,7 @@ impl ContextStore for FredStore {
             }),
         };
         let value = item.encode();
+        let after = chain(&item.prev, &value);
         let key = turn_key(session_id, head.turn);
         let mut written = value.len() as u64;
         for attempt in 0..2 {
@@ -447,7 +456,15 @@ impl ContextStore for FredStore {
             // refuses the versions and when a trigger failed after writing and relaying),
             // the item tells what happened.
             let settled = match updated {
-                Ok(version) if self.only_version(&key, &version).await => {
+                Ok(version)
+                    if self
+                        .only_version(
+                            &key,
+                            &version,
+                            self.cache.alone(session_id, head.turn, &after, since),
+                        )
+                        .await =>
+                {
                     log.push(item.clone(), &value).map(|()| true)
                 }
                 Ok(_) => {
