@@ -39,13 +39,20 @@ static ASCII: [Class; 128] = {
     t
 };
 
-/// The class of one character.
+/// CJK Unified Ideographs Extension I: the letters Unicode 15.1 adds to 15.0.
+const CJK_EXT_I: std::ops::RangeInclusive<char> = '\u{2EBF0}'..='\u{2EE5D}';
+
+/// The class of one character, by Unicode 15.1 (the version of llama.cpp's tables): a
+/// character assigned later is unassigned there, so Other.
 pub(crate) fn class(c: char) -> Class {
     if c.is_ascii() {
         return ASCII[c as usize];
     }
     if c.is_whitespace() {
         return Class::Space;
+    }
+    if CJK_EXT_I.contains(&c) {
+        return Class::Letter;
     }
     match get_general_category(c) {
         G::UppercaseLetter
@@ -212,5 +219,10 @@ mod tests {
         assert_eq!(class('\u{301}'), Class::Other);
         assert_eq!(class('\0'), Class::Other);
         assert_eq!(class('😀'), Class::Other);
+        // Unicode 15.0 and 15.1 letters; 16.0's are unknown to llama.cpp's 15.1 tables.
+        assert_eq!(class('\u{11F04}'), Class::Letter);
+        assert_eq!(class('\u{2EBF0}'), Class::Letter);
+        assert_eq!(class('\u{13460}'), Class::Other);
+        assert_eq!(class('\u{16D70}'), Class::Other);
     }
 }

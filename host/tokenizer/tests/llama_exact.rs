@@ -2,6 +2,9 @@
 //! pseudo-random ones from a fixed seed) is tokenized here and by `POST /tokenize`, with
 //! parse_special true and false, and the ids must be equal token for token.
 //!
+//! DISCEDGE_TOKENIZER_RANDOM=N sets how many random strings (default 400), and
+//! DISCEDGE_TOKENIZER_SEED=N their seed, for longer soaks.
+//!
 //! Needs DISCEDGE_TEST_LLAMA_URL and DISCEDGE_TEST_MODEL (the GGUF that server loaded);
 //! scripts/test.sh sets both. Without them the test says so on stderr, and fails under CI.
 
@@ -72,6 +75,11 @@ fn corpus() -> Vec<String> {
         // valid but unusual UTF-8
         "\u{10ffff}", "\u{fffd}", "\u{fffe}", "\u{40000}\u{80000}", "\u{e0001}\u{e0041}", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝕏", "𐍈 𓀀 𒀀",
         "\u{d7ff}\u{e000}", "\u{7ff}\u{800}\u{ffff}\u{10000}",
+        // Letters and digits by the Unicode version that assigned them (14.0, 15.0, 15.1, 16.0,
+        // 17.0), each before 't, which is a contraction after a letter but joins a symbol run
+        // after a character llama.cpp's tables do not know: catches a table version drift.
+        "\u{1E290}'t \u{11F04}'t \u{31350}'t \u{2EBF0}'t \u{2EE5D}'t \u{13460}'t \u{16100}'t \u{A7CB}'t \u{1E6C0}'t",
+        "x\u{16D70}\u{16D71}y \u{1E4F0}\u{11F50} \u{1FBF0}",
         // chat markup (parse_special true: special tokens; false: plain text)
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi there!<|im_end|>\n<|im_start|>assistant\n",
         "<|im_start|><|im_end|>", "<|im_start|><|im_start|>", " <|im_end|> ", "x<|im_end|>y", "<|im_end|>\n\n",
@@ -185,7 +193,12 @@ fn random_strings(n: usize) -> Vec<String> {
         (0x10000, 0x1ffff),
         (0x20000, 0x10ffff),
     ];
-    let mut rng = Rng(0x5eed_1600_d15c_ed6e);
+    // DISCEDGE_TOKENIZER_SEED=N draws another fixed set (for soaks); the default is CI's.
+    let seed = std::env::var("DISCEDGE_TOKENIZER_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_1600_d15c_ed6e);
+    let mut rng = Rng(seed.max(1));
     (0..n)
         .map(|_| {
             let mut s = String::new();
@@ -226,7 +239,12 @@ fn tokenize_matches_llama_server_token_for_token() {
     let mut llama = Llama::new(&url);
 
     let fixed = corpus();
-    let random = random_strings(400);
+    // DISCEDGE_TOKENIZER_RANDOM=N widens the random part for a longer soak (default 400).
+    let n_random = std::env::var("DISCEDGE_TOKENIZER_RANDOM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let random = random_strings(n_random);
     let (mut strings, mut tokens, mut bytes, mut mismatches) = (0usize, 0usize, 0usize, Vec::new());
     let start = std::time::Instant::now();
     for text in fixed.iter().chain(&random) {
