@@ -21,6 +21,20 @@ use std::path::Path;
 use bpe::Merges;
 use pretok::{Class, PreTokenizer};
 
+/// Short texts that together take every path of the supported pre-tokenizer and of special
+/// token parsing (contractions, digits, whitespace runs, scripts, emoji, marks, controls,
+/// chat markup, characters of each Unicode version near llama.cpp's): for a start-up
+/// self-check that compares [`Tokenizer::tokenize`] with the live `/tokenize` (both values of
+/// parse_special) before trusting the local tokenizer, and falls back to `/tokenize` on any
+/// difference (a model file other than the served one, or a llama.cpp of other behaviour).
+pub const PROBES: &[&str] = &[
+    "Hello world! It's 2024-05-17, they'll've paid $1,234.56 (≈€1.1k) — DON'T 'Sx",
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi  there\t\n\n  <|im_end|>\n<|im_start|>assistant\n",
+    "fn main() {\n    println!(\"{:?}\", vec![1, 22, 333]);\n}   \n",
+    "你好，世界 日本語カタカナ مرحبا Привет नमस्ते ٣½² 👨‍👩‍👧 🇩🇪 1️⃣ e\u{301} a\u{2060}b \u{a0}\u{3000}x",
+    "\0\u{1}\u{4}\u{7f}\u{80} \u{11F04}'t \u{2EBF0}'t \u{13460}'t \u{16D70}'t aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+];
+
 /// Why a tokenizer could not be built from a file.
 #[derive(Debug)]
 pub enum TokenizerError {

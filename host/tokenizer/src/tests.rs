@@ -192,3 +192,10 @@ fn missing_file_is_io() {
         Err(TokenizerError::Io(_))
     ));
 }
+
+#[test]
+fn tokenizer_is_shareable_across_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Tokenizer>();
+    shareable::<TokenizerError>();
+}

@@ -94,6 +94,7 @@ fn corpus() -> Vec<String> {
         "550e8400-e29b-41d4-a716-446655440000", "SGVsbG8gV29ybGQ",
     ]
     .into_iter()
+    .chain(discedge_tokenizer::PROBES.iter().copied())
     .map(String::from)
     .collect();
     // Very long runs: letters, one repeated letter, digits, spaces, punctuation, CJK, emoji.
