@@ -6,6 +6,8 @@
 //! (`tokenizer.ggml.model = "gpt2"`) whose pre-tokenizer (`tokenizer.ggml.pre`) it implements.
 //! Anything else is [`TokenizerError::Unsupported`], and the caller keeps using `/tokenize`.
 
+#![warn(missing_docs)]
+
 mod bpe;
 mod bytelevel;
 mod gguf;
