@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Kill parts of a real two-node FReD test bed in the middle of writes and check that no session
+"""Kill parts of a real FReD test bed (two nodes, or three) in the middle of writes and check that no session
 gets stuck and no acknowledged turn is lost.
 
 Each scenario starts its own bed (fred/run-testbed.sh --keep-going --workdir WORKDIR/sN, plus
@@ -18,6 +18,9 @@ the log's fatal/panic line.
   3  (bed with --feed) kill proxy B (its trigger stays registered on nodeB) while the sessions
      write on proxy A (they must keep succeeding); start proxy B again; then the final turns,
      starting on proxy B.
+  4  (bed with --nodes 3 --feed) kill nodeC's frednode, a third replica, while the sessions
+     write on proxy A; keep writing, on A, then on B (each turn is relayed to, and confirmed on,
+     a node that is down); nodeC stays down; then the final turns, alternating B and A.
 
 The writers keep writing during the restart unless --quiet-restart. A turn's prompt is unique
 to its session and turn and the same on every retry of it. A 503 is retried; a 409 naming a
@@ -32,7 +35,7 @@ relay that failed), by the phase of the turn. Prints the counts of each scenario
 them, with log digests, to WORKDIR/sN/chaos.json. Exits 1 if any session is stuck, any
 acknowledged turn is lost or any history cannot be read.
 
-Usage: fred/chaos.py [--scenarios 1,2,3] [--sessions 8] [--mode raw] [--workdir /tmp/chaosbed]
+Usage: fred/chaos.py [--scenarios 1,2,3,4] [--sessions 8] [--mode raw] [--workdir /tmp/chaosbed]
                      [--bed-args "--no-build --nase-cached --llama-url http://127.0.0.1:18100"]
                      [--quiet-restart] [--follow-back] [--final-turns 4] ...  (see --help)
 Environment: FREDNODE, CARGO_TARGET_DIR, DISCEDGE_BIN etc. are passed on to run-testbed.sh.
@@ -55,8 +58,10 @@ import urllib.error
 import urllib.request
 
 FRED_DIR = os.path.dirname(os.path.abspath(__file__))
-PORTS = [8081, 8082, 9001, 9002, 5555, 5556, 2379, 2380, 8091, 8092]
-URL = {"A": "http://127.0.0.1:8081", "B": "http://127.0.0.1:8082"}
+PORTS = [8081, 8082, 8083, 9001, 9002, 9003, 5555, 5556, 5557, 2379, 2380, 8091, 8092, 8093]
+URL = {"A": "http://127.0.0.1:8081", "B": "http://127.0.0.1:8082", "C": "http://127.0.0.1:8083"}
+# The proxies whose histories are checked: A and B (scenario 4's nodeC is down at the end).
+CHECKED = ("A", "B")
 
 
 def log(msg):
@@ -439,7 +444,7 @@ def restart_again(drv, bed, victim, ready, args, mark):
 
 def scenario(n, args):
     workdir = os.path.join(args.workdir, f"s{n}")
-    bed_args = shlex.split(args.bed_args) + (["--feed"] if n == 3 else [])
+    bed_args = shlex.split(args.bed_args) + {3: ["--feed"], 4: ["--nodes", "3", "--feed"]}.get(n, [])
     bed = Bed(workdir, bed_args)
     bed.start()
     timeline = []
@@ -484,6 +489,15 @@ def scenario(n, args):
             if args.restart_again:
                 restart_again(drv, bed, victim, lambda: port_open(9001), args, mark)
             final = "A"
+        elif n == 4:
+            victim = bed.snapshot("nodeC")
+            drv.set(phase="C-down")
+            mark(f"kill -9 nodeC frednode pid {victim.pid} ({drv.inflight()} requests in flight)")
+            victim.kill9()
+            time.sleep(args.down)
+            drv.set(target="B", phase="C-down-onB")
+            time.sleep(args.down)
+            final = "B"
         else:
             victim = bed.snapshot("proxyB")
             drv.set(phase="proxyB-down")
@@ -531,7 +545,7 @@ def report(n, sessions, plan, workdir, timeline):
     for s in sessions:
         if not s.sid:
             continue
-        for node in ("A", "B"):
+        for node in CHECKED:
             missing, extra, bad, note = check_history(s, node)
             key = f"s{s.idx}@{node}"
             if bad:
@@ -554,7 +568,7 @@ def report(n, sessions, plan, workdir, timeline):
                 when[(s.sid, ev[4])] = ev[2]
     missed = collections.Counter()
     pat = re.compile(r"nodeId (\S+) has missed kg \S+ id t\d\d([0-9a-f]{32})(\d{8})")
-    for name in ("nodeA", "nodeB"):
+    for name in ("nodeA", "nodeB", "nodeC"):
         path = os.path.join(workdir, "logs", f"{name}.log")
         if os.path.exists(path):
             for m in pat.finditer(open(path, errors="replace").read()):
@@ -573,7 +587,8 @@ def report(n, sessions, plan, workdir, timeline):
         "skipped_by_409": {s.idx: s.skipped for s in sessions if s.skipped},
         "regressed_by_409": {s.idx: s.regressed for s in sessions if s.regressed},
         "timeline": timeline,
-        "logs": digest_logs(os.path.join(workdir, "logs"), ["nodeA", "nodeB", "proxyA", "proxyB"]),
+        "logs": digest_logs(os.path.join(workdir, "logs"),
+                            [f"{kind}{x}" for kind in ("node", "proxy") for x in "ABC"]),
     }
     with open(os.path.join(workdir, "chaos.json"), "w") as f:
         json.dump(res, f, indent=1)
@@ -612,7 +627,7 @@ def report(n, sessions, plan, workdir, timeline):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", default="1,2,3")
+    ap.add_argument("--scenarios", default="1,2,3,4")
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--mode", default="raw", help="raw or tokenized")
     ap.add_argument("--workdir", default="/tmp/chaosbed")

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Fork a conversation across two DisCEdge-rs proxies and check that no session gets stuck
-and no acknowledged turn is lost (the fork scenario of the FReD-path issue).
+"""Fork a conversation across two or three DisCEdge-rs proxies and check that no session gets
+stuck and no acknowledged turn is lost (the fork scenario of the FReD-path issue).
 
 For each of N sessions: turn 1 on proxy A; then the same turn 2, with different prompts, sent
-to A and B at the same moment; then, after SETTLE seconds, turn 3 on each node in turn (the
+to every proxy (A, B, and C if given) at the same moment; then, after SETTLE seconds, turn 3 on each node in turn (the
 node whose racer lost first), retried while the answer is 409 with the turn to send. Finally
 both nodes' views of the session (GET /sessions/{id}) must show the same history, and the
 turn-2 prompt in it must be the one whose racer got 200.
@@ -11,7 +11,7 @@ turn-2 prompt in it must be the one whose racer got 200.
 Prints one line per session and a summary; exits 1 if any session is stuck (a 5xx after
 settling, or no 200 within the retries), diverged, or lost an acknowledged turn.
 
-Usage: fred/fork.py [--a URL] [--b URL] [--sessions 12] [--mode raw] [--settle 0.5]
+Usage: fred/fork.py [--a URL] [--b URL] [--c URL] [--sessions 12] [--mode raw] [--settle 0.5]
 Only the Python standard library is needed.
 """
 import argparse
@@ -53,6 +53,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--a", default="http://127.0.0.1:8081")
     ap.add_argument("--b", default="http://127.0.0.1:8082")
+    ap.add_argument("--c", help="a third proxy: the turn then races on three nodes")
     ap.add_argument("--sessions", type=int, default=int(__import__("os").environ.get("FORK_SESSIONS", "12")))
     ap.add_argument("--mode", default="raw")
     ap.add_argument("--user", default="forker")
@@ -60,10 +61,12 @@ def main():
     ap.add_argument("--n-predict", type=int, default=8)
     args = ap.parse_args()
     nodes = {"A": args.a, "B": args.b}
+    if args.c:
+        nodes["C"] = args.c
     common = {"mode": args.mode, "user_id": args.user, "n_predict": args.n_predict,
               "temperature": 0, "seed": 1}
     bad = 0
-    tally = {"A": 0, "B": 0, "both": 0, "neither": 0}
+    tally = {**{n: 0 for n in nodes}, "several": 0, "none": 0}
     for i in range(args.sessions):
         status, reply = turn(nodes["A"], {**common, "prompt": f"Hello number {i}.", "turn": 1})
         if status != 200:
@@ -71,9 +74,10 @@ def main():
             bad += 1
             continue
         sid = reply["session_id"]
-        prompts = {"A": f"Tell me about apples, {i}.", "B": f"Tell me about boats, {i}."}
+        topics = {"A": "apples", "B": "boats", "C": "cars"}
+        prompts = {n: f"Tell me about {topics[n]}, {i}." for n in nodes}
         results = {}
-        barrier = threading.Barrier(2)
+        barrier = threading.Barrier(len(nodes))
 
         def race(name):
             barrier.wait()
@@ -86,7 +90,7 @@ def main():
         for t in threads:
             t.join()
         winners = [n for n in nodes if results[n][0] == 200]
-        key = winners[0] if len(winners) == 1 else ("both" if winners else "neither")
+        key = winners[0] if len(winners) == 1 else ("several" if winners else "none")
         tally[key] += 1
         time.sleep(args.settle)
         problems = []
@@ -107,7 +111,7 @@ def main():
             else:
                 problems.append(f"stuck on {name}: {status} {json.dumps(reply)[:160]}")
         views = {n: history(nodes[n], sid, args.user) for n in nodes}
-        if views["A"] != views["B"]:
+        if any(views[n] != views["A"] for n in nodes):
             problems.append(f"nodes disagree: {views}")
         _, users = views["A"]
         if users is None:
@@ -120,8 +124,9 @@ def main():
         print(f"session {i} {sid}: turn 2 {codes}; turns after: {next_turn - 3}; "
               + ("OK" if not problems else "; ".join(problems)))
         bad += bool(problems)
-    print(f"{args.sessions} sessions, mode {args.mode}: turn-2 winner A {tally['A']}, B {tally['B']}, "
-          f"both {tally['both']}, neither {tally['neither']}; {bad} with problems")
+    won = ", ".join(f"{n} {tally[n]}" for n in nodes)
+    print(f"{args.sessions} sessions on {len(nodes)} nodes, mode {args.mode}: turn-2 winner {won}, "
+          f"several {tally['several']}, none {tally['none']}; {bad} with problems")
     return 1 if bad else 0
 
 

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Runs the whole two-node roaming test bed on this machine (loopback only):
+# Runs the whole roaming test bed, two nodes or three, on this machine (loopback only):
 #
 #   real FReD (default)                          --test-node
 #   etcd           https://127.0.0.1:2379        -
 #   frednode nodeA 127.0.0.1:9001 (peer :5555)   fred-testnode nodeA=127.0.0.1:9001
 #   frednode nodeB 127.0.0.1:9002 (peer :5556)                 nodeB=127.0.0.1:9002
-#   llama.cpp server (scripts/llama_server.py, SmolLM2-135M) on a free port, shared by both proxies
+#   frednode nodeC 127.0.0.1:9003 (peer :5557)                 nodeC=127.0.0.1:9003  (--nodes 3)
+#   llama.cpp server (scripts/llama_server.py, SmolLM2-135M) on a free port, shared by the proxies
 #   proxy A  http://127.0.0.1:8081  --store fred --fred-addr 127.0.0.1:9001 --node-id nodeA
 #   proxy B  http://127.0.0.1:8082  --store fred --fred-addr 127.0.0.1:9002 --node-id nodeB
+#   proxy C  http://127.0.0.1:8083  --store fred --fred-addr 127.0.0.1:9003 --node-id nodeC
 #
 # Usage: fred/run-testbed.sh [options]
+#   --nodes N          2 (default) or 3 nodes, each with its proxy
 #   --test-node        use our FReD-compatible test node (crate fred-testnode) instead of etcd and
 #                      two real frednodes
 #   --delay-ms N       (--test-node) replication delay between the two test nodes (each write
@@ -25,12 +28,17 @@
 #                      2 x N ms longer. --test-node: the same as --delay-ms 2N (a write waits one
 #                      round trip for its relay); the proxy's reads on the other node are not
 #                      delayed there.
+#   --wan-node NODE    (with --wan-ms, real FReD) delay only the links into NODE (e.g. nodeC, a
+#                      far node): connections other nodes and proxies open to NODE's peering and
+#                      client ports go through the relay; NODE's own connections to the others,
+#                      and the links between the others, do not
 #   --roam MODE        once everything is up, walk a conversation with fred/roam.py --mode MODE,
 #                      then stop everything and exit with roam.py's status (default: keep running
 #                      until Ctrl-C)
-#   --fork MODE        the same with fred/fork.py --mode MODE: the same turn sent to both proxies
+#   --fork MODE        the same with fred/fork.py --mode MODE: the same turn sent to every proxy
 #                      at once, for 12 sessions; fails if a session is stuck or a 200 is lost
-#   --feed             each proxy serves FReD's trigger API (proxy A on 127.0.0.1:8091, B on :8092)
+#   --feed             each proxy serves FReD's trigger API (proxy A on 127.0.0.1:8091, B on :8092,
+#                      C on :8093)
 #                      and registers it on its node (--fred-trigger-listen): the trigger feed
 #   --warm-up          (with --feed) the proxies warm their llama-server's prompt cache for turns
 #                      the other node commits (discedge serve --warm-up); use --llama-per-node
@@ -41,9 +49,9 @@
 #   --llama-per-node   start one llama-server per proxy, as on real edge nodes (so a roamed turn
 #                      cannot hit the other node's prompt cache)
 #   --llama-parallel N the llama-servers this script starts get N slots (llama-server -np N; default 1)
-#   --shared-user      both proxies act as one FReD user `discedge` (default: each proxy has its
-#                      own user, proxyA / proxyB, and grants the other one its roles with
-#                      --fred-grant; see fred/README.md, "Keygroup, users and roles")
+#   --shared-user      all proxies act as one FReD user `discedge` (default: each proxy has its
+#                      own user, proxyA, proxyB, proxyC, and proxy A grants the others their roles
+#                      with --fred-grant; see fred/README.md, "Keygroup, users and roles")
 #   --nase-cached      start the frednodes with --nase-cached (FReD then keeps naming-service
 #                      answers, roles included, instead of asking etcd on every call)
 #   --skip-verify      start the frednodes with FReD's --skip-verify flags (no IP SAN checks)
@@ -69,10 +77,12 @@ fred_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$fred_dir/.." && pwd)"
 
 feed=0 warm_up=0 confirm=replicas nase_cached=0
-test_node=0 delay_ms="" wan_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
+node_count=2 wan_node="" test_node=0 delay_ms="" wan_ms="" roam_mode="" fork_mode="" workdir="" llama_url="" llama_per_node=0
 shared_user=0 skip_verify=0 build=1 keep_going=0 llama_parallel=1
 while [ $# -gt 0 ]; do
   case "$1" in
+    --nodes) node_count="${2:?}"; shift 2 ;;
+    --wan-node) wan_node="${2:?}"; shift 2 ;;
     --test-node) test_node=1; shift ;;
     --delay-ms) delay_ms="${2:?}"; shift 2 ;;
     --wan-ms) wan_ms="${2:?}"; shift 2 ;;
@@ -94,6 +104,7 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
+[ "$node_count" = 2 ] || [ "$node_count" = 3 ] || die "--nodes wants 2 or 3"
 [ -z "$delay_ms" ] || [ "$test_node" = 1 ] || die "--delay-ms is for --test-node only"
 [ -z "$delay_ms" ] || [[ "$delay_ms" =~ ^[0-9]+$ ]] || die "--delay-ms wants a number"
 [ -z "$wan_ms" ] || [[ "$wan_ms" =~ ^[0-9]+$ ]] || die "--wan-ms wants a number (milliseconds)"
@@ -101,23 +112,35 @@ done
 # The test node has no links to delay: a write there waits --delay-ms for its relay, which is
 # one round trip (2 x one way) on real FReD.
 if [ -n "$wan_ms" ] && [ "$test_node" = 1 ]; then delay_ms=$((2 * 10#$wan_ms)); fi
+[ -z "$wan_node" ] || { [ -n "$wan_ms" ] && [ "$test_node" = 0 ]; } || die "--wan-node needs --wan-ms and real FReD"
 [ "$warm_up" = 0 ] || [ "$feed" = 1 ] || die "--warm-up needs --feed"
 [ -z "$llama_url" ] || [ "$llama_per_node" = 0 ] || die "--llama-url and --llama-per-node exclude each other"
 
 # Fixed loopback ports (the test node's and the proxies' are given by the brief of this bed).
 etcd_port=2379 etcd_peer_port=2380
-declare -A api_port=([nodeA]=9001 [nodeB]=9002) peer_port=([nodeA]=5555 [nodeB]=5556)
+declare -A api_port=([nodeA]=9001 [nodeB]=9002 [nodeC]=9003) peer_port=([nodeA]=5555 [nodeB]=5556 [nodeC]=5557)
 # --wan-ms: the delay-relay's ports, each forwarding to the same node's port above.
-declare -A wan_api_port=([nodeA]=19001 [nodeB]=19002) wan_peer_port=([nodeA]=15555 [nodeB]=15556)
+declare -A wan_api_port=([nodeA]=19001 [nodeB]=19002 [nodeC]=19003) wan_peer_port=([nodeA]=15555 [nodeB]=15556 [nodeC]=15557)
 wan=0
 if [ -n "$wan_ms" ] && [ "$test_node" = 0 ]; then wan=1; fi
-declare -A proxy_port=([A]=8081 [B]=8082) feed_port=([A]=8091 [B]=8092)
-nodes=(nodeA nodeB)
-if [ "$shared_user" = 1 ]; then
-  declare -A user=([A]=discedge [B]=discedge)
-else
-  declare -A user=([A]=proxyA [B]=proxyB)
+declare -A proxy_port=([A]=8081 [B]=8082 [C]=8083) feed_port=([A]=8091 [B]=8092 [C]=8093)
+proxies=(A B)
+[ "$node_count" = 2 ] || proxies+=(C)
+nodes=()
+declare -A user=()
+for p in "${proxies[@]}"; do
+  nodes+=("node$p")
+  if [ "$shared_user" = 1 ]; then user[$p]=discedge; else user[$p]="proxy$p"; fi
+done
+# The nodes whose incoming links go through the delay relay.
+delayed=()
+if [ -n "$wan_node" ]; then
+  [[ " ${nodes[*]} " == *" $wan_node "* ]] || die "--wan-node wants one of the bed's nodes: ${nodes[*]}"
+  delayed=("$wan_node")
+elif [ "$wan" = 1 ]; then
+  delayed=("${nodes[@]}")
 fi
+is_delayed() { local d; for d in "${delayed[@]+"${delayed[@]}"}"; do [ "$d" != "$1" ] || return 0; done; return 1; }
 keygroup=discedge
 
 workdir="${workdir:-$repo/target/testbed}"
@@ -197,17 +220,20 @@ build it from FReD's own source or release (v0.2.19), see fred/README.md. Or run
 fi
 busy=()
 check_port() { if port_open 127.0.0.1 "$1"; then busy+=("$1"); fi; }
-for p in "${proxy_port[@]}" "${api_port[@]}"; do check_port "$p"; done
-if [ "$feed" = 1 ]; then for p in "${feed_port[@]}"; do check_port "$p"; done; fi
-if [ "$test_node" = 0 ]; then for p in "$etcd_port" "$etcd_peer_port" "${peer_port[@]}"; do check_port "$p"; done; fi
-if [ "$wan" = 1 ]; then for p in "${wan_api_port[@]}" "${wan_peer_port[@]}"; do check_port "$p"; done; fi
+for p in "${proxies[@]}"; do
+  check_port "${proxy_port[$p]}"; check_port "${api_port[node$p]}"
+  [ "$feed" = 0 ] || check_port "${feed_port[$p]}"
+  [ "$test_node" = 1 ] || check_port "${peer_port[node$p]}"
+done
+if [ "$test_node" = 0 ]; then check_port "$etcd_port"; check_port "$etcd_peer_port"; fi
+for n in "${delayed[@]+"${delayed[@]}"}"; do check_port "${wan_api_port[$n]}"; check_port "${wan_peer_port[$n]}"; done
 [ "${#busy[@]}" = 0 ] || die "ports already in use on 127.0.0.1: ${busy[*]} (an earlier test bed still running?)"
 
 # --- certificates, data, logs ----------------------------------------------------------------
 mkdir -p "$logs"
 rm -rf "$data"; mkdir -p "$data"
-cert_names=(nodeA nodeB "${user[A]}")
-[ "${user[B]}" = "${user[A]}" ] || cert_names+=("${user[B]}")
+cert_names=("${nodes[@]}" "${user[A]}")
+[ "$shared_user" = 1 ] || for p in "${proxies[@]:1}"; do cert_names+=("${user[$p]}"); done
 [ "$test_node" = 1 ] || cert_names+=(etcd)
 "$fred_dir/make-certs.sh" --skip-existing "$certs" "${cert_names[@]}" >&2
 
@@ -261,7 +287,7 @@ else
     extra=()
     [ "$skip_verify" = 0 ] || extra+=(--skip-verify)
     [ "$nase_cached" = 0 ] || extra+=(--nase-cached)
-    if [ "$wan" = 1 ]; then
+    if is_delayed "$n"; then
       # Not --peer-host-proxy: v0.2.19 then registers --host-proxy as the node's client
       # address, empty unless given, and GetKeygroupInfo fails with "no such node with
       # nodeId=..." (see fred/README.md).
@@ -280,12 +306,12 @@ else
     # The nodes advertise the relay's addresses (--advertise-host, --peer-advertise-host)
     # but dial each other only once there is a keygroup: the relay can start after them.
     args=(--delay-ms "$wan_ms")
-    for n in "${nodes[@]}"; do
+    for n in "${delayed[@]}"; do
       args+=(--listen "127.0.0.1:${wan_peer_port[$n]}" --to "127.0.0.1:${peer_port[$n]}")
       args+=(--listen "127.0.0.1:${wan_api_port[$n]}" --to "127.0.0.1:${api_port[$n]}")
     done
     start wan "$relay_bin" "${args[@]}"
-    for n in "${nodes[@]}"; do
+    for n in "${delayed[@]}"; do
       wait_port wan 127.0.0.1 "${wan_peer_port[$n]}" 10
       wait_port wan 127.0.0.1 "${wan_api_port[$n]}" 10
     done
@@ -304,23 +330,19 @@ start_llama() { # NAME -> sets REPLY to its URL
   REPLY="http://127.0.0.1:$port"
 }
 declare -A llama
-if [ -n "$llama_url" ]; then
-  llama=([A]="$llama_url" [B]="$llama_url")
-elif [ "$llama_per_node" = 1 ]; then
-  start_llama llamaA; llama[A]="$REPLY"
-  start_llama llamaB; llama[B]="$REPLY"
-else
-  start_llama llama; llama=([A]="$REPLY" [B]="$REPLY")
-fi
+[ -n "$llama_url" ] || [ "$llama_per_node" = 1 ] || { start_llama llama; llama_url="$REPLY"; }
+for p in "${proxies[@]}"; do
+  if [ -n "$llama_url" ]; then llama[$p]="$llama_url"; else start_llama "llama$p"; llama[$p]="$REPLY"; fi
+done
 
-# --- the two proxies (A first: it creates the keygroup, B then finds it) --------------------
-for p in A B; do
-  n="node$p" other=B
-  [ "$p" = A ] || other=A
+# --- the proxies (A first: it creates the keygroup, the others then find it) ----------------
+for p in "${proxies[@]}"; do
+  n="node$p" others=()
+  for o in "${proxies[@]}"; do [ "$o" = "$p" ] || others+=("${user[$o]}"); done
   extra=()
-  # The proxy that creates the keygroup owns every role; it grants the other proxy's user read,
-  # write and replica roles. (The other proxy's grant back fails harmlessly: it is logged.)
-  [ "${user[$other]}" = "${user[$p]}" ] || extra=(--fred-grant "${user[$other]}")
+  # The proxy that creates the keygroup owns every role; it grants the other proxies' users read,
+  # write and replica roles. (The other proxies' grants fail harmlessly: they are logged.)
+  [ "$shared_user" = 1 ] || extra=(--fred-grant "$(IFS=,; echo "${others[*]}")")
   [ "$feed" = 0 ] || extra+=(--fred-trigger-listen "127.0.0.1:${feed_port[$p]}")
   [ "$warm_up" = 0 ] || extra+=(--warm-up)
   start "proxy$p" "$discedge_bin" serve \
@@ -340,28 +362,31 @@ for p in A B; do
   wait_http "proxy$p" "http://127.0.0.1:${proxy_port[$p]}/health" 120
 done
 
-backend="etcd + frednodes nodeA (127.0.0.1:${api_port[nodeA]}), nodeB (127.0.0.1:${api_port[nodeB]})"
-[ "$wan" = 0 ] || backend+=", ${wan_ms} ms apart one way (delay-relay: peering via 127.0.0.1:${wan_peer_port[nodeA]}/${wan_peer_port[nodeB]}, client API via 127.0.0.1:${wan_api_port[nodeA]}/${wan_api_port[nodeB]})"
-[ "$test_node" = 0 ] || backend="fred-testnode nodeA (127.0.0.1:${api_port[nodeA]}), nodeB (127.0.0.1:${api_port[nodeB]})${delay_ms:+, delay ${delay_ms} ms}${wan_ms:+ (--wan-ms $wan_ms)}"
-cat >&2 <<EOF
-
-testbed: up.  FReD: $backend; keygroup $keygroup
-testbed: proxy A http://127.0.0.1:${proxy_port[A]} (user ${user[A]}, llama ${llama[A]})
-testbed: proxy B http://127.0.0.1:${proxy_port[B]} (user ${user[B]}, llama ${llama[B]})
-testbed: logs in $logs
-testbed: walk a conversation:  fred/roam.py --mode tokenized
-
-EOF
+listed=()
+for n in "${nodes[@]}"; do listed+=("$n (127.0.0.1:${api_port[$n]})"); done
+backend="etcd + frednodes $(IFS=,; echo "${listed[*]}")"
+for n in "${delayed[@]+"${delayed[@]}"}"; do
+  backend+="; links into $n ${wan_ms} ms one way (delay-relay: peering via 127.0.0.1:${wan_peer_port[$n]}, client API via 127.0.0.1:${wan_api_port[$n]})"
+done
+[ "$test_node" = 0 ] || backend="fred-testnode $(IFS=,; echo "${listed[*]}")${delay_ms:+, delay ${delay_ms} ms}${wan_ms:+ (--wan-ms $wan_ms)}"
+urls=()
+{
+  echo; echo "testbed: up.  FReD: $backend; keygroup $keygroup"
+  for p in "${proxies[@]}"; do
+    echo "testbed: proxy $p http://127.0.0.1:${proxy_port[$p]} (user ${user[$p]}, llama ${llama[$p]})"
+    urls+=("--${p,,}" "http://127.0.0.1:${proxy_port[$p]}")
+  done
+  echo "testbed: logs in $logs"
+  echo "testbed: walk a conversation:  fred/roam.py --mode tokenized"; echo
+} >&2
 
 if [ -n "$roam_mode" ] || [ -n "$fork_mode" ]; then
   rc=0
   if [ -n "$roam_mode" ]; then
-    python3 "$fred_dir/roam.py" --mode "$roam_mode" \
-      --a "http://127.0.0.1:${proxy_port[A]}" --b "http://127.0.0.1:${proxy_port[B]}" || rc=$?
+    python3 "$fred_dir/roam.py" --mode "$roam_mode" "${urls[@]:0:4}" || rc=$?
   fi
   if [ -n "$fork_mode" ]; then
-    python3 "$fred_dir/fork.py" --mode "$fork_mode" \
-      --a "http://127.0.0.1:${proxy_port[A]}" --b "http://127.0.0.1:${proxy_port[B]}" || rc=$?
+    python3 "$fred_dir/fork.py" --mode "$fork_mode" "${urls[@]}" || rc=$?
   fi
   exit "$rc"
 fi

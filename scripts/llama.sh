@@ -1,5 +1,7 @@
 # Sourced by scripts: starts the real llama.cpp server with the test model on a free port unless
 # $1 (a URL) is given, waits until it is healthy, and sets LLAMA_URL. Stops it on exit.
+# When it starts the server, it exports DISCEDGE_TEST_MODEL, the GGUF file served (the
+# tokenizer crate's exactness test reads it); with $1, DISCEDGE_TEST_MODEL is the caller's.
 start_llama() {
   if [ -n "${1:-}" ]; then LLAMA_URL="$1"; return; fi
   local cache="${DISCEDGE_CACHE:-$HOME/.cache/discedge}"
@@ -11,6 +13,7 @@ start_llama() {
   LLAMA_PID=$!
   trap 'kill $LLAMA_PID 2>/dev/null; wait $LLAMA_PID 2>/dev/null' EXIT
   LLAMA_URL="http://127.0.0.1:$port"
+  export DISCEDGE_TEST_MODEL="$model"
   for _ in $(seq 1 120); do
     if curl -fs "$LLAMA_URL/health" >/dev/null 2>&1; then return; fi
     kill -0 $LLAMA_PID 2>/dev/null || { echo "llama server died:"; cat "${LLAMA_LOG:-/tmp/discedge-llama-$port.log}"; exit 1; }

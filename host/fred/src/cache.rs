@@ -126,6 +126,41 @@ impl SessionCache {
             .insert(session_id.to_owned(), Entry { log, used, fed });
     }
 
+    /// Whether the version of `turn` whose chain digest is `ours` (this node's write, begun
+    /// after `since`) is the only one this node stored, as the feed tells it: FReD calls the
+    /// feed for every version its node stores, ours included, before it answers the Update. So
+    /// when our own event is in and no other version of the turn is, a Keys call on this node
+    /// would say the same; it is skipped. `None` when the feed cannot tell (not live, events
+    /// forgotten, our event missing, a delete meanwhile): then ask the node.
+    pub fn alone(&self, session_id: &str, turn: u32, ours: &[u8; 16], since: Mark) -> Option<bool> {
+        if !self.is_live() {
+            return None;
+        }
+        let state = self.state.lock().unwrap();
+        let seen_all = state.recent.front().is_none_or(|(seq, _, _)| *seq <= since.0);
+        if !seen_all {
+            return None;
+        }
+        let mut saw_ours = false;
+        for (_, _, event) in state
+            .recent
+            .iter()
+            .filter(|(seq, id, _)| *seq >= since.0 && id == session_id)
+        {
+            match event {
+                Event::Turn { turn: t, after, .. } if *t == turn => {
+                    if after != ours {
+                        return Some(false);
+                    }
+                    saw_ours = true;
+                }
+                Event::Turn { .. } => {}
+                Event::Gone => return None,
+            }
+        }
+        saw_ours.then_some(true)
+    }
+
     /// A trigger said a version of turn `turn` of a session was stored (`value` empty: a
     /// relayed delete). Extends the entry when it is the next turn of its chain, starts one on
     /// turn 1, leaves it when it is the version already held, and drops it otherwise. Returns
@@ -273,6 +308,36 @@ mod tests {
         cache.put("s", log.clone(), cache.mark());
         cache.stored("s", 1, "");
         assert!(cache.get("s").is_none(), "a relayed delete");
+    }
+
+    #[test]
+    fn the_feed_tells_whether_a_write_stands_alone() {
+        let cache = live_cache();
+        let mut log = SessionLog::default();
+        let (item, one) = next(&log, "nodeA");
+        log.push(item, &one).unwrap();
+        let (_, mine) = next(&log, "nodeA");
+        let (_, theirs) = next(&log, "nodeB");
+        let ours = chain(&log.chain, &mine);
+
+        let since = cache.mark();
+        assert_eq!(cache.alone("s", 2, &ours, since), None, "our own event not in yet");
+        cache.stored("other", 2, &theirs);
+        cache.stored("s", 1, &one);
+        cache.stored("s", 2, &mine);
+        assert_eq!(cache.alone("s", 2, &ours, since), Some(true));
+        cache.stored("s", 2, &theirs);
+        assert_eq!(cache.alone("s", 2, &ours, since), Some(false), "a sibling came in");
+
+        let since = cache.mark();
+        cache.stored("s", 2, &mine);
+        cache.deleted("s");
+        assert_eq!(cache.alone("s", 2, &ours, since), None, "deleted meanwhile: ask FReD");
+
+        let since = cache.mark();
+        cache.stored("s", 2, &mine);
+        cache.set_live(false);
+        assert_eq!(cache.alone("s", 2, &ours, since), None, "no feed, no answer");
     }
 
     #[test]

@@ -41,6 +41,7 @@ use codec::is_fred_name;
 pub use codec::{IndexEntry, turn_key, turn_prefix, user_anchor_key, user_session_key};
 use feed::Feed;
 pub use feed::FeedConfig;
+use item::chain;
 pub use item::{Origin, TurnItem};
 use log::SessionLog;
 
@@ -169,6 +170,7 @@ impl ContextStore for FredStore {
             }),
         };
         let value = item.encode();
+        let after = chain(&item.prev, &value);
         let key = turn_key(session_id, head.turn);
         let mut written = value.len() as u64;
         for attempt in 0..2 {
@@ -192,7 +194,15 @@ impl ContextStore for FredStore {
             // refuses the versions and when a trigger failed after writing and relaying),
             // the item tells what happened.
             let settled = match updated {
-                Ok(version) if self.only_version(&key, &version).await => {
+                Ok(version)
+                    if self
+                        .only_version(
+                            &key,
+                            &version,
+                            self.cache.alone(session_id, head.turn, &after, since),
+                        )
+                        .await =>
+                {
                     log.push(item.clone(), &value).map(|()| true)
                 }
                 Ok(_) => {

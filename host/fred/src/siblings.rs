@@ -65,9 +65,10 @@ impl FredStore {
     /// Whether `version` (the one this node's Update just wrote) is the only version of `key`
     /// on this node and on every replica that answers: then it won, and the values need not
     /// be read. Asks for the ids and versions only ([`FredClient::keys`]), two entries from
-    /// `key`, so a sibling (listed next to it) shows. Any doubt answers false, and
-    /// [`Self::settle`] reads the values.
-    pub(crate) async fn only_version(&self, key: &str, version: &Version) -> bool {
+    /// `key`, so a sibling (listed next to it) shows; on this node the trigger feed, when it
+    /// can tell ([`crate::cache::SessionCache::alone`]), answers instead of a Keys call. Any doubt answers
+    /// false, and [`Self::settle`] reads the values.
+    pub(crate) async fn only_version(&self, key: &str, version: &Version, fed: Option<bool>) -> bool {
         let alone = |keys: &[Key]| {
             let mut of_key = keys.iter().filter(|k| k.id == key);
             of_key
@@ -80,8 +81,14 @@ impl FredStore {
                 .iter()
                 .map(|(node, peer)| async move { (node, peer.keys(key, 2).await) }),
         );
-        let (here, there) = tokio::join!(self.client.keys(key, 2), peers);
-        if !here.is_ok_and(|keys| alone(&keys)) {
+        let here = async {
+            match fed {
+                Some(alone_here) => alone_here,
+                None => self.client.keys(key, 2).await.is_ok_and(|keys| alone(&keys)),
+            }
+        };
+        let (here, there) = tokio::join!(here, peers);
+        if !here {
             return false;
         }
         there.into_iter().all(|(node, keys)| match keys {

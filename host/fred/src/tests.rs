@@ -140,7 +140,17 @@ fn turn(n: u32, reply: &str) -> SessionHead {
 /// and every later turn works on either node.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_turn_on_two_nodes_at_once_has_one_winner_everywhere() {
-    let bed = bed_of(&["nodeA", "nodeB"]).await;
+    forks_have_one_winner(&bed_of(&["nodeA", "nodeB"]).await).await;
+}
+
+/// The same with the trigger feed, where the writer's own node is confirmed by its feed
+/// instead of a Keys call.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_feed_the_same_turn_on_two_nodes_has_one_winner_everywhere() {
+    forks_have_one_winner(&fed_bed().await.0).await;
+}
+
+async fn forks_have_one_winner(bed: &Bed) {
     let (a, b) = (&bed.store, bed.other.as_ref().unwrap());
     for round in 0..5 {
         let id = format!("fork{round}");
@@ -369,22 +379,28 @@ async fn the_trigger_feed_keeps_a_roamed_session_in_memory() {
             .await
             .unwrap();
     }
+    // The writer's own node is confirmed by its feed; the other replica by a Keys call.
+    let keys = |node: &NodeHandle| node.stats().call_count("Keys");
+    let before = (keys(&nodes[0]), keys(&nodes[1]));
+    a.commit_turn("s", &turn(4, "x"), Some(b"record 4")).await.unwrap();
+    assert_eq!((keys(&nodes[0]), keys(&nodes[1])), (before.0, before.1 + 1));
+
     let before = reads(&nodes[1]);
-    let s = b.load_for_turn("s", 4).await.unwrap().unwrap();
+    let s = b.load_for_turn("s", 5).await.unwrap().unwrap();
     assert_eq!(reads(&nodes[1]), before, "served from memory");
-    assert_eq!(s.head.turn, 3);
-    assert_eq!(s.records[2], b"record 3");
-    b.commit_turn("s", &turn(4, "y"), None).await.unwrap();
+    assert_eq!(s.head.turn, 4);
+    assert_eq!(s.records[3], b"record 4");
+    b.commit_turn("s", &turn(5, "y"), None).await.unwrap();
     let before = reads(&nodes[0]);
-    assert_eq!(a.load_for_turn("s", 5).await.unwrap().unwrap().head.turn, 4);
+    assert_eq!(a.load_for_turn("s", 6).await.unwrap().unwrap().head.turn, 5);
     assert_eq!(reads(&nodes[0]), before, "and back");
     // A turn number it does not expect is read, not trusted.
-    assert_eq!(a.load_for_turn("s", 9).await.unwrap().unwrap().head.turn, 4);
+    assert_eq!(a.load_for_turn("s", 9).await.unwrap().unwrap().head.turn, 5);
     assert!(reads(&nodes[0]) > before);
 
     assert!(a.delete("s").await.unwrap());
     assert!(
-        b.load_for_turn("s", 5).await.unwrap().is_none(),
+        b.load_for_turn("s", 6).await.unwrap().is_none(),
         "deleted everywhere"
     );
 }
