@@ -16,6 +16,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+/// The subcommands: the server's `serve` and the lab's three.
 pub enum Command {
     /// Run the proxy.
     Serve(Box<discedge_server::config::ServeArgs>),

@@ -21,6 +21,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
 pub struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
+    /// The next `n` bytes, or an error if fewer are left.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.0.len() < n {
             return Err("turn item: truncated".into());
@@ -30,14 +31,17 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    /// Everything left.
     pub fn take_rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.0)
     }
 
+    /// The next `N` bytes as an array.
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
 
+    /// A LEB128 number.
     pub fn varint(&mut self) -> Result<u64, String> {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
@@ -50,16 +54,19 @@ impl<'a> Reader<'a> {
         Err("turn item: number too long".into())
     }
 
+    /// Bytes after a 32-bit little-endian length.
     pub fn bytes32(&mut self) -> Result<&'a [u8], String> {
         let n = u32::from_le_bytes(self.array()?) as usize;
         self.take(n)
     }
 
+    /// Bytes after a LEB128 length.
     pub fn bytes_varint(&mut self) -> Result<&'a [u8], String> {
         let n = usize::try_from(self.varint()?).map_err(|_| "turn item: length too long")?;
         self.take(n)
     }
 
+    /// A string after a one-byte length.
     pub fn str8(&mut self) -> Result<String, String> {
         self.string(|r| {
             let [n] = r.array()?;
@@ -67,6 +74,7 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A field read by `field`, as UTF-8 text.
     pub fn string(
         &mut self,
         field: impl FnOnce(&mut Self) -> Result<&'a [u8], String>,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use discedge_server::config::ModelArgs;
 
-/// `discedge bench`: which figures, how many runs, and the model settings they assume.
+// `discedge bench`: which figures, how many runs, and the model settings they assume. (No doc
+// comment: clap would show it as the subcommand's help instead of the variant's.)
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     #[arg(long, env = "DISCEDGE_PLUGINS_DIR", default_value = "plugins/dist")]

@@ -80,6 +80,7 @@ pub const N_VOCAB: u32 = 512;
 pub const REPLY: &str = "This is the fake model's reply.";
 
 impl FakeLlm {
+    /// Starts a FAKE llama-server on a free loopback port, answering at once.
     pub async fn start() -> std::io::Result<Self> {
         let shared = Shared {
             calls: Arc::new(AtomicUsize::new(0)),
@@ -116,6 +117,7 @@ impl FakeLlm {
         })
     }
 
+    /// Changes how it answers from the next request on, for tests of failures.
     pub fn set(&self, behaviour: Behaviour) {
         self.behaviour.store(behaviour as u8, Ordering::SeqCst);
     }

@@ -47,6 +47,8 @@ impl TemplatePreset {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+// `discedge serve`'s flags (each also an environment variable). (No doc comment: clap would
+// show it as the subcommand's help instead of the variant's.)
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "DISCEDGE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -309,6 +311,7 @@ impl ModelArgs {
 }
 
 impl ServeArgs {
+    /// How long a call to llama-server may take.
     pub fn llm_timeout(&self) -> Duration {
         Duration::from_secs(self.llm_timeout_secs)
     }

@@ -23,6 +23,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An HTTP error with no details, for failures of the HTTP layer itself.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -33,6 +34,7 @@ impl ApiError {
         }
     }
 
+    /// A 400: the request cannot be read.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -43,6 +45,7 @@ impl ApiError {
         self
     }
 
+    /// Adds a detail field for the client.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.details.insert(key.to_owned(), value.into());
         self

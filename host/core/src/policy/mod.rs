@@ -108,10 +108,12 @@ impl PolicyRegistry {
         }
     }
 
+    /// The runtime the policies run in, shared with whoever instantiates them.
     pub fn runtime(&self) -> &Arc<PolicyRuntime> {
         &self.runtime
     }
 
+    /// The folder the policies are loaded (and watched) from.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -121,6 +123,7 @@ impl PolicyRegistry {
         self.policies.load().get(name).cloned()
     }
 
+    /// The modes served, sorted, for `/health` and error messages.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.policies.load().keys().cloned().collect();
         names.sort();
@@ -132,10 +135,12 @@ impl PolicyRegistry {
         self.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// No policy loaded: the node cannot serve a turn yet.
     pub fn is_empty(&self) -> bool {
         self.policies.load().is_empty()
     }
 
+    /// What `GET /policies` shows of each loaded policy.
     pub fn list(&self) -> Vec<PolicySummary> {
         let mut list: Vec<PolicySummary> = self
             .policies

@@ -281,6 +281,7 @@ impl PolicyRuntime {
         }))
     }
 
+    /// The wasmtime engine, for compiling components with the runtime's settings.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -455,6 +456,7 @@ impl PolicyInstance {
         state.host_timed_out = None;
     }
 
+    /// The policy's `info`, under the same deadline and limits as every call.
     pub fn info(&mut self) -> Result<PolicyInfo, CallFailure> {
         self.reset_deadline();
         let result = self
@@ -464,6 +466,7 @@ impl PolicyInstance {
         result.map_err(|e| failure(&self.store, e))
     }
 
+    /// The policy's `prepare`: the prompt for this turn and the carry for `commit`, or why not.
     pub fn prepare(
         &mut self,
         records: &[Vec<u8>],
@@ -480,6 +483,7 @@ impl PolicyInstance {
         self.outcome(result)
     }
 
+    /// The policy's `commit`: the record to append for this turn (none for a policy that keeps nothing).
     pub fn commit(
         &mut self,
         input: &TurnInput,

@@ -109,6 +109,7 @@ pub struct TurnReply {
 pub use crate::metrics::TurnTiming;
 
 impl Proxy {
+    /// A proxy with default keys, metrics and warm-up state; `serve` sets those it configures.
     pub fn new(
         store: Arc<dyn ContextStore>,
         llm: Arc<dyn LlmBackend>,

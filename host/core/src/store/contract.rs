@@ -3,6 +3,7 @@
 //! with the `contract` feature), never into a server.
 use super::*;
 
+/// A head for `turn` with `records` records, owned by alice.
 pub fn head(turn: u32, records: u32) -> SessionHead {
     SessionHead {
         user_id: "alice".into(),
@@ -16,6 +17,7 @@ pub fn head(turn: u32, records: u32) -> SessionHead {
     }
 }
 
+/// Committed turns load back, records in order.
 pub async fn appends_and_loads(store: &dyn ContextStore) {
     assert!(store.load("s1").await.unwrap().is_none());
     store
@@ -36,6 +38,7 @@ pub async fn appends_and_loads(store: &dyn ContextStore) {
     );
 }
 
+/// A deleted session is gone and can begin again.
 pub async fn deletes(store: &dyn ContextStore) {
     store
         .commit_turn("s1", &head(1, 1), Some(b"one"))
@@ -66,6 +69,7 @@ pub async fn deletes(store: &dyn ContextStore) {
     );
 }
 
+/// A turn that is not the next one is a conflict, and writes nothing.
 pub async fn refuses_out_of_order_turns(store: &dyn ContextStore) {
     let err = store
         .commit_turn("s1", &head(2, 1), Some(b"x"))
@@ -107,6 +111,7 @@ fn ids(sessions: &[(String, SessionHead)]) -> Vec<&str> {
     sessions.iter().map(|(id, _)| id.as_str()).collect()
 }
 
+/// A user's sessions come back newest first, nobody else's.
 pub async fn lists_a_users_sessions(store: &dyn ContextStore) {
     assert!(store.sessions_of("alice").await.unwrap().is_empty());
     let a1 = head_of("alice", 1, 10);

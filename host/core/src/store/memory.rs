@@ -14,6 +14,7 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store, for tests and single-node runs that need no persistence.
     pub fn new() -> Self {
         Self::default()
     }

@@ -9,6 +9,7 @@ use crate::args::BenchArgs;
 
 const TURNS: u32 = 50;
 
+/// Prints the `bytes` figures.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let proxy = BenchProxy::start(&args.plugins_dir).await?;
     let http = reqwest::Client::new();

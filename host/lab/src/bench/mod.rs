@@ -29,6 +29,7 @@ use crate::args::BenchArgs;
 use crate::fake_llm::FakeLlm;
 use discedge_server::serve::Node;
 
+/// `discedge bench`: every figure asked for, printed.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let wanted = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
     if wanted("policy") {

@@ -8,6 +8,7 @@ use crate::args::BenchArgs;
 use discedge_core::policy::runtime::Settings;
 use discedge_core::policy::{HostServices, Limits, PolicyRegistry, PolicyRuntime};
 
+/// Prints the `policy` figures.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let runtime = PolicyRuntime::new(Limits::default())?;
     let services: Arc<dyn HostServices> = Arc::new(ByteTokenizer);

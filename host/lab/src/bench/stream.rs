@@ -13,6 +13,7 @@ use crate::args::BenchArgs;
 const TURNS_PER_SESSION: u32 = 10;
 const USER: &str = "Tell me more about how matrices are multiplied, step by step, please.";
 
+/// Prints the `stream` figures.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let proxy = BenchProxy::start(&args.plugins_dir).await?;
     let http = reqwest::Client::new();

@@ -25,6 +25,7 @@ pub fn new_build(wasm: &[u8], tag: u8) -> Vec<u8> {
     bytes
 }
 
+/// Prints the `swap` figures.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let plugins = std::env::temp_dir().join(format!(
         "discedge-bench-plugins-{}",

@@ -20,6 +20,7 @@ pub struct Plot {
 }
 
 impl Plot {
+    /// Draws this plot of `data` as an SVG file at `path`.
     pub fn draw(&self, data: &Data, path: &Path) -> anyhow::Result<()> {
         (self.draw)(data, path, self.title)
     }

@@ -38,6 +38,7 @@ fn chatml() -> Template {
 }
 
 impl<'a> Session<'a> {
+    /// A client-side session: it keeps the conversation and renders it with the template.
     pub fn new(
         http: &'a reqwest::Client,
         scenario: &'a str,

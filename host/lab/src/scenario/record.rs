@@ -59,6 +59,7 @@ pub struct Row {
 }
 
 impl Row {
+    /// The turn succeeded (HTTP 200).
     pub fn ok(&self) -> bool {
         self.http_status == Some(200)
     }
@@ -98,6 +99,7 @@ impl CsvLog {
         unreachable!("some file name is free")
     }
 
+    /// Appends one turn's row and flushes it, so a run cut short keeps its rows.
     pub fn write(&mut self, row: &Row) -> anyhow::Result<()> {
         self.writer.serialize(row)?;
         self.writer.flush()?;
@@ -129,6 +131,7 @@ pub struct ModeSummary {
 }
 
 impl ModeSummary {
+    /// The summary of one mode's rows, against the turns it planned.
     pub fn of(mode: &str, planned: usize, rows: &[Row]) -> Self {
         let mut times: Vec<f64> = rows
             .iter()
