@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod fake_llm;
+pub mod gguf_tokenizer;
 pub mod llm;
 pub mod metrics;
 pub mod openai;
