@@ -1,6 +1,7 @@
 //! The model behind the proxy: llama.cpp's server, reached over HTTP.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use futures_util::Stream;
 use serde_json::{Map, Value, json};
 
 use crate::causes::error_chain;
+use crate::gguf_tokenizer::{LocalTokenizer, TokenizerSource, load_checked};
 
 /// Why a call to the model failed; the client gets 502/504 and its session is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,21 @@ pub trait LlmBackend: Send + Sync + 'static {
     async fn vocab_size(&self) -> Result<Option<u32>, LlmError> {
         Ok(None)
     }
+    /// [`Self::tokenize`] when it can answer at once, without I/O (a tokenizer in memory), so
+    /// a policy's host call needs no hop to the async runtime; `None`: call `tokenize`.
+    fn tokenize_now(&self, _text: &str, _parse_special: bool) -> Option<Vec<u32>> {
+        None
+    }
+    /// [`Self::detokenize`] when it can answer at once; see [`Self::tokenize_now`].
+    fn detokenize_now(&self, _tokens: &[u32]) -> Option<String> {
+        None
+    }
+    /// Gets the tokenizer ready before the first turn needs it (start-up).
+    async fn prepare_tokenizer(&self) {}
+    /// Which tokenizer serves, for `GET /health`.
+    fn tokenizer_status(&self) -> Value {
+        json!({ "via": "llama-server" })
+    }
 }
 
 /// A llama.cpp server (`llama-server`, or anything speaking its HTTP API).
@@ -87,6 +104,8 @@ struct ModelFacts {
     short_texts: Mutex<HashMap<(String, bool), Vec<u32>>>,
     n_ctx: AtomicU32,
     n_vocab: AtomicU32,
+    /// The model's tokenizer read from its GGUF, once checked against `/tokenize`.
+    local: LocalTokenizer,
 }
 
 impl ModelFacts {
@@ -108,6 +127,7 @@ impl ModelFacts {
                 "llama-server serves another model: its window, vocabulary and tokenizations are asked for again"
             );
             self.short_texts.lock().unwrap().clear();
+            self.local.forget();
             self.n_ctx.store(UNASKED, Ordering::Relaxed);
             self.n_vocab.store(UNASKED, Ordering::Relaxed);
         }
@@ -146,6 +166,90 @@ impl LlamaServer {
             timeout,
             facts: Arc::default(),
         }
+    }
+
+    /// Where the tokenizer comes from (default: the served model's GGUF when it passes its
+    /// check, else `/tokenize`).
+    pub fn with_tokenizer(mut self, source: TokenizerSource) -> Self {
+        if let Some(facts) = Arc::get_mut(&mut self.facts) {
+            facts.local = LocalTokenizer::new(source);
+        }
+        self
+    }
+
+    /// Reads and checks the model's GGUF if nobody has yet (one caller at a time; the others
+    /// go on with `/tokenize` meanwhile).
+    async fn ensure_local(&self) {
+        let Some(source) = self.facts.local.begin() else {
+            return;
+        };
+        let gguf = match source {
+            TokenizerSource::Gguf(path) => Ok(path),
+            _ => self.model_path().await,
+        };
+        let outcome = match gguf {
+            Ok(gguf) => {
+                load_checked(gguf, |probe, special| self.remote_tokenize(probe, special)).await
+            }
+            Err(why) => Err(why),
+        };
+        self.facts.local.finish(outcome);
+    }
+
+    /// The GGUF file llama-server says it loaded, if this machine has it.
+    async fn model_path(&self) -> Result<PathBuf, String> {
+        let url = format!("{}/props", self.base);
+        let reply = self.http.get(&url).send().await.map_err(|e| self.transport(e));
+        let props = match reply {
+            Ok(reply) => self.read_json(reply).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| format!("cannot ask llama-server for its model file: {e}"))?;
+        let path = props
+            .get("model_path")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .ok_or("llama-server's /props names no model_path")?;
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            return Err(format!(
+                "llama-server's model {} is not a file here (give --tokenizer GGUF with a copy)",
+                path.display()
+            ));
+        }
+        Ok(path)
+    }
+
+    /// llama-server's own `/tokenize`, remembering short texts.
+    async fn remote_tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, LlmError> {
+        let memo = text.len() <= MEMO_TEXT_BYTES;
+        if memo
+            && let Some(ids) = self
+                .facts
+                .short_texts
+                .lock()
+                .unwrap()
+                .get(&(text.to_owned(), parse_special))
+        {
+            return Ok(ids.clone());
+        }
+        let reply = self
+            .post(
+                "/tokenize",
+                &json!({"content": text, "parse_special": parse_special, "add_special": false}),
+            )
+            .await?;
+        let ids = reply
+            .get("tokens")
+            .and_then(token_ids)
+            .ok_or_else(|| LlmError::BadReply("/tokenize reply has no token list".into()))?;
+        if memo {
+            let mut cache = self.facts.short_texts.lock().unwrap();
+            if cache.len() < MEMO_ENTRIES {
+                cache.insert((text.to_owned(), parse_special), ids.clone());
+            }
+        }
+        Ok(ids)
     }
 
     async fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<Value, LlmError> {
@@ -317,37 +421,36 @@ impl LlmBackend for LlamaServer {
     }
 
     async fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, LlmError> {
-        let memo = text.len() <= MEMO_TEXT_BYTES;
-        if memo
-            && let Some(ids) = self
-                .facts
-                .short_texts
-                .lock()
-                .unwrap()
-                .get(&(text.to_owned(), parse_special))
-        {
-            return Ok(ids.clone());
+        if let Some(ids) = self.tokenize_now(text, parse_special) {
+            return Ok(ids);
         }
-        let reply = self
-            .post(
-                "/tokenize",
-                &json!({"content": text, "parse_special": parse_special, "add_special": false}),
-            )
-            .await?;
-        let ids = reply
-            .get("tokens")
-            .and_then(token_ids)
-            .ok_or_else(|| LlmError::BadReply("/tokenize reply has no token list".into()))?;
-        if memo {
-            let mut cache = self.facts.short_texts.lock().unwrap();
-            if cache.len() < MEMO_ENTRIES {
-                cache.insert((text.to_owned(), parse_special), ids.clone());
-            }
+        self.ensure_local().await;
+        if let Some(ids) = self.tokenize_now(text, parse_special) {
+            return Ok(ids);
         }
-        Ok(ids)
+        self.remote_tokenize(text, parse_special).await
+    }
+
+    fn tokenize_now(&self, text: &str, parse_special: bool) -> Option<Vec<u32>> {
+        Some(self.facts.local.get()?.tokenize(text, parse_special))
+    }
+
+    fn detokenize_now(&self, tokens: &[u32]) -> Option<String> {
+        Some(self.facts.local.get()?.detokenize(tokens))
+    }
+
+    async fn prepare_tokenizer(&self) {
+        self.ensure_local().await;
+    }
+
+    fn tokenizer_status(&self) -> Value {
+        self.facts.local.status()
     }
 
     async fn detokenize(&self, tokens: &[u32]) -> Result<String, LlmError> {
+        if let Some(text) = self.detokenize_now(tokens) {
+            return Ok(text);
+        }
         let reply = self
             .post("/detokenize", &json!({ "tokens": tokens }))
             .await?;
@@ -451,12 +554,18 @@ impl BlockingTokenizer {
 
 impl crate::policy::HostServices for BlockingTokenizer {
     fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String> {
+        if let Some(ids) = self.llm.tokenize_now(text, parse_special) {
+            return Ok(ids);
+        }
         self.runtime
             .block_on(self.llm.tokenize(text, parse_special))
             .map_err(|e| e.to_string())
     }
 
     fn detokenize(&self, tokens: &[u32]) -> Result<String, String> {
+        if let Some(text) = self.llm.detokenize_now(tokens) {
+            return Ok(text);
+        }
         self.runtime
             .block_on(self.llm.detokenize(tokens))
             .map_err(|e| e.to_string())
@@ -468,6 +577,9 @@ impl crate::policy::HostServices for BlockingTokenizer {
         parse_special: bool,
         within: Duration,
     ) -> Result<Vec<u32>, String> {
+        if let Some(ids) = self.llm.tokenize_now(text, parse_special) {
+            return Ok(ids);
+        }
         // The timer is made inside `block_on`, where the runtime's time driver is at hand.
         let call =
             async { tokio::time::timeout(within, self.llm.tokenize(text, parse_special)).await };
@@ -478,6 +590,9 @@ impl crate::policy::HostServices for BlockingTokenizer {
     }
 
     fn detokenize_within(&self, tokens: &[u32], within: Duration) -> Result<String, String> {
+        if let Some(text) = self.llm.detokenize_now(tokens) {
+            return Ok(text);
+        }
         let call = async { tokio::time::timeout(within, self.llm.detokenize(tokens)).await };
         match self.runtime.block_on(call) {
             Ok(result) => result.map_err(|e| e.to_string()),

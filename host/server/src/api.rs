@@ -263,6 +263,7 @@ async fn health(State(proxy): State<Arc<Proxy>>) -> Response {
         "status": if policies.is_empty() { "no policies loaded" } else { "ok" },
         "policies": policies,
         "store": proxy.store.kind(),
+        "tokenizer": proxy.llm.tokenizer_status(),
     });
     (status, Json(body)).into_response()
 }

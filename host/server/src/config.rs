@@ -60,6 +60,11 @@ pub struct ServeArgs {
         default_value = "http://127.0.0.1:8081"
     )]
     pub llama_url: String,
+    /// The tokenizer for policies: `auto` reads the GGUF file llama-server names in /props
+    /// and uses it once it gives llama-server's ids on a probe corpus (else /tokenize);
+    /// `http` always asks llama-server; a path reads that GGUF (a copy of the served model).
+    #[arg(long, env = "DISCEDGE_TOKENIZER", default_value = "auto")]
+    pub tokenizer: discedge_core::gguf_tokenizer::TokenizerSource,
     #[arg(long, env = "DISCEDGE_STORE", value_enum, default_value = "embedded")]
     pub store: StoreKind,
     /// Folder for the embedded store and the compiled-policy cache.

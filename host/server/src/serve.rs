@@ -43,7 +43,14 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
             Arc::new(FredStore::connect(&config).await?)
         }
     };
-    let llm: Arc<dyn LlmBackend> = Arc::new(LlamaServer::new(&args.llama_url, args.llm_timeout()));
+    let llm: Arc<dyn LlmBackend> = Arc::new(
+        LlamaServer::new(&args.llama_url, args.llm_timeout()).with_tokenizer(args.tokenizer.clone()),
+    );
+    // Read and check the model's tokenizer now rather than on the first turn.
+    tokio::spawn({
+        let llm = llm.clone();
+        async move { llm.prepare_tokenizer().await }
+    });
     let services = Arc::new(BlockingTokenizer::new(
         llm.clone(),
         tokio::runtime::Handle::current(),
