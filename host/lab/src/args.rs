@@ -30,6 +30,11 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',',
           value_parser = ["policy", "latency", "stream", "swap", "bytes"])]
     pub only: Vec<String>,
+    /// The latency figures' FAKE llama-server tokenizes with this GGUF (e.g. SmolLM2's) and
+    /// names it in /props, so the proxy tokenizes locally as next to a real llama-server;
+    /// default: the fake's byte tokenizer, asked over HTTP.
+    #[arg(long, env = "DISCEDGE_BENCH_FAKE_MODEL")]
+    pub fake_model: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
 }

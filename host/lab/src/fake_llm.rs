@@ -3,6 +3,7 @@
 //! one-token-per-byte tokenizer ([`crate::byte_tokenizer::ByteTokenizer`]). Never a stand-in for the
 //! real model in end-to-end tests.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -56,8 +57,51 @@ struct Knobs {
     hang_tokenize: std::sync::atomic::AtomicBool,
 }
 
+/// The fake's vocabulary: a byte per token, or a real model's tokenizer read from its GGUF
+/// (named in `/props` like llama-server does), so benchmarks can measure the proxy tokenizing
+/// locally. The replies stay fake either way.
+enum Vocabulary {
+    Bytes,
+    Model {
+        tokenizer: discedge_tokenizer::Tokenizer,
+        gguf: PathBuf,
+    },
+}
+
+impl Vocabulary {
+    fn tokenize(&self, text: &str, special: bool) -> Vec<u32> {
+        match self {
+            Self::Bytes => ByteTokenizer.tokenize(text, special).unwrap_or_default(),
+            Self::Model { tokenizer, .. } => tokenizer.tokenize(text, special),
+        }
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> String {
+        match self {
+            Self::Bytes => ByteTokenizer.detokenize(ids).unwrap_or_default(),
+            Self::Model { tokenizer, .. } => tokenizer.detokenize(ids),
+        }
+    }
+
+    fn props(&self) -> Value {
+        let mut props = json!({"default_generation_settings": {"n_ctx": N_CTX}});
+        if let Self::Model { gguf, .. } = self {
+            props["model_path"] = json!(gguf);
+        }
+        props
+    }
+
+    fn n_vocab(&self) -> u32 {
+        match self {
+            Self::Bytes => N_VOCAB,
+            Self::Model { tokenizer, .. } => tokenizer.vocab_size() as u32,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
+    vocabulary: Arc<Vocabulary>,
     calls: Arc<AtomicUsize>,
     behaviour: Arc<AtomicU8>,
     knobs: Arc<Knobs>,
@@ -65,7 +109,7 @@ struct Shared {
     streams_abandoned: Arc<AtomicUsize>,
 }
 
-/// The ids of [`REPLY`], as the fake returns them with `return_tokens`.
+/// The ids of [`REPLY`], as the fake returns them with `return_tokens` (byte vocabulary).
 pub fn reply_ids() -> Vec<u32> {
     ByteTokenizer.tokenize(REPLY, false).unwrap_or_default()
 }
@@ -82,7 +126,22 @@ pub const REPLY: &str = "This is the fake model's reply.";
 impl FakeLlm {
     /// Starts a FAKE llama-server on a free loopback port, answering at once.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(Vocabulary::Bytes).await
+    }
+
+    /// The same, tokenizing with the model in `gguf` and naming it in `/props`: a proxy next to
+    /// it then tokenizes locally, as next to a real llama-server.
+    pub async fn start_with_model(gguf: &Path) -> anyhow::Result<Self> {
+        let tokenizer = discedge_tokenizer::Tokenizer::from_gguf(gguf)?;
+        let gguf = gguf.to_owned();
+        Ok(Self::start_with(Vocabulary::Model { tokenizer, gguf }).await?)
+    }
+
+    async fn start_with(vocabulary: Vocabulary) -> std::io::Result<Self> {
+        let vocabulary = Arc::new(vocabulary);
+        let (props, n_vocab) = (vocabulary.props(), vocabulary.n_vocab());
         let shared = Shared {
+            vocabulary,
             calls: Arc::new(AtomicUsize::new(0)),
             behaviour: Arc::new(AtomicU8::new(0)),
             knobs: Arc::new(Knobs::default()),
@@ -90,14 +149,11 @@ impl FakeLlm {
             streams_abandoned: Arc::default(),
         };
         let app = axum::Router::new()
-            .route(
-                "/props",
-                get(|| async { Json(json!({"default_generation_settings": {"n_ctx": N_CTX}})) }),
-            )
+            .route("/props", get(|| async { Json(props) }))
             .route(
                 "/v1/models",
-                get(|| async {
-                    Json(json!({"data": [{"meta": {"n_vocab": N_VOCAB, "n_ctx": N_CTX}}]}))
+                get(move || async move {
+                    Json(json!({"data": [{"meta": {"n_vocab": n_vocab, "n_ctx": N_CTX}}]}))
                 }),
             )
             .route("/tokenize", post(tokenize))
@@ -150,12 +206,12 @@ async fn tokenize(State(shared): State<Shared>, Json(body): Json<Value>) -> Json
     }
     let text = body["content"].as_str().unwrap_or_default();
     let special = body["parse_special"].as_bool().unwrap_or(true);
-    Json(json!({ "tokens": ByteTokenizer.tokenize(text, special).unwrap_or_default() }))
+    Json(json!({ "tokens": shared.vocabulary.tokenize(text, special) }))
 }
 
-async fn detokenize(Json(body): Json<Value>) -> Json<Value> {
+async fn detokenize(State(shared): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
     let ids: Vec<u32> = serde_json::from_value(body["tokens"].clone()).unwrap_or_default();
-    Json(json!({ "content": ByteTokenizer.detokenize(&ids).unwrap_or_default() }))
+    Json(json!({ "content": shared.vocabulary.detokenize(&ids) }))
 }
 
 async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
@@ -192,7 +248,7 @@ async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Re
                 .iter()
                 .filter_map(|id| id.as_u64().map(|id| id as u32))
                 .collect();
-            let text = ByteTokenizer.detokenize(&ids).unwrap_or_default();
+            let text = shared.vocabulary.detokenize(&ids);
             let count = ids.len();
             *shared.last_prompt.lock().unwrap() = ids;
             (text, count)
@@ -205,11 +261,12 @@ async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Re
         "timings": {"prompt_n": prompt_n, "cache_n": 0, "prompt_ms": 0.0, "predicted_n": REPLY.len(), "predicted_ms": 0.0},
     });
     if body["return_tokens"].as_bool() == Some(true) {
-        reply["tokens"] = json!(reply_ids());
+        reply["tokens"] = json!(shared.vocabulary.tokenize(REPLY, false));
     }
     if streamed {
         let delay = Duration::from_millis(delay);
         return stream(
+            &shared.vocabulary,
             reply,
             delay,
             behaviour == BREAK_STREAM,
@@ -222,6 +279,7 @@ async fn completion(State(shared): State<Shared>, Json(body): Json<Value>) -> Re
 /// The reply as llama-server streams it: one event per word with its text and ids, then a
 /// last event with `stop: true`, empty content and the rest of the reply's fields.
 fn stream(
+    vocabulary: &Vocabulary,
     mut reply: Value,
     delay: Duration,
     break_off: bool,
@@ -230,7 +288,7 @@ fn stream(
     let mut events: Vec<Result<Vec<u8>, std::io::Error>> = REPLY
         .split_inclusive(' ')
         .map(|word| {
-            let ids = ByteTokenizer.tokenize(word, false).unwrap_or_default();
+            let ids = vocabulary.tokenize(word, false);
             let event = json!({"content": word, "tokens": ids, "stop": false});
             Ok(format!("data: {event}\n\n").into_bytes())
         })

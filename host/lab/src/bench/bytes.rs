@@ -11,7 +11,7 @@ const TURNS: u32 = 50;
 
 /// Prints the `bytes` figures.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let proxy = BenchProxy::start(&args.plugins_dir).await?;
+    let proxy = BenchProxy::start(&args.plugins_dir, None).await?;
     let http = reqwest::Client::new();
     println!();
     println!(

@@ -16,12 +16,16 @@ const USER: &str = "Tell me more about how matrices are multiplied, step by step
 
 /// Prints the `latency` figures.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let proxy = BenchProxy::start(&args.plugins_dir).await?;
+    let proxy = BenchProxy::start(&args.plugins_dir, args.fake_model.as_deref()).await?;
     let http = reqwest::Client::new();
-    let history = "x".repeat(args.context_tokens);
+    // About one token per repetition: a byte with the fake's tokenizer, " x" with a model's.
+    let (history, tokenizer) = match &args.fake_model {
+        None => ("x".repeat(args.context_tokens), "the fake's /tokenize"),
+        Some(_) => (" x".repeat(args.context_tokens), "local, from the GGUF"),
+    };
     println!();
     println!(
-        "added latency per turn: proxy (embedded store) -> FAKE llama-server, ~{} tokens of context",
+        "added latency per turn: proxy (embedded store) -> FAKE llama-server, ~{} tokens of context, tokenizer: {tokenizer}",
         args.context_tokens
     );
     println!(

@@ -61,8 +61,16 @@ struct BenchProxy {
 }
 
 impl BenchProxy {
-    async fn start(plugins_dir: &std::path::Path) -> anyhow::Result<Self> {
-        let fake = FakeLlm::start().await?;
+    /// `fake_model`: the fake tokenizes with this GGUF, so the proxy tokenizes locally (as
+    /// next to a real llama-server) instead of asking the fake's `/tokenize`.
+    async fn start(
+        plugins_dir: &std::path::Path,
+        fake_model: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let fake = match fake_model {
+            Some(gguf) => FakeLlm::start_with_model(gguf).await?,
+            None => FakeLlm::start().await?,
+        };
         let data =
             std::env::temp_dir().join(format!("discedge-bench-{}", uuid::Uuid::new_v4().simple()));
         let argv = [
@@ -79,6 +87,19 @@ impl BenchProxy {
         ];
         let local = discedge_server::serve::start_local(&argv).await?;
         let (node, url) = (local.node, format!("http://{}/completion", local.addr));
+        if fake_model.is_some() {
+            let llm = &node.proxy.llm;
+            let started = std::time::Instant::now();
+            while llm.tokenizer_status()["via"] != "local" {
+                if started.elapsed() > std::time::Duration::from_secs(20) {
+                    anyhow::bail!(
+                        "the proxy does not tokenize locally: {}",
+                        llm.tokenizer_status()
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
         Ok(Self {
             url,
             fake,

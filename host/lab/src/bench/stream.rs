@@ -15,7 +15,7 @@ const USER: &str = "Tell me more about how matrices are multiplied, step by step
 
 /// Prints the `stream` figures.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let proxy = BenchProxy::start(&args.plugins_dir).await?;
+    let proxy = BenchProxy::start(&args.plugins_dir, None).await?;
     let http = reqwest::Client::new();
     let direct_url = format!("{}/completion", proxy.fake.url);
     let mut first_direct = Vec::with_capacity(args.requests);

@@ -34,7 +34,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&plugins)?;
     let original = std::fs::read(args.plugins_dir.join("raw.wasm"))?;
     std::fs::write(plugins.join("raw.wasm"), &original)?;
-    let proxy = BenchProxy::start(&plugins).await?;
+    let proxy = BenchProxy::start(&plugins, None).await?;
     let http = reqwest::Client::new();
     let (stop, served, failed) = (
         Arc::new(AtomicBool::new(false)),
