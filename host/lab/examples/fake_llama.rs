@@ -1,11 +1,13 @@
 //! The FAKE llama-server (`discedge_lab::fake_llm::FakeLlm`: answers at once with a fixed reply,
-//! one token per byte) served standalone on a given port, so a test bed on real FReD can be
+//! one token per byte unless --model) served standalone on a given port, so a test bed on real FReD can be
 //! measured without a model:
 //!
 //!     cargo run --release -p discedge --example fake_llama -- --port 18100 [--delay-ms N]
 //!     fred/run-testbed.sh --llama-url http://127.0.0.1:18100 ...
 //!
 //! Prints its URL and serves until killed. `--delay-ms` makes every answer take that long.
+//! `--model GGUF` makes it tokenize with that model and name it in `/props`, so a proxy next to
+//! it tokenizes locally, as next to a real llama-server (replies stay fake).
 //!
 //! The fake listens on a free loopback port of its own; this program forwards connections from
 //! `127.0.0.1:PORT` to it byte for byte (one more loopback hop, tens of microseconds, which the
@@ -25,21 +27,24 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: fake_llama [--port 18100] [--host 127.0.0.1] [--delay-ms 0]");
+        println!("usage: fake_llama [--port 18100] [--host 127.0.0.1] [--delay-ms 0] [--model GGUF]");
         return Ok(());
     }
     let port: u16 = arg(&args, "--port").map_or(Ok(18100), |p| p.parse())?;
     let host = arg(&args, "--host").unwrap_or_else(|| "127.0.0.1".into());
     let delay_ms: u64 = arg(&args, "--delay-ms").map_or(Ok(0), |d| d.parse())?;
 
-    let fake = FakeLlm::start().await?;
+    let fake = match arg(&args, "--model") {
+        Some(gguf) => FakeLlm::start_with_model(gguf.as_ref()).await?,
+        None => FakeLlm::start().await?,
+    };
     fake.set_delay(Duration::from_millis(delay_ms));
     let inner = fake.url.trim_start_matches("http://").to_string();
     let listener = TcpListener::bind((host.as_str(), port)).await?;
     let addr = listener.local_addr()?;
     println!("http://{addr}");
     eprintln!(
-        "fake_llama: FAKE llama-server (fixed reply, one token per byte, {delay_ms} ms per answer) \
+        "fake_llama: FAKE llama-server (fixed reply, {delay_ms} ms per answer) \
          at http://{addr}; Ctrl-C stops it"
     );
 
