@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::fred::FredBed;
 use common::{complete, turn_body};
-use discedge_lab::fake_llm::FakeLlm;
-use discedge_fred::{FredClient, FredConfig, FredError, FredStore};
 use discedge_core::store::{ContextStore, SessionHead};
+use discedge_fred::{FredClient, FredConfig, FredError, FredStore};
+use discedge_lab::fake_llm::FakeLlm;
 use fred_proto::Version;
 
 fn config(bed: &FredBed, node: usize, user: &str) -> FredConfig {

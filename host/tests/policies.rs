@@ -5,9 +5,9 @@ mod common;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use discedge_lab::bench::{ByteTokenizer, Conversation};
 use discedge_core::policy::runtime::{ChatTemplate, Prompt, Settings};
 use discedge_core::policy::{HostServices, Limits, PolicyRegistry, PolicyRuntime};
+use discedge_lab::bench::{ByteTokenizer, Conversation};
 
 /// The fake tokenizer, remembering every text it was asked to tokenize.
 #[derive(Default)]

@@ -106,7 +106,8 @@ async fn conversation(proxy_url: &str, mode: &str) {
     assert_eq!(status, 200, "{first}");
     let session = first["session_id"].as_str().unwrap().to_owned();
     for (turn, prompt) in [(2, "And another one?"), (3, "Which is warmer?")] {
-        let (status, reply) = complete(proxy_url, &turn_body(mode, Some(&session), turn, prompt)).await;
+        let (status, reply) =
+            complete(proxy_url, &turn_body(mode, Some(&session), turn, prompt)).await;
         assert_eq!(status, 200, "turn {turn}: {reply}");
     }
 }
@@ -125,7 +126,11 @@ async fn next_to_its_llama_server_the_proxy_tokenizes_locally_with_no_tokenize_c
         relay.reset();
         conversation(&proxy.url, mode).await;
         assert_eq!(relay.count("/completion"), 3, "{mode}");
-        assert_eq!(relay.count("/tokenize"), 0, "{mode}: no /tokenize round trip");
+        assert_eq!(
+            relay.count("/tokenize"),
+            0,
+            "{mode}: no /tokenize round trip"
+        );
     }
 
     // Asked to, it uses /tokenize: the same conversation then calls it.

@@ -7,7 +7,10 @@ fn main() {
     let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/policy.wit");
     println!("cargo:rerun-if-changed={}", wit.display());
     let text = std::fs::read_to_string(&wit).expect("reading wit/policy.wit");
-    assert!(!text.contains("\"#####"), "the WIT must not close the raw string below");
+    assert!(
+        !text.contains("\"#####"),
+        "the WIT must not close the raw string below"
+    );
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("bindings_macro.rs");
     let code = format!(
         r######"/// Generates the contract's bindings for `world` in the calling crate (from `wit/`).

@@ -41,8 +41,12 @@ enum State {
     /// Not tried yet (or the model changed): the next tokenization tries.
     Untried,
     Loading,
-    Local { gguf: PathBuf },
-    Remote { why: String },
+    Local {
+        gguf: PathBuf,
+    },
+    Remote {
+        why: String,
+    },
 }
 
 /// The local tokenizer of one llama-server, swapped out when it serves another model.
@@ -59,6 +63,7 @@ impl Default for LocalTokenizer {
 }
 
 impl LocalTokenizer {
+    /// Nothing loaded yet; with `Http`, nothing ever is.
     pub fn new(source: TokenizerSource) -> Self {
         let state = match source {
             TokenizerSource::Http => State::Remote {
@@ -78,7 +83,8 @@ impl LocalTokenizer {
         self.current.load_full()
     }
 
-    /// Claims the one attempt to load: true for the caller that should try now.
+    /// Claims the one attempt to load: the source to load from for the caller that should try
+    /// now, `None` for everyone else (loading, loaded, refused, or `--tokenizer http`).
     pub fn begin(&self) -> Option<TokenizerSource> {
         let mut state = self.state.lock().unwrap();
         if !matches!(*state, State::Untried) {
@@ -189,7 +195,11 @@ mod tests {
         assert_eq!(local.begin(), None, "failed: not tried on every turn");
         assert_eq!(local.status()["why"], "no model_path");
         local.forget();
-        assert_eq!(local.begin(), Some(TokenizerSource::Auto), "a new model is tried");
+        assert_eq!(
+            local.begin(),
+            Some(TokenizerSource::Auto),
+            "a new model is tried"
+        );
 
         let never = LocalTokenizer::new(TokenizerSource::Http);
         assert_eq!(never.begin(), None);

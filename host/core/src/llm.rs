@@ -199,7 +199,12 @@ impl LlamaServer {
     /// The GGUF file llama-server says it loaded, if this machine has it.
     async fn model_path(&self) -> Result<PathBuf, String> {
         let url = format!("{}/props", self.base);
-        let reply = self.http.get(&url).send().await.map_err(|e| self.transport(e));
+        let reply = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.transport(e));
         let props = match reply {
             Ok(reply) => self.read_json(reply).await,
             Err(e) => Err(e),

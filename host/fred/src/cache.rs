@@ -137,7 +137,10 @@ impl SessionCache {
             return None;
         }
         let state = self.state.lock().unwrap();
-        let seen_all = state.recent.front().is_none_or(|(seq, _, _)| *seq <= since.0);
+        let seen_all = state
+            .recent
+            .front()
+            .is_none_or(|(seq, _, _)| *seq <= since.0);
         if !seen_all {
             return None;
         }
@@ -321,23 +324,39 @@ mod tests {
         let ours = chain(&log.chain, &mine);
 
         let since = cache.mark();
-        assert_eq!(cache.alone("s", 2, &ours, since), None, "our own event not in yet");
+        assert_eq!(
+            cache.alone("s", 2, &ours, since),
+            None,
+            "our own event not in yet"
+        );
         cache.stored("other", 2, &theirs);
         cache.stored("s", 1, &one);
         cache.stored("s", 2, &mine);
         assert_eq!(cache.alone("s", 2, &ours, since), Some(true));
         cache.stored("s", 2, &theirs);
-        assert_eq!(cache.alone("s", 2, &ours, since), Some(false), "a sibling came in");
+        assert_eq!(
+            cache.alone("s", 2, &ours, since),
+            Some(false),
+            "a sibling came in"
+        );
 
         let since = cache.mark();
         cache.stored("s", 2, &mine);
         cache.deleted("s");
-        assert_eq!(cache.alone("s", 2, &ours, since), None, "deleted meanwhile: ask FReD");
+        assert_eq!(
+            cache.alone("s", 2, &ours, since),
+            None,
+            "deleted meanwhile: ask FReD"
+        );
 
         let since = cache.mark();
         cache.stored("s", 2, &mine);
         cache.set_live(false);
-        assert_eq!(cache.alone("s", 2, &ours, since), None, "no feed, no answer");
+        assert_eq!(
+            cache.alone("s", 2, &ours, since),
+            None,
+            "no feed, no answer"
+        );
     }
 
     #[test]

@@ -68,7 +68,12 @@ impl FredStore {
     /// `key`, so a sibling (listed next to it) shows; on this node the trigger feed, when it
     /// can tell ([`crate::cache::SessionCache::alone`]), answers instead of a Keys call. Any doubt answers
     /// false, and [`Self::settle`] reads the values.
-    pub(crate) async fn only_version(&self, key: &str, version: &Version, fed: Option<bool>) -> bool {
+    pub(crate) async fn only_version(
+        &self,
+        key: &str,
+        version: &Version,
+        fed: Option<bool>,
+    ) -> bool {
         let alone = |keys: &[Key]| {
             let mut of_key = keys.iter().filter(|k| k.id == key);
             of_key
@@ -84,7 +89,11 @@ impl FredStore {
         let here = async {
             match fed {
                 Some(alone_here) => alone_here,
-                None => self.client.keys(key, 2).await.is_ok_and(|keys| alone(&keys)),
+                None => self
+                    .client
+                    .keys(key, 2)
+                    .await
+                    .is_ok_and(|keys| alone(&keys)),
             }
         };
         let (here, there) = tokio::join!(here, peers);

@@ -382,7 +382,9 @@ async fn the_trigger_feed_keeps_a_roamed_session_in_memory() {
     // The writer's own node is confirmed by its feed; the other replica by a Keys call.
     let keys = |node: &NodeHandle| node.stats().call_count("Keys");
     let before = (keys(&nodes[0]), keys(&nodes[1]));
-    a.commit_turn("s", &turn(4, "x"), Some(b"record 4")).await.unwrap();
+    a.commit_turn("s", &turn(4, "x"), Some(b"record 4"))
+        .await
+        .unwrap();
     assert_eq!((keys(&nodes[0]), keys(&nodes[1])), (before.0, before.1 + 1));
 
     let before = reads(&nodes[1]);

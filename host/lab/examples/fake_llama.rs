@@ -27,7 +27,9 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: fake_llama [--port 18100] [--host 127.0.0.1] [--delay-ms 0] [--model GGUF]");
+        println!(
+            "usage: fake_llama [--port 18100] [--host 127.0.0.1] [--delay-ms 0] [--model GGUF]"
+        );
         return Ok(());
     }
     let port: u16 = arg(&args, "--port").map_or(Ok(18100), |p| p.parse())?;

@@ -12,8 +12,8 @@
 
 mod support;
 
-use fred_testnode::{Cluster, TestPki};
 use discedge_policy_sdk::TokenRecord;
+use fred_testnode::{Cluster, TestPki};
 use serde_json::{Value, json};
 
 #[tokio::main]

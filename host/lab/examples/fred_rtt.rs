@@ -40,7 +40,10 @@ fn parse() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} wants a value"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} wants a value"))
+        };
         match flag.as_str() {
             "--certs" => args.certs = value()?.into(),
             "--user" => args.user = value()?,

@@ -162,7 +162,9 @@ impl FakeLlm {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(discedge_server::api::no_delay(listener), app).await });
+        tokio::spawn(
+            async move { axum::serve(discedge_server::api::no_delay(listener), app).await },
+        );
         Ok(Self {
             url,
             calls: shared.calls,

@@ -18,8 +18,8 @@ use crate::auth::RequestKeys;
 use crate::error::ApiError;
 use crate::openai;
 use crate::request::{parse_turn, resolve_user};
-use discedge_core::session::Proxy;
 use crate::stream::{self, EventFormat};
+use discedge_core::session::Proxy;
 
 /// Every route the proxy serves: method, path, handler. `/openapi.json` documents exactly
 /// these (a test compares the two).

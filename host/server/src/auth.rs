@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, header};
 
-use discedge_core::auth::ApiKeys;
 use crate::error::ApiError;
+use discedge_core::auth::ApiKeys;
 
 /// [`ApiKeys`]' checks for an HTTP request: the key comes from its headers.
 pub trait RequestKeys {

@@ -15,8 +15,8 @@ use discedge_policy_sdk::{Template, push_message, reply_opening};
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
-use discedge_core::policy::runtime::ChatTemplate;
 use crate::request::{json_object, turn_from_fields};
+use discedge_core::policy::runtime::ChatTemplate;
 use discedge_core::session::{TurnDefaults, TurnRequest, copy_session_fields};
 
 /// OpenAI request fields with no llama.cpp `/completion` counterpart: read here or dropped.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use discedge_core::auth::ApiKeys;
 use clap::Parser;
+use discedge_core::auth::ApiKeys;
 
 use crate::config::{ServeArgs, ServeCli, ServeCommand, StoreKind};
 use discedge_core::llm::{BlockingTokenizer, LlamaServer, LlmBackend};
@@ -44,7 +44,8 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
         }
     };
     let llm: Arc<dyn LlmBackend> = Arc::new(
-        LlamaServer::new(&args.llama_url, args.llm_timeout()).with_tokenizer(args.tokenizer.clone()),
+        LlamaServer::new(&args.llama_url, args.llm_timeout())
+            .with_tokenizer(args.tokenizer.clone()),
     );
     // Read and check the model's tokenizer now rather than on the first turn.
     tokio::spawn({
@@ -125,7 +126,8 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
     let warm = match proxy.store.remote_turns() {
         Some(remote) => {
             let rate = args.fred.warm_up_rate;
-            let run = discedge_core::session::run_warm_up(proxy.clone(), remote, args.fred.warm_up, rate);
+            let run =
+                discedge_core::session::run_warm_up(proxy.clone(), remote, args.fred.warm_up, rate);
             Some(AbortOnDrop(tokio::spawn(run)))
         }
         None if args.fred.warm_up => {

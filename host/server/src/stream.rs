@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use discedge_core::llm::{EventStream, StreamEvent};
 use crate::openai::ChatMeta;
+use discedge_core::llm::{EventStream, StreamEvent};
 use discedge_core::session::{
     PreparedTurn, Proxy, StartedTurn, TurnReply, TurnTiming, add_session_fields,
     copy_session_fields,

@@ -5,8 +5,8 @@ pub mod fred;
 
 use std::path::PathBuf;
 
-use discedge_server::serve::Node;
 use discedge_core::store::StoredSession;
+use discedge_server::serve::Node;
 use serde_json::{Value, json};
 
 /// The real llama.cpp server the tests talk to (scripts/test.sh starts one and sets this).

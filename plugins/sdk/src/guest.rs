@@ -40,8 +40,8 @@ macro_rules! token_policy {
                 reply: &Reply,
             ) -> Result<Option<Vec<u8>>, PolicyError> {
                 let suffix = tokenize(&settings.template.message_suffix)?;
-                let record =
-                    close_turn(carry, &reply.tokens, &reply.content, &suffix).map_err(PolicyError::Internal)?;
+                let record = close_turn(carry, &reply.tokens, &reply.content, &suffix)
+                    .map_err(PolicyError::Internal)?;
                 Ok(Some(record))
             }
 
@@ -53,8 +53,8 @@ macro_rules! token_policy {
             ) -> Result<Vec<HistoryMessage>, PolicyError> {
                 let ids = session_tokens(&records).map_err(PolicyError::Internal)?;
                 drop(records);
-                let text =
-                    host::detokenize(&ids).map_err(|e| PolicyError::HostFailed(format!("detokenize: {e}")))?;
+                let text = host::detokenize(&ids)
+                    .map_err(|e| PolicyError::HostFailed(format!("detokenize: {e}")))?;
                 Ok(parse_messages(&template(settings), &text)
                     .into_iter()
                     .map(|(role, content)| HistoryMessage { role, content })

@@ -5,7 +5,9 @@
 //! llama-server's prompt cache only has to evaluate the new message. Nothing is ever dropped:
 //! when the conversation outgrows the context the turn fails (see the `truncate` policy).
 
-use discedge_policy_sdk::{TokenRecord, append_ids, decode_records, opening_pieces, user_turn_pieces};
+use discedge_policy_sdk::{
+    TokenRecord, append_ids, decode_records, opening_pieces, user_turn_pieces,
+};
 
 discedge_policy_sdk::bindings!("context-policy-with-history");
 

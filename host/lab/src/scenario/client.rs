@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::record::{Row, rfc3339_utc};
 use discedge_core::causes::error_chain;
-use discedge_server::config::TemplatePreset;
 use discedge_policy_sdk::{Template, user_turn};
+use discedge_server::config::TemplatePreset;
 
 /// Resends of a turn that a node refused because it has not yet seen the previous turn.
 pub const LAG_RETRIES: u32 = 3;

@@ -15,8 +15,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::args::ScenarioArgs;
-use discedge_server::serve::Node;
 pub use client::{CLIENT_SIDE, LAG_BACKOFF, LAG_RETRIES};
+use discedge_server::serve::Node;
 pub use file::{Leg, Scenario};
 pub use record::{ModeSummary, Row, read_csv};
 
