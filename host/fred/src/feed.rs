@@ -93,6 +93,22 @@ pub(super) struct Feed {
     remote: tokio::sync::broadcast::Sender<RemoteTurn>,
 }
 
+/// The item [`prime`] writes for the feed `id`: not a turn key, so every feed ignores it.
+fn primer_key(id: &str) -> String {
+    format!("{id}primer")
+}
+
+/// FReD v0.2.19 dials a trigger host on its first call and keeps the connection in a map it
+/// writes without a lock: two first calls at once crash the node ("fatal error: concurrent map
+/// writes", seen on this project's real-FReD bed when turns began right after registration).
+/// One write of our own, right after registering and before any turn is served, makes that
+/// first call alone. A failure only loses the head start, so it is logged, not fatal.
+async fn prime(client: &FredClient, id: &str) {
+    if let Err(e) = client.update(&primer_key(id), "1".into(), Vec::new()).await {
+        tracing::warn!(id, "trigger feed not primed: {e}");
+    }
+}
+
 impl Feed {
     /// Serves the feed with the proxy's certificate (FReD nodes must present one from the same
     /// CA), then registers it on the node and keeps it registered.
@@ -146,6 +162,7 @@ impl Feed {
                     config.advertise
                 )
             })?;
+        prime(&client, &id).await;
         cache.set_live(true);
         tracing::info!(id, host = config.advertise, "trigger feed registered");
         let (watch_client, watch_id, advertise) =
@@ -173,6 +190,7 @@ impl Feed {
                     .await
                     .is_ok()
                 {
+                    prime(&watch_client, &watch_id).await;
                     cache.set_live(true);
                 }
             }

@@ -368,6 +368,20 @@ fn reads(node: &NodeHandle) -> u64 {
     s.call_count("Read") + s.call_count("Scan")
 }
 
+/// FReD v0.2.19 crashes on two first trigger calls to one host at once, so each proxy makes
+/// its feed's first call itself, with one write of its own, before it serves any turn.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registered_feed_is_primed_with_one_write_before_any_turn() {
+    let (_bed, _pki, nodes) = fed_bed().await;
+    for node in &nodes {
+        assert_eq!(
+            node.stats().call_count("Update"),
+            1,
+            "one priming write per proxy"
+        );
+    }
+}
+
 /// With the feed, a node hears every turn as it is stored, so a client roaming to it gets
 /// its turn served with no read; a deletion elsewhere reaches it the same way.
 #[tokio::test(flavor = "multi_thread")]
