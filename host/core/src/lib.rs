@@ -4,6 +4,7 @@
 //! (`warm`), API keys (`auth`) and the operator metrics. No HTTP: failures are [`error::Error`]
 //! values with a [`error::Kind`], which the server maps to statuses.
 pub mod auth;
+pub mod blocking;
 pub mod causes;
 pub mod error;
 pub mod gguf_tokenizer;

@@ -37,7 +37,7 @@ pub(super) fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> Error
     error.with("policy", policy.label())
 }
 
-pub(super) fn joined(e: tokio::task::JoinError, policy: &LoadedPolicy) -> Error {
+pub(super) fn joined(e: crate::blocking::Aborted, policy: &LoadedPolicy) -> Error {
     Error::new(
         Kind::Internal,
         "policy_trapped",

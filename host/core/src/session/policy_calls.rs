@@ -44,7 +44,7 @@ impl Proxy {
         }
     }
 
-    /// Instantiates the policy and runs `prepare` on a blocking thread (it may call the tokenizer).
+    /// Instantiates the policy and runs `prepare`, as blocking work (it may call the tokenizer).
     pub(super) async fn prepare(
         &self,
         policy: &Arc<LoadedPolicy>,
@@ -58,7 +58,7 @@ impl Proxy {
             self.services.clone(),
         );
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::run_blocking(move || {
             let _in_turn = span.enter();
             let mut instance = policy2.instantiate(&runtime, services)?;
             let prepared = instance.prepare(&records, &input, &settings)?;
@@ -79,7 +79,7 @@ impl Proxy {
         reply: Reply,
     ) -> Result<Option<Vec<u8>>, Error> {
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::run_blocking(move || {
             let _in_turn = span.enter();
             instance.commit(&input, &settings, &carry, &reply)
         })

@@ -64,7 +64,7 @@ impl Proxy {
         let settings = self.settings(&Map::new(), None, "{}".into(), false).await;
         let (runtime, services) = (self.policies.runtime().clone(), self.services.clone());
         let policy2 = policy.clone();
-        let rendered = tokio::task::spawn_blocking(move || {
+        let rendered = crate::blocking::run_blocking(move || {
             let mut instance = policy2.instantiate(&runtime, services)?;
             instance.render(&stored.records, &settings)
         })

@@ -1,20 +1,20 @@
 //! The default store: a redb database file on the node's disk, durable across restarts.
 //!
-//! Turns are committed in groups: one writer thread takes every commit that is waiting,
-//! applies each (with its own turn check) in one transaction and makes it durable with one
-//! fsync, then answers each. A turn is answered only once the write that holds it is durable,
-//! and a turn whose check fails changes nothing; under load, many turns share one fsync
-//! instead of queueing for one each.
+//! Turns are committed in groups (`group`): the turns that are ready share one transaction
+//! and one fsync, each with its own turn check. A turn is answered only once the write that
+//! holds it is durable, and a turn whose check fails changes nothing.
+
+mod group;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{ContextStore, SessionHead, StoreError, StoredSession, check_next_turn};
+use super::{ContextStore, SessionHead, StoreError, StoredSession};
+use crate::blocking::run_blocking;
+use group::GroupCommit;
 
 /// Session id -> JSON of its [`SessionHead`].
 const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
@@ -26,35 +26,10 @@ const RECORDS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("recor
 /// with `HEADS`.
 const USER_SESSIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_sessions");
 
-/// Most turns written by one group transaction.
-const MAX_GROUP: usize = 256;
-
 /// Sessions in one redb file; every commit is in an fsynced transaction.
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    /// To the group-commit writer (`None` once dropping: the writer then ends).
-    commits: Option<mpsc::Sender<Commit>>,
-    /// Joined on drop, so the database file is free again once the store is gone.
-    writer: Option<std::thread::JoinHandle<()>>,
-    /// Group transactions written (a turn's commit is in exactly one).
-    groups: Arc<AtomicU64>,
-}
-
-impl Drop for EmbeddedStore {
-    fn drop(&mut self) {
-        self.commits.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
-}
-
-/// A turn waiting for the group writer.
-struct Commit {
-    id: String,
-    head: SessionHead,
-    record: Option<Vec<u8>>,
-    done: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
+    commits: Arc<GroupCommit>,
 }
 
 impl EmbeddedStore {
@@ -72,45 +47,25 @@ impl EmbeddedStore {
         index_existing_sessions(&txn)?;
         txn.commit().map_err(unavailable)?;
         let db = Arc::new(db);
-        let (commits, queue) = mpsc::channel();
-        let groups = Arc::new(AtomicU64::new(0));
-        let (writer_db, writer_groups) = (db.clone(), groups.clone());
-        let writer = std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || {
-                while let Ok(first) = queue.recv() {
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match queue.try_recv() {
-                            Ok(next) => group.push(next),
-                            Err(_) => break,
-                        }
-                    }
-                    write_group(&writer_db, group);
-                    writer_groups.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         Ok(Self {
+            commits: GroupCommit::new(db.clone()),
             db,
-            commits: Some(commits),
-            writer: Some(writer),
-            groups,
         })
     }
 
     /// Group transactions written so far (for tests and benchmarks: turns per fsync).
     pub fn groups_written(&self) -> u64 {
-        self.groups.load(Ordering::Relaxed)
+        self.commits.groups_written()
     }
 
-    /// Runs blocking database work off the async executor.
+    /// Runs blocking database work (a read from the page cache, or a delete's fsync) without
+    /// holding up the executor; see [`run_blocking`].
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || work(&db))
+        run_blocking(move || work(&db))
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
@@ -133,81 +88,6 @@ fn index_existing_sessions(txn: &redb::WriteTransaction) -> Result<(), StoreErro
             .map_err(unavailable)?;
     }
     Ok(())
-}
-
-/// Applies every commit of `group` in one transaction, each after its own turn check, makes
-/// it durable, and answers each. A failed check answers that turn only (it wrote nothing); a
-/// failed write or commit answers every turn of the group with the error, and nothing of the
-/// group is stored.
-fn write_group(db: &Database, group: Vec<Commit>) {
-    let txn = match db.begin_write() {
-        Ok(txn) => txn,
-        Err(e) => {
-            let e = e.to_string();
-            for c in group {
-                let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
-            }
-            return;
-        }
-    };
-    let mut results = Vec::with_capacity(group.len());
-    let mut failed = None;
-    for c in &group {
-        match apply(&txn, &c.id, &c.head, c.record.as_deref()) {
-            Err(StoreError::Unavailable(e)) => {
-                failed = Some(e);
-                break;
-            }
-            result => results.push(result),
-        }
-    }
-    // Dropping an uncommitted transaction aborts it: nothing half-written.
-    let failed = match failed {
-        Some(e) => Some(e),
-        None => txn.commit().err().map(|e| e.to_string()),
-    };
-    match failed {
-        Some(e) => {
-            for c in group {
-                let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
-            }
-        }
-        None => {
-            for (c, result) in group.into_iter().zip(results) {
-                let _ = c.done.send(result);
-            }
-        }
-    }
-}
-
-/// One turn's writes inside a group transaction, if the stored turn is the one before it.
-/// Checks come before writes, so an error other than `Unavailable` wrote nothing.
-fn apply(
-    txn: &redb::WriteTransaction,
-    id: &str,
-    head: &SessionHead,
-    record: Option<&[u8]>,
-) -> Result<u64, StoreError> {
-    let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
-    let stored = match heads.get(id).map_err(unavailable)? {
-        Some(bytes) => Some(decode_head(bytes.value())?),
-        None => None,
-    };
-    check_next_turn(stored.as_ref(), head)?;
-    if stored.is_none() {
-        let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
-        index
-            .insert((head.user_id.as_str(), id), ())
-            .map_err(unavailable)?;
-    }
-    if let Some(record) = record {
-        let number = stored.as_ref().map_or(0, |h| h.records);
-        let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
-        records.insert((id, number), record).map_err(unavailable)?;
-    }
-    let bytes = serde_json::to_vec(head).expect("a head always serializes");
-    heads.insert(id, bytes.as_slice()).map_err(unavailable)?;
-    Ok((bytes.len() + record.map_or(0, <[u8]>::len)) as u64)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -256,20 +136,7 @@ impl ContextStore for EmbeddedStore {
         head: &SessionHead,
         record: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let commit = Commit {
-            id: session_id.to_owned(),
-            head: head.clone(),
-            record: record.map(<[u8]>::to_vec),
-            done,
-        };
-        self.commits
-            .as_ref()
-            .and_then(|c| c.send(commit).ok())
-            .ok_or_else(|| StoreError::Unavailable("the store writer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the store writer stopped".into()))?
+        self.commits.commit(session_id, head, record).await
     }
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
