@@ -34,7 +34,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
     for &clients in &args.concurrency {
         let requests = args.requests.max(clients * TURNS_PER_SESSION);
-        let (mut direct, _) = timed(clients, requests, |_, _| {
+        let (mut direct, _, _) = timed(clients, requests, |_, _| {
             let (http, url, history) = (
                 http.clone(),
                 format!("{}/completion", proxy.fake.url),
@@ -47,7 +47,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     .await?
                     .bytes()
                     .await?;
-                Ok(())
+                Ok(None)
             }
         })
         .await?;
@@ -66,7 +66,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 starts.push(fill_session(&http, &proxy.url, &mode, stores, fill).await?);
             }
             let starts = std::sync::Arc::new(starts);
-            let (mut times, elapsed) = timed(clients, requests, |client, i| {
+            let (mut times, elapsed, stages) = timed(clients, requests, |client, i| {
                 let (http, url, mode, history, starts) = (
                     http.clone(),
                     proxy.url.clone(),
@@ -80,8 +80,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     let session = client + clients * ((i / clients) / TURNS_PER_SESSION);
                     let (id, turn) = &starts[session];
                     let prompt = if stores { USER } else { history.as_str() };
-                    turn_request(&http, &url, &mode, id, turn + 1 + slot as u32, prompt).await?;
-                    Ok(())
+                    let (headers, _) =
+                        turn_request(&http, &url, &mode, id, turn + 1 + slot as u32, prompt)
+                            .await?;
+                    Ok(headers
+                        .get("server-timing")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned))
                 }
             })
             .await?;
@@ -96,6 +101,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 micros(median.saturating_sub(direct_median)),
                 requests as f64 / elapsed.as_secs_f64()
             );
+            println!("{:<20} {}", "", stage_medians(&stages));
         }
     }
     Ok(())
@@ -119,16 +125,45 @@ async fn fill_session(
     Ok((session, turn))
 }
 
+/// The median of each part of the proxy's `Server-Timing` over some turns, in the order the
+/// parts come: where the added time goes (store-read, policy, llm, store-write).
+fn stage_medians(headers: &[String]) -> String {
+    let mut parts: Vec<(String, Vec<f64>)> = Vec::new();
+    for header in headers {
+        for part in header.split(',') {
+            let mut fields = part.trim().split(';');
+            let name = fields.next().unwrap_or_default();
+            let Some(ms) = fields.find_map(|f| f.trim().strip_prefix("dur=")?.parse::<f64>().ok())
+            else {
+                continue;
+            };
+            match parts.iter_mut().find(|(n, _)| n == name) {
+                Some((_, values)) => values.push(ms),
+                None => parts.push((name.to_owned(), vec![ms])),
+            }
+        }
+    }
+    let medians: Vec<String> = parts
+        .into_iter()
+        .map(|(name, mut values)| {
+            values.sort_by(f64::total_cmp);
+            format!("{name} {:.1} µs", values[values.len() / 2] * 1000.0)
+        })
+        .collect();
+    format!("medians: {}", medians.join(", "))
+}
+
 /// Runs `requests` calls from `clients` concurrent clients (client `c` makes calls c,
-/// c + clients, ... in order); returns each call's time and the wall time of all.
+/// c + clients, ... in order); returns each call's time, the wall time of all, and the
+/// `Server-Timing` each call returned, if any.
 async fn timed<F, Fut>(
     clients: usize,
     requests: usize,
     call: F,
-) -> anyhow::Result<(Vec<Duration>, Duration)>
+) -> anyhow::Result<(Vec<Duration>, Duration, Vec<String>)>
 where
     F: Fn(usize, usize) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Option<String>>> + Send + 'static,
 {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
@@ -138,18 +173,20 @@ where
             .map(|i| call(client, i))
             .collect();
         tasks.push(tokio::spawn(async move {
-            let mut times = Vec::with_capacity(calls.len());
+            let (mut times, mut stages) = (Vec::with_capacity(calls.len()), Vec::new());
             for call in calls {
                 let start = Instant::now();
-                call.await?;
+                stages.extend(call.await?);
                 times.push(start.elapsed());
             }
-            anyhow::Ok(times)
+            anyhow::Ok((times, stages))
         }));
     }
-    let mut times = Vec::with_capacity(requests);
+    let (mut times, mut stages) = (Vec::with_capacity(requests), Vec::new());
     for task in tasks {
-        times.extend(task.await??);
+        let (t, s) = task.await??;
+        times.extend(t);
+        stages.extend(s);
     }
-    Ok((times, started.elapsed()))
+    Ok((times, started.elapsed(), stages))
 }
