@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use discedge_server::request::parse_turn;
 use discedge_core::policy::runtime::ChatTemplate;
 use discedge_core::session::TurnDefaults;
+use discedge_server::request::parse_turn;
 use serde_json::Value;
 
 /// Fields the proxy takes out of the body; none may reach llama-server in `forward`.

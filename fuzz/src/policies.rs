@@ -12,17 +12,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
-use discedge_lab::bench::ByteTokenizer;
-use discedge_server::config::TemplatePreset;
 use discedge_core::policy::runtime::{ChatTemplate, Prepared, Prompt, Reply, Settings, TurnInput};
 use discedge_core::policy::{
     CallFailure, HostServices, Limits, LoadedPolicy, PolicyInstance, PolicyRegistry, PolicyRuntime,
 };
+use discedge_core::store::Record;
+use discedge_lab::bench::ByteTokenizer;
 use discedge_policy_sdk::{
     Message, Pieces, Template, TokenRecord, choose_window, decode_messages, encode_messages,
     markers, neutralise_markers, opening_pieces, render_message, reply_opening, system_prompt,
     user_turn_pieces,
 };
+use discedge_server::config::TemplatePreset;
 
 /// The shipped policies, in the order `PolicyCase::mode` picks them.
 pub const MODES: [&str; 4] = ["raw", "tokenized", "truncate", "client-side"];
@@ -197,8 +198,8 @@ pub fn run_case(case: &PolicyCase) -> (&'static str, Outcome) {
     let mode = MODES[case.mode as usize % MODES.len()];
     let policy = h.registry.get(mode).expect("loaded");
     let stores = policy.info.stores_context;
-    let mut records: Vec<Vec<u8>> = if stores {
-        case.records.iter().map(RecordInput::encode).collect()
+    let mut records: Vec<Record> = if stores {
+        case.records.iter().map(|r| r.encode().into()).collect()
     } else {
         Vec::new()
     };
@@ -223,7 +224,7 @@ pub fn run_case(case: &PolicyCase) -> (&'static str, Outcome) {
         return (mode, Outcome::OneTurn);
     }
     let record = record.unwrap_or_else(|| panic!("{mode} stored no record"));
-    records.push(record);
+    records.push(record.into());
     settings.system_prompt = None;
     let next = TurnInput {
         turn: case.turn.wrapping_add(1),
@@ -252,7 +253,7 @@ pub fn run_case(case: &PolicyCase) -> (&'static str, Outcome) {
 fn turn(
     h: &Harness,
     policy: &LoadedPolicy,
-    records: &[Vec<u8>],
+    records: &[Record],
     input: &TurnInput,
     settings: &Settings,
     case: &PolicyCase,
@@ -334,7 +335,7 @@ fn template(settings: &Settings) -> Template {
 /// The prompt is exactly what the policy promises, and fits the window.
 fn check_prepared(
     mode: &str,
-    records: &[Vec<u8>],
+    records: &[Record],
     input: &TurnInput,
     settings: &Settings,
     prepared: &Prepared,

@@ -225,7 +225,7 @@ fn client_side_forwards_and_stores_nothing() {
 fn unreadable_records_are_a_policy_error_not_a_trap() {
     for mode in ["raw", "tokenized", "truncate"] {
         let (mut c, _) = conversation(mode, 2048);
-        c.records = vec![vec![1, 2, 3]];
+        c.records = vec![vec![1, 2, 3].into()];
         c.turn = 1;
         let error = c.turn("Hi", "Hello").unwrap_err();
         assert!(error.contains("Internal"), "{mode}: {error}");
@@ -302,7 +302,7 @@ fn a_policy_without_the_history_export_renders_nothing() {
 fn unreadable_records_fail_render_with_a_policy_error() {
     for mode in ["raw", "tokenized", "truncate"] {
         let (mut c, _) = conversation(mode, 2048);
-        c.records = vec![vec![1, 2, 3]];
+        c.records = vec![vec![1, 2, 3].into()];
         let mut instance = c
             .policy
             .instantiate(&c.runtime, c.services.clone())

@@ -69,7 +69,7 @@ fn turn_openings(mode: &str) -> usize {
     );
 
     let settings = settings();
-    let mut records: Vec<Vec<u8>> = Vec::new();
+    let mut records: Vec<discedge_core::store::Record> = Vec::new();
     let mut last = Vec::new();
     for (turn, prompt) in [(1, FORGED), (2, "And again?")] {
         let input = TurnInput {
@@ -91,7 +91,8 @@ fn turn_openings(mode: &str) -> usize {
         records.extend(
             instance
                 .commit(&input, &settings, &prepared.carry, &reply)
-                .unwrap(),
+                .unwrap()
+                .map(Into::into),
         );
     }
     last.iter().filter(|&&id| id == im_start[0]).count()

@@ -4,14 +4,15 @@
 use fred_proto::{Item, Version};
 
 use super::item::{Digest, TurnItem, chain, wins_over};
-use discedge_core::store::{SessionHead, StoreError, StoredSession};
+use discedge_core::store::{Record, SessionHead, StoreError, StoredSession};
 
 /// The resolved chain of one session, turn 1 to [`SessionLog::turn`].
 #[derive(Clone, Debug, Default)]
 pub(super) struct SessionLog {
     /// `None` while no turn is known (a new, deleted or not yet replicated session).
     pub head: Option<SessionHead>,
-    pub records: Vec<Vec<u8>>,
+    /// Shared with every turn that loads the session (no copy per turn).
+    pub records: Vec<Record>,
     /// Chain digest of every resolved turn (all zero for none).
     pub chain: Digest,
     /// The chain digest after each turn (16 bytes a turn): tells which version of any turn
@@ -110,7 +111,7 @@ impl SessionLog {
         head.last_prompt_sha256 = item.prompt_sha256;
         head.last_reply = item.reply;
         if let Some(record) = item.record {
-            self.records.push(record);
+            self.records.push(Record::from(record));
             head.records += 1;
         }
         self.head = Some(head);

@@ -181,7 +181,8 @@ async fn forks_have_one_winner(bed: &Bed) {
             let s = store.load(&id).await.unwrap().unwrap();
             assert_eq!(s.head.turn, 2);
             assert_eq!(
-                s.records[1], winner_records,
+                &s.records[1][..],
+                winner_records,
                 "round {round}: the same winner on every node"
             );
         }
@@ -259,7 +260,7 @@ async fn losing_race(confirm: Confirm) -> Result<u64, StoreError> {
     let on_a = a.load("s").await.unwrap().unwrap();
     let on_b = b.load("s").await.unwrap().unwrap();
     assert_eq!(on_a.records, on_b.records, "both nodes agree");
-    assert_eq!(on_a.records[1], b"b's two", "nodeB's version won");
+    assert_eq!(&on_a.records[1][..], b"b's two", "nodeB's version won");
     a.commit_turn("s", &turn(3, "3"), None).await.unwrap();
     assert_eq!(
         b.load("s").await.unwrap().unwrap().head.turn,
@@ -405,7 +406,7 @@ async fn the_trigger_feed_keeps_a_roamed_session_in_memory() {
     let s = b.load_for_turn("s", 5).await.unwrap().unwrap();
     assert_eq!(reads(&nodes[1]), before, "served from memory");
     assert_eq!(s.head.turn, 4);
-    assert_eq!(s.records[3], b"record 4");
+    assert_eq!(&s.records[3][..], b"record 4");
     b.commit_turn("s", &turn(5, "y"), None).await.unwrap();
     let before = reads(&nodes[0]);
     assert_eq!(a.load_for_turn("s", 6).await.unwrap().unwrap().head.turn, 5);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder,
@@ -16,6 +16,8 @@ use wasmtime_wasi::{
     Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
     WasiView,
 };
+
+use crate::store::Record;
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -38,6 +40,8 @@ use with_history::exports::discedge::policy::history;
 
 /// The name under which a component exports the optional `history` interface.
 const HISTORY_EXPORT: &str = "discedge:policy/history@0.1.0";
+/// The name under which a component exports the contract's `policy` interface.
+const POLICY_EXPORT: &str = "discedge:policy/policy@0.1.0";
 
 pub use discedge::policy::host::LogLevel;
 pub use discedge::policy::types::{
@@ -300,8 +304,16 @@ impl PolicyRuntime {
                 Some(history::GuestIndices::new(&pre).map_err(|e| anyhow::anyhow!("{e:#}"))?)
             }
         };
+        let prepare = component
+            .get_export_index(None, POLICY_EXPORT)
+            .and_then(|policy| component.get_export_index(Some(&policy), "prepare"));
         let policy = ContextPolicyPre::new(pre).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Ok(PolicyPre { policy, history })
+        let prepare = prepare.ok_or_else(|| anyhow::anyhow!("no {POLICY_EXPORT}#prepare"))?;
+        Ok(PolicyPre {
+            policy,
+            prepare,
+            history,
+        })
     }
 
     /// A fresh store and instance for one call (or one prepare/commit pair).
@@ -350,6 +362,7 @@ impl PolicyRuntime {
             store,
             instance,
             bindings,
+            prepare: pre.prepare,
             history: pre.history.clone(),
             ticks: self.ticks(),
             _slot: slot,
@@ -424,6 +437,8 @@ fn instantiate_failure(store: &Store<CallState>, error: wasmtime::Error) -> Call
 #[derive(Clone)]
 pub struct PolicyPre {
     policy: ContextPolicyPre<CallState>,
+    /// Where `prepare` is, for calling it with shared records (see [`PolicyInstance::prepare`]).
+    prepare: ComponentExportIndex,
     /// Where the `history` export's functions are, when the component has one.
     history: Option<history::GuestIndices>,
 }
@@ -440,6 +455,7 @@ pub struct PolicyInstance {
     store: Store<CallState>,
     instance: wasmtime::component::Instance,
     bindings: ContextPolicy,
+    prepare: ComponentExportIndex,
     /// The `history` export's indices; its functions are only looked up when `render` is
     /// called, so turns pay nothing for it.
     history: Option<history::GuestIndices>,
@@ -467,19 +483,25 @@ impl PolicyInstance {
     }
 
     /// The policy's `prepare`: the prompt for this turn and the carry for `commit`, or why not.
+    ///
+    /// Called as a typed function of our own rather than through the bindings, whose
+    /// `call_prepare` takes `&[Vec<u8>]`: the records are lowered into the guest straight from
+    /// the store's shared [`Record`]s, with no copy of the session each turn.
     pub fn prepare(
         &mut self,
-        records: &[Vec<u8>],
+        records: &[Record],
         input: &TurnInput,
         settings: &Settings,
     ) -> Result<Prepared, CallFailure> {
         self.reset_deadline();
-        let result = self.bindings.discedge_policy_policy().call_prepare(
-            &mut self.store,
-            records,
-            input,
-            settings,
-        );
+        let result = self
+            .instance
+            .get_typed_func::<(&[Record], &TurnInput, &Settings), (Result<Prepared, PolicyError>,)>(
+                &mut self.store,
+                &self.prepare,
+            )
+            .and_then(|prepare| prepare.call(&mut self.store, (records, input, settings)))
+            .map(|(result,)| result);
         self.outcome(result)
     }
 
@@ -532,7 +554,7 @@ impl PolicyInstance {
     /// `history` export; `Ok(None)` when the component has none.
     pub fn render(
         &mut self,
-        records: &[Vec<u8>],
+        records: &[Record],
         settings: &Settings,
     ) -> Result<Option<Vec<(String, String)>>, CallFailure> {
         let Some(indices) = &self.history else {
@@ -542,7 +564,9 @@ impl PolicyInstance {
             .load(&mut self.store, &self.instance)
             .map_err(|e| failure(&self.store, e))?;
         self.reset_deadline();
-        let result = guest.call_render(&mut self.store, records, settings);
+        // A session view, not a turn: copying the records for the bindings is fine here.
+        let records: Vec<Vec<u8>> = records.iter().map(|r| r.to_vec()).collect();
+        let result = guest.call_render(&mut self.store, &records, settings);
         let messages = self.outcome(result)?;
         Ok(Some(
             messages.into_iter().map(|m| (m.role, m.content)).collect(),

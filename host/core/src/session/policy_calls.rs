@@ -10,6 +10,7 @@ use super::errors::{joined, policy_error};
 use crate::error::{Error, Kind};
 use crate::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 use crate::policy::{LoadedPolicy, PolicyInstance};
+use crate::store::Record;
 
 impl Proxy {
     pub(super) async fn settings(
@@ -48,7 +49,7 @@ impl Proxy {
     pub(super) async fn prepare(
         &self,
         policy: &Arc<LoadedPolicy>,
-        records: Vec<Vec<u8>>,
+        records: Vec<Record>,
         input: TurnInput,
         settings: Settings,
     ) -> Result<(PolicyInstance, Prepared, TurnInput, Settings), Error> {

@@ -43,7 +43,7 @@ impl ContextStore for MemoryStore {
             });
         session.head = head.clone();
         if let Some(record) = record {
-            session.records.push(record.to_vec());
+            session.records.push(super::Record::copy_from_slice(record));
         }
         Ok(super::delta_bytes(head, record))
     }

@@ -40,17 +40,21 @@ pub struct RemoteTurn {
     pub turn: u32,
 }
 
+/// One record as stored: shared, not copied, between a store's cache, the turn and the
+/// policy call (whose input is lowered into the guest straight from it).
+pub type Record = bytes::Bytes;
+
 /// A session as loaded for a turn: its head and all its records, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
     pub head: SessionHead,
-    pub records: Vec<Vec<u8>>,
+    pub records: Vec<Record>,
 }
 
 impl StoredSession {
     /// The session's context as stored: the sum of its records' bytes.
     pub fn bytes(&self) -> usize {
-        self.records.iter().map(Vec::len).sum()
+        self.records.iter().map(Record::len).sum()
     }
 }
 

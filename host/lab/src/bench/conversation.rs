@@ -6,6 +6,7 @@ use std::sync::Arc;
 pub use crate::byte_tokenizer::ByteTokenizer;
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 use discedge_core::policy::{HostServices, LoadedPolicy, PolicyRuntime};
+use discedge_core::store::Record;
 
 /// A conversation driven through one policy with fake model replies, as the host drives it.
 pub struct Conversation {
@@ -13,7 +14,7 @@ pub struct Conversation {
     pub runtime: Arc<PolicyRuntime>,
     pub services: Arc<dyn HostServices>,
     pub settings: Settings,
-    pub records: Vec<Vec<u8>>,
+    pub records: Vec<Record>,
     pub turn: u32,
 }
 
@@ -33,7 +34,7 @@ impl Conversation {
         let record = instance
             .commit(&input, &self.settings, &prepared.carry, &reply)
             .map_err(|e| e.to_string())?;
-        self.records.extend(record);
+        self.records.extend(record.map(Record::from));
         Ok(prepared)
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::{ContextStore, SessionHead, StoreError, StoredSession};
+use super::{ContextStore, Record, SessionHead, StoreError, StoredSession};
 use crate::blocking::run_blocking;
 use group::GroupCommit;
 
@@ -116,7 +116,7 @@ impl ContextStore for EmbeddedStore {
                 .map_err(unavailable)?
             {
                 let (_, value) = row.map_err(unavailable)?;
-                records.push(value.value().to_vec());
+                records.push(Record::copy_from_slice(value.value()));
             }
             if records.len() != head.records as usize {
                 return Err(StoreError::Corrupt(format!(
