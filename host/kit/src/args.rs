@@ -56,7 +56,7 @@ pub struct LimitArgs {
     #[arg(long, env = "DISCEDGE_POLICY_MEMORY_MIB", default_value_t = 64)]
     pub policy_memory_mib: usize,
     /// Where compiled components are kept, as the proxy's `--policy-cache-dir` (default:
-    /// compile on every run).
+    /// ~/.cache/discedge/policy-cache; compiling a Python policy takes seconds).
     #[arg(long, env = "DISCEDGE_POLICY_CACHE_DIR")]
     pub policy_cache_dir: Option<PathBuf>,
 }

@@ -34,7 +34,7 @@ pub fn open(
     let registry = PolicyRegistry::new(
         runtime.clone(),
         dir,
-        limits.policy_cache_dir.clone(),
+        limits.policy_cache_dir.clone().or_else(default_cache_dir),
         services,
     );
     // The mode the proxy would serve it as, or `policy` for a name it would skip.
@@ -47,6 +47,11 @@ pub fn open(
         runtime,
         policy: Arc::new(policy),
     })
+}
+
+/// `~/.cache/discedge/policy-cache`, where the scripts keep DisCEdge's other downloads.
+fn default_cache_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/discedge/policy-cache"))
 }
 
 /// A real model's tokenizer read from its GGUF, as a policy's host services.
