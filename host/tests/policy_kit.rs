@@ -78,7 +78,7 @@ fn new_project(parent: &Path, name: &str, lang: &str) -> PathBuf {
 
 /// Deploys `wasm` as mode `name` next to nothing else, and holds a three-turn conversation
 /// through it with the real model; returns the session id.
-async fn converse(wasm: &Path, name: &str) -> (common::TestProxy, String) {
+async fn converse(wasm: &Path, name: &str) -> (common::TestProxy, String, tempfile::TempDir) {
     let plugins = tempfile::tempdir().unwrap();
     deploy_bytes(plugins.path(), name, &std::fs::read(wasm).unwrap());
     let proxy = start_proxy(&["--plugins-dir", plugins.path().to_str().unwrap()]).await;
@@ -104,16 +104,14 @@ async fn converse(wasm: &Path, name: &str) -> (common::TestProxy, String) {
             "{reply}"
         );
     }
-    // Keep the plugins folder alive as long as the proxy.
-    std::mem::forget(plugins);
-    (proxy, session)
+    (proxy, session, plugins)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rust_policy_from_nothing_to_a_conversation() {
     let parent = tempfile::tempdir().unwrap();
     let wasm = new_project(parent.path(), "kit-rust", "rust");
-    let (proxy, session) = converse(&wasm, "kit-rust").await;
+    let (proxy, session, _plugins) = converse(&wasm, "kit-rust").await;
     let stored = proxy.stored(&session).await.expect("the session is stored");
     assert_eq!(stored.records.len(), 3);
     // The template exports `history`: the proxy shows the stored conversation.
@@ -149,7 +147,7 @@ async fn a_python_policy_from_nothing_to_a_conversation() {
     );
     let parent = tempfile::tempdir().unwrap();
     let wasm = new_project(parent.path(), "kit-python", "python");
-    let (proxy, session) = converse(&wasm, "kit-python").await;
+    let (proxy, session, _plugins) = converse(&wasm, "kit-python").await;
     let stored = proxy.stored(&session).await.expect("the session is stored");
     assert_eq!(stored.records.len(), 3);
     let first: serde_json::Value = serde_json::from_slice(&stored.records[0]).unwrap();
