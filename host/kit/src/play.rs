@@ -277,10 +277,22 @@ fn indented(text: &str) -> String {
         .join("\n")
 }
 
-/// A record as text when it is UTF-8 (control characters escaped), else as hex.
+/// A record as text when it is UTF-8 (only control characters escaped), else as hex.
 fn show_bytes(record: &[u8]) -> String {
     match std::str::from_utf8(record) {
-        Ok(text) => shown(&text.escape_debug().to_string()),
+        Ok(text) => shown(
+            &text
+                .chars()
+                .flat_map(|c| {
+                    let escaped = if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect::<String>(),
+        ),
         Err(_) => {
             let hex: String = record
                 .iter()
@@ -303,7 +315,7 @@ mod tests {
 
     #[test]
     fn records_show_as_text_or_hex() {
-        assert_eq!(show_bytes(b"hi\n"), "hi\\n");
+        assert_eq!(show_bytes(b"\"hi\"\n"), "\"hi\"\\n");
         assert_eq!(show_bytes(&[0xff, 0x00]), "hex ff00");
     }
 
