@@ -155,11 +155,12 @@ def workspace_crates():
     return sorted(out)
 
 
-# Dependencies a crate must not have: the lab's tools stay out of the server, HTTP out of the core.
+# Dependencies a crate must not have: the lab's and the kit's tools stay out of the server, HTTP
+# out of the core.
 FORBIDDEN = {
-    "host/core": ["discedge-server", "discedge-lab", "discedge-fred", "axum", "plotters", "csv", "indicatif"],
-    "host/fred": ["discedge-server", "discedge-lab", "axum", "plotters", "csv", "indicatif"],
-    "host/server": ["discedge-lab", "plotters", "csv", "indicatif"],
+    "host/core": ["discedge-server", "discedge-lab", "discedge-kit", "discedge-fred", "axum", "plotters", "csv", "indicatif"],
+    "host/fred": ["discedge-server", "discedge-lab", "discedge-kit", "axum", "plotters", "csv", "indicatif"],
+    "host/server": ["discedge-lab", "discedge-kit", "plotters", "csv", "indicatif"],
 }
 
 

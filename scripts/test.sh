@@ -14,7 +14,7 @@ export DISCEDGE_TEST_LLAMA_URL="$LLAMA_URL"
 echo "tests use llama-server at $DISCEDGE_TEST_LLAMA_URL"
 scripts/fuzz.sh 20
 log="$(mktemp)"
-cargo test -p discedge -p discedge-core -p discedge-fred -p discedge-server -p discedge-lab \
+cargo test -p discedge -p discedge-core -p discedge-fred -p discedge-server -p discedge-lab -p discedge-kit \
     -p discedge-tokenizer -p discedge-policy-sdk -p fred-testnode -p delay-relay 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one per test binary, the last often empty).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }

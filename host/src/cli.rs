@@ -1,5 +1,5 @@
 //! The `discedge` command: one command line over the crates by job. `serve` is the server's;
-//! `bench`, `scenario` and `report` are the lab's.
+//! `bench`, `scenario` and `report` are the lab's; `policy` is the policy author's kit.
 
 use clap::{Parser, Subcommand};
 
@@ -16,7 +16,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-/// The subcommands: the server's `serve` and the lab's three.
+/// The subcommands: the server's `serve`, the lab's three and the kit's `policy`.
 pub enum Command {
     /// Run the proxy.
     Serve(Box<discedge_server::config::ServeArgs>),
@@ -26,6 +26,8 @@ pub enum Command {
     Scenario(discedge_lab::args::ScenarioArgs),
     /// Turn scenario CSVs into a Markdown table (report.md, also printed) and SVG plots.
     Report(discedge_lab::args::ReportArgs),
+    /// Write, check and try context policies: `policy new`, `policy check`, `policy test`.
+    Policy(discedge_kit::args::PolicyArgs),
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     // A scenario run owns the terminal (progress bar, summary): its in-process proxy reports
     // only warnings unless RUST_LOG asks for more.
     let default_level = match command {
-        Command::Scenario(_) => "warn",
+        Command::Scenario(_) | Command::Policy(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -21,5 +21,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => discedge_lab::bench::run(args).await,
         Command::Scenario(args) => discedge_lab::scenario::run(args).await.map(|_| ()),
         Command::Report(args) => discedge_lab::report::run(&args).map(|_| ()),
+        Command::Policy(args) => discedge_kit::run(args).await,
     }
 }

@@ -227,6 +227,15 @@ impl PolicyRegistry {
         report
     }
 
+    /// Loads one component file as mode `name` exactly as [`reload`](Self::reload) loads the
+    /// folder's files (compiled or cached copy, linked, smoke-called), without serving it: for
+    /// tools that check a policy before it is deployed. Blocking (compiles).
+    pub fn load_file(&self, name: &str, path: &Path) -> Result<LoadedPolicy, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        self.load(name, path, &bytes, sha256)
+    }
+
     /// Compiles (or loads precompiled), links, checks the `history` export if there is one, and
     /// smoke-calls `info` before anything can use it.
     fn load(
@@ -319,4 +328,24 @@ pub fn policy_name(path: &Path) -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     valid.then(|| stem.to_owned())
+}
+
+/// A policy's token prompt must leave the model room to answer and use only ids it knows;
+/// a policy is untrusted code, and its mistakes must not pass for the client's. The proxy
+/// checks every token prompt with it, and `discedge policy check` applies the same rule.
+pub fn check_token_prompt(ids: &[u32], n_ctx: u32, vocab: Option<u32>) -> Result<(), String> {
+    if ids.len() >= n_ctx as usize {
+        return Err(format!(
+            "produced a prompt of {} tokens; the model's window is {n_ctx}",
+            ids.len()
+        ));
+    }
+    if let Some((bad, vocab)) =
+        vocab.and_then(|v| ids.iter().find(|&&id| id >= v).map(|bad| (bad, v)))
+    {
+        return Err(format!(
+            "produced token id {bad}, outside the model's vocabulary of {vocab}"
+        ));
+    }
+    Ok(())
 }

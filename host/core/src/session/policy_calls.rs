@@ -9,7 +9,7 @@ use super::Proxy;
 use super::errors::{joined, policy_error};
 use crate::error::{Error, Kind};
 use crate::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
-use crate::policy::{LoadedPolicy, PolicyInstance};
+use crate::policy::{LoadedPolicy, PolicyInstance, check_token_prompt};
 use crate::store::Record;
 
 impl Proxy {
@@ -118,27 +118,4 @@ impl Proxy {
         forward.insert("prompt".into(), prompt);
         Ok(forward)
     }
-}
-
-/// A policy's token prompt must leave the model room to answer and use only ids it knows;
-/// a policy is untrusted code, and its mistakes must not pass for the client's.
-pub(super) fn check_token_prompt(
-    ids: &[u32],
-    n_ctx: u32,
-    vocab: Option<u32>,
-) -> Result<(), String> {
-    if ids.len() >= n_ctx as usize {
-        return Err(format!(
-            "produced a prompt of {} tokens; the model's window is {n_ctx}",
-            ids.len()
-        ));
-    }
-    if let Some((bad, vocab)) =
-        vocab.and_then(|v| ids.iter().find(|&&id| id >= v).map(|bad| (bad, v)))
-    {
-        return Err(format!(
-            "produced token id {bad}, outside the model's vocabulary of {vocab}"
-        ));
-    }
-    Ok(())
 }
