@@ -4,7 +4,10 @@
 use std::path::Path;
 
 fn main() {
-    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/policy.wit");
+    // Read when the script runs, not baked in when it is compiled: a target dir shared by two
+    // checkouts may run a build script compiled in the other one.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let wit = Path::new(&manifest_dir).join("../../wit/policy.wit");
     println!("cargo:rerun-if-changed={}", wit.display());
     let text = std::fs::read_to_string(&wit).expect("reading wit/policy.wit");
     assert!(
