@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use discedge_core::gguf_tokenizer::TokenizerSource;
 use discedge_core::llm::{BlockingTokenizer, LlamaServer, LlmBackend};
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 use discedge_core::policy::{HostServices, PolicyInstance, check_token_prompt};
@@ -37,7 +38,14 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
             url
         }
     };
-    let llm: Arc<dyn LlmBackend> = Arc::new(LlamaServer::new(&url, Duration::from_secs(300)));
+    // The plain fake names no model file: ask its /tokenize straight away rather than
+    // warn that no local tokenizer could be found.
+    let source = match (&args.llama_url, &args.gguf) {
+        (None, None) => TokenizerSource::Http,
+        _ => TokenizerSource::Auto,
+    };
+    let llm: Arc<dyn LlmBackend> =
+        Arc::new(LlamaServer::new(&url, Duration::from_secs(300)).with_tokenizer(source));
     llm.prepare_tokenizer().await;
     let services: Arc<dyn HostServices> = Arc::new(BlockingTokenizer::new(
         llm.clone(),
