@@ -209,7 +209,7 @@ fn apply(
 mod tests {
     use std::future::Future;
     use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
 
     use super::super::EmbeddedStore;
     use crate::store::{ContextStore, contract};
