@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use discedge_core::gguf_tokenizer::TokenizerSource;
-use discedge_core::llm::{BlockingTokenizer, LlamaServer, LlmBackend};
+use discedge_core::llm::{BlockingTokenizer, LlamaServer, LlmBackend, policy_reply};
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 use discedge_core::policy::{HostServices, PolicyInstance, check_token_prompt};
 use discedge_core::store::Record;
@@ -239,34 +239,10 @@ async fn show_prompt(
     })
 }
 
-/// What the policy gets of llama-server's answer.
+/// What the policy gets of llama-server's answer, read as the proxy reads it.
 fn read_reply(answer: &Map<String, Value>, want_tokens: bool) -> anyhow::Result<Reply> {
-    let content = answer
-        .get("content")
-        .and_then(Value::as_str)
-        .context("llama-server's reply has no content")?;
-    let tokens = if want_tokens {
-        answer
-            .get("tokens")
-            .and_then(Value::as_array)
-            .and_then(|ids| {
-                ids.iter()
-                    .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
-                    .collect()
-            })
-            .context("llama-server's reply has no token ids (return_tokens)")?
-    } else {
-        Vec::new()
-    };
-    Ok(Reply {
-        content: content.into(),
-        tokens,
-        stop_type: answer
-            .get("stop_type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .into(),
-    })
+    policy_reply(answer, want_tokens)
+        .map_err(|what| anyhow::anyhow!("llama-server's reply has no {what}"))
 }
 
 /// Text cut to [`SHOWN_CHARS`].

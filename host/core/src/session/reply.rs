@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use super::Proxy;
 use super::turn::PreparedTurn;
 use crate::error::{Error, Kind};
+use crate::llm::policy_reply;
 use crate::policy::runtime::Reply;
 
 impl Proxy {
@@ -31,45 +32,18 @@ impl Proxy {
                 .counts
                 .roamed_turn(prepared.busy.warmed, evaluated, cached);
         }
-        let bad_reply = |what: &str| {
+        let model_reply = policy_reply(reply, prepared.want_reply_tokens).map_err(|what| {
             Error::new(
                 Kind::BadGateway,
                 "llm_failed",
                 format!("llama-server reply has no {what}"),
             )
             .with("policy", prepared.policy.label())
-        };
-        let content = reply
-            .get("content")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad_reply("content"))?
-            .to_owned();
-        let tokens = if prepared.want_reply_tokens {
-            reply
-                .get("tokens")
-                .and_then(Value::as_array)
-                .and_then(|ids| {
-                    ids.iter()
-                        .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
-                        .collect()
-                })
-                .ok_or_else(|| bad_reply("token ids (return_tokens)"))?
-        } else {
-            Vec::new()
-        };
-        let stop_type = reply
-            .get("stop_type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        })?;
         if prepared.want_reply_tokens && !prepared.client_wants_tokens {
             reply.remove("tokens");
         }
-        Ok(Reply {
-            content,
-            tokens,
-            stop_type,
-        })
+        Ok(model_reply)
     }
 }
 
