@@ -167,8 +167,9 @@ async fn components_that_do_not_fit_are_refused_and_the_old_version_serves() {
             .unwrap_or_else(|| panic!("{file} not refused: {reply}"))
     };
     assert!(
-        why("raw.wasm").contains("0.2.0"),
-        "names the contract it wants: {}",
+        why("raw.wasm").contains("policy@0.3.0")
+            && why("raw.wasm").contains("speaks discedge:policy@0.2.0 and @0.1.0"),
+        "names the contract it has and those the host speaks: {}",
         why("raw.wasm")
     );
     assert!(

@@ -17,6 +17,11 @@ pub struct TurnTiming {
     pub policy: Duration,
     /// The call to llama-server.
     pub llm: Duration,
+    /// The completions the policy asked for before the turn's prompt (contract 0.2.0), not
+    /// counted in `policy` or `llm`.
+    pub policy_llm: Duration,
+    /// How many completions the policy asked for.
+    pub policy_completions: u32,
     pub store_write: Duration,
     /// Bytes the commit wrote to the store.
     pub store_bytes: u64,
@@ -79,6 +84,9 @@ pub struct Metrics {
     policy: Histogram,
     llm: Histogram,
     store_write: Histogram,
+    /// Only turns whose policy asked for completions.
+    policy_llm: Histogram,
+    policy_completions: AtomicU64,
     prompt_tokens_evaluated: AtomicU64,
     prompt_tokens_cached: AtomicU64,
     store_bytes: AtomicU64,
@@ -107,6 +115,11 @@ impl Metrics {
             self.policy.observe(t.policy);
             self.llm.observe(t.llm);
             self.store_write.observe(t.store_write);
+            if t.policy_completions > 0 {
+                self.policy_llm.observe(t.policy_llm);
+                self.policy_completions
+                    .fetch_add(u64::from(t.policy_completions), Ordering::Relaxed);
+            }
             self.store_bytes.fetch_add(t.store_bytes, Ordering::Relaxed);
             if t.dropped_records > 0 {
                 self.dropped_records
@@ -141,13 +154,14 @@ impl Metrics {
                 escape(mode)
             );
         }
-        out.push_str("# HELP discedge_turn_seconds Where a turn's time went inside the proxy.\n");
+        out.push_str("# HELP discedge_turn_seconds Where a turn's time went inside the proxy (policy_llm: the completions a policy asked for, counted only in turns that asked).\n");
         out.push_str("# TYPE discedge_turn_seconds histogram\n");
         for (stage, histogram) in [
             ("store_read", &self.store_read),
             ("policy", &self.policy),
             ("llm", &self.llm),
             ("store_write", &self.store_write),
+            ("policy_llm", &self.policy_llm),
         ] {
             histogram.render(&mut out, "discedge_turn_seconds", stage);
         }
@@ -171,6 +185,11 @@ impl Metrics {
                 "discedge_replication_waits_total",
                 "Turns that waited for replication from another node.",
                 &self.replication_waits,
+            ),
+            (
+                "discedge_policy_completions_total",
+                "Completions policies asked the model for before building a turn's prompt (a summary, say).",
+                &self.policy_completions,
             ),
             (
                 "discedge_dropped_records_total",

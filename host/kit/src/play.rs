@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use discedge_core::gguf_tokenizer::TokenizerSource;
 use discedge_core::llm::{BlockingTokenizer, LlamaServer, LlmBackend, policy_reply};
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
-use discedge_core::policy::{HostServices, PolicyInstance, check_token_prompt};
+use discedge_core::policy::{HostServices, PolicyInstance, check_token_prompt, prepare_blocking};
 use discedge_core::store::Record;
 use discedge_lab::fake_llm::FakeLlm;
 use discedge_lab::scenario::file::Scenario;
@@ -113,9 +113,23 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
             prompt: message.clone(),
         };
         let started = Instant::now();
-        let (instance, prepared, input, settings) =
-            prepare(&opened, &services, records.clone(), input, settings).await?;
+        let (instance, prepared, input, settings, asked) = prepare(
+            &opened,
+            &services,
+            &llm,
+            vocab,
+            records.clone(),
+            input,
+            settings,
+        )
+        .await?;
         let mut policy_time = started.elapsed();
+        for (body, answer) in &asked {
+            let prompt = body.get("prompt").map(Value::to_string).unwrap_or_default();
+            let content = answer.get("content").and_then(Value::as_str).unwrap_or_default();
+            println!("policy asked the model: {}", shown(&prompt));
+            println!("model answered the policy: {}", shown(content));
+        }
         let prompt = show_prompt(&*llm, &prepared, message, n_ctx, vocab).await?;
         let mut body = Map::new();
         body.insert("prompt".into(), prompt);
@@ -160,20 +174,35 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fresh instance and its `prepare`, on a blocking thread as the proxy runs it.
+/// What the policy asked the model before the turn's prompt: each body and answer.
+type Asked = Vec<(Map<String, Value>, Map<String, Value>)>;
+
+/// A fresh instance and its `prepare`, on a blocking thread as the proxy runs it, with the
+/// completions a policy asks for first sent to the same model.
 async fn prepare(
     opened: &Arc<Opened>,
     services: &Arc<dyn HostServices>,
+    llm: &Arc<dyn LlmBackend>,
+    vocab: Option<u32>,
     records: Vec<Record>,
     input: TurnInput,
     settings: Settings,
-) -> anyhow::Result<(PolicyInstance, Prepared, TurnInput, Settings)> {
-    let (opened, services) = (opened.clone(), services.clone());
+) -> anyhow::Result<(PolicyInstance, Prepared, TurnInput, Settings, Asked)> {
+    let (opened, services, llm) = (opened.clone(), services.clone(), llm.clone());
     let turn = input.turn;
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let mut instance = opened.policy.instantiate(&opened.runtime, services)?;
-        let prepared = instance.prepare(&records, &input, &settings)?;
-        Ok((instance, prepared, input, settings))
+        let driven = prepare_blocking(
+            &opened.policy,
+            &opened.runtime,
+            &services,
+            &records,
+            &input,
+            &settings,
+            vocab,
+            |body| runtime.block_on(llm.complete(body)).map_err(|e| e.to_string()),
+        )?;
+        Ok((driven.instance, driven.prepared, input, settings, driven.asked))
     })
     .await?
     .map_err(|e: discedge_core::policy::CallFailure| {

@@ -235,9 +235,10 @@ async fn serve_turn(
     let t = &reply.timing;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let server_timing = format!(
-        "store-read;dur={:.3}, policy;dur={:.3}, llm;dur={:.3}, store-write;dur={:.3}",
+        "store-read;dur={:.3}, policy;dur={:.3}, policy-llm;dur={:.3}, llm;dur={:.3}, store-write;dur={:.3}",
         ms(t.store_read),
         ms(t.policy),
+        ms(t.policy_llm),
         ms(t.llm),
         ms(t.store_write)
     );
@@ -245,6 +246,10 @@ async fn serve_turn(
         headers.insert("server-timing", value);
     }
     headers.insert("x-discedge-store-bytes", HeaderValue::from(t.store_bytes));
+    headers.insert(
+        "x-discedge-policy-completions",
+        HeaderValue::from(t.policy_completions),
+    );
     if reply.replayed {
         headers.insert("x-discedge-replayed", HeaderValue::from_static("true"));
     }

@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Policy instances alive at once (requests in flight beyond this get 503).
     #[arg(long, env = "DISCEDGE_POLICY_INSTANCES", default_value_t = 128)]
     pub policy_instances: u32,
+    /// Completions a policy may ask the model for in one turn before its prompt (contract
+    /// 0.2.0, e.g. `summarize`'s summary); together they get one `--llm-timeout-secs`.
+    #[arg(long, env = "DISCEDGE_POLICY_COMPLETIONS", default_value_t = 4)]
+    pub policy_completions: u32,
     /// How long a turn that arrives before its predecessor has replicated waits for it, in ms.
     #[arg(long, env = "DISCEDGE_SYNC_WAIT_MS", default_value_t = 2000)]
     pub sync_wait_ms: u64,

@@ -60,6 +60,8 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<Node> {
         call_timeout: Duration::from_millis(args.policy_timeout_ms),
         memory_bytes: args.policy_memory_mib << 20,
         instances: args.policy_instances,
+        completions_per_turn: args.policy_completions,
+        completions_time: args.llm_timeout(),
     })?;
     let registry = Arc::new(PolicyRegistry::new(
         runtime,

@@ -6,7 +6,7 @@
 discedge_policy_sdk::bindings!("context-policy");
 
 use discedge::policy::types::{
-    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+    Answer, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, Step, TurnInput,
 };
 use exports::discedge::policy::policy::Guest;
 
@@ -25,13 +25,14 @@ impl Guest for Component {
         _records: Vec<Vec<u8>>,
         _input: TurnInput,
         _settings: Settings,
-    ) -> Result<Prepared, PolicyError> {
-        Ok(Prepared {
+        _answers: Vec<Answer>,
+    ) -> Result<Step, PolicyError> {
+        Ok(Step::Ready(Prepared {
             prompt: Prompt::Unchanged,
             want_reply_tokens: false,
             carry: Vec::new(),
             dropped_records: 0,
-        })
+        }))
     }
 
     fn commit(

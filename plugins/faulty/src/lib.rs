@@ -10,7 +10,7 @@ discedge_policy_sdk::bindings!("context-policy");
 use core::hint::black_box;
 
 use discedge::policy::types::{
-    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+    Answer, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, Step, TurnInput,
 };
 use exports::discedge::policy::policy::Guest;
 
@@ -36,7 +36,8 @@ impl Guest for Component {
         _records: Vec<Vec<u8>>,
         input: TurnInput,
         _settings: Settings,
-    ) -> Result<Prepared, PolicyError> {
+        _answers: Vec<Answer>,
+    ) -> Result<Step, PolicyError> {
         let prompt = input.prompt.clone();
         if prompt.contains("PANIC") {
             panic!("faulty policy asked to panic");
@@ -74,12 +75,12 @@ impl Guest for Component {
         // Says it left out as many old records as the prompt has `DROP`s, so the host's
         // accounting of them can be checked.
         let dropped_records = input.prompt.matches("DROP").count() as u32;
-        Ok(Prepared {
+        Ok(Step::Ready(Prepared {
             prompt,
             want_reply_tokens: false,
             carry: Vec::new(),
             dropped_records,
-        })
+        }))
     }
 
     fn commit(

@@ -1,5 +1,5 @@
-//! TEST FIXTURE, never shipped: implements `discedge:policy@0.2.0`, which the host (0.1.0)
-//! does not speak, so loading it must fail with a message and leave what serves untouched.
+//! TEST FIXTURE, never shipped: implements `discedge:policy@0.3.0`, which the host (0.1.0 and
+//! 0.2.0) does not speak, so loading it must fail with a message and leave what serves untouched.
 
 wit_bindgen::generate!({ path: "wit", world: "context-policy" });
 

@@ -12,7 +12,7 @@ use discedge_policy_sdk::{
 discedge_policy_sdk::bindings!("context-policy-with-history");
 
 use discedge::policy::types::{
-    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+    Answer, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, Step, TurnInput,
 };
 use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
@@ -32,7 +32,8 @@ impl Guest for Component {
         records: Vec<Vec<u8>>,
         input: TurnInput,
         settings: Settings,
-    ) -> Result<Prepared, PolicyError> {
+        _answers: Vec<Answer>,
+    ) -> Result<Step, PolicyError> {
         // Borrowed from the records, and the text reserved at its exact size: a long session
         // is held about twice (records and prompt), within the policy's memory limit.
         let history =
@@ -74,12 +75,12 @@ impl Guest for Component {
         }
         text.push_str(&opening);
 
-        Ok(Prepared {
+        Ok(Step::Ready(Prepared {
             prompt: Prompt::Text(text),
             want_reply_tokens: false,
             carry: encode_messages(&new),
             dropped_records: 0,
-        })
+        }))
     }
 
     fn commit(

@@ -14,7 +14,7 @@ discedge_policy_sdk::bindings!("context-policy-with-history");
 discedge_policy_sdk::token_policy!();
 
 use discedge::policy::types::{
-    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+    Answer, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, Step, TurnInput,
 };
 use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
@@ -36,7 +36,8 @@ impl Guest for Component {
         records: Vec<Vec<u8>>,
         input: TurnInput,
         settings: Settings,
-    ) -> Result<Prepared, PolicyError> {
+        _answers: Vec<Answer>,
+    ) -> Result<Step, PolicyError> {
         // Every record is checked, but only sized: a session too long for the context is
         // refused before its ids are held in memory (the policy's memory is limited).
         let heads = decode_records(&records, TokenRecord::head).map_err(PolicyError::Internal)?;
@@ -67,7 +68,7 @@ impl Guest for Component {
         }
         prompt.extend_from_slice(&new_ids);
 
-        Ok(Prepared {
+        Ok(Step::Ready(Prepared {
             prompt: Prompt::Tokens(prompt),
             want_reply_tokens: true,
             carry: TokenRecord {
@@ -77,7 +78,7 @@ impl Guest for Component {
             }
             .encode(),
             dropped_records: 0,
-        })
+        }))
     }
 
     fn commit(

@@ -17,7 +17,7 @@ discedge_policy_sdk::token_policy!();
 
 use discedge::policy::host::{self, LogLevel};
 use discedge::policy::types::{
-    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+    Answer, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, Step, TurnInput,
 };
 use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
@@ -40,7 +40,8 @@ impl Guest for Component {
         records: Vec<Vec<u8>>,
         input: TurnInput,
         settings: Settings,
-    ) -> Result<Prepared, PolicyError> {
+        _answers: Vec<Answer>,
+    ) -> Result<Step, PolicyError> {
         // Every record is checked and sized, but only the opening and the turns in the window
         // are decoded: a session grows for ever, the policy's memory does not.
         let heads = decode_records(&records, TokenRecord::head).map_err(PolicyError::Internal)?;
@@ -99,12 +100,12 @@ impl Guest for Component {
                 tokens: new_ids,
             }
         };
-        Ok(Prepared {
+        Ok(Step::Ready(Prepared {
             prompt: Prompt::Tokens(prompt),
             want_reply_tokens: true,
             carry: carry.encode(),
             dropped_records: start as u32,
-        })
+        }))
     }
 
     fn commit(

@@ -4,6 +4,9 @@
 //! Requests take an `Arc` of the policy they start with, so a swap never disturbs a request in
 //! flight: it finishes on the old version while the next request gets the new one.
 
+mod completion;
+mod contract;
+mod instance;
 pub mod runtime;
 mod watch;
 
@@ -17,6 +20,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
+pub use completion::{Driven, completion_body, prepare_blocking};
+pub use contract::{SPOKEN as CONTRACT_VERSIONS, Version as ContractVersion};
 pub use runtime::{CallFailure, HostServices, Limits, PolicyInstance, PolicyPre, PolicyRuntime};
 pub use watch::watch;
 
@@ -46,6 +51,11 @@ impl LoadedPolicy {
         self.pre.has_history()
     }
 
+    /// The contract version the component was built for.
+    pub fn contract(&self) -> ContractVersion {
+        self.pre.contract()
+    }
+
     /// `name@version+hash`, short enough for a header.
     pub fn label(&self) -> String {
         format!("{}@{}+{}", self.name, self.info.version, &self.sha256[..12])
@@ -61,6 +71,8 @@ pub struct PolicySummary {
     pub stores_context: bool,
     /// Whether the policy can show a stored session as chat messages (the `history` export).
     pub history: bool,
+    /// The `discedge:policy` contract version the component was built for ("0.2.0", "0.1.0").
+    pub contract: &'static str,
     pub sha256: String,
     pub path: String,
 }
@@ -152,6 +164,7 @@ impl PolicyRegistry {
                 description: p.info.description.clone(),
                 stores_context: p.info.stores_context,
                 history: p.has_history(),
+                contract: p.contract().as_str(),
                 sha256: p.sha256.clone(),
                 path: p.path.display().to_string(),
             })
@@ -257,7 +270,7 @@ impl PolicyRegistry {
                 let exports: Vec<String> =
                     component.component_type().exports(engine).map(|(name, _)| name.to_owned()).collect();
                 format!(
-                    "does not fit the host, which speaks discedge:policy@0.1.0: {e} (the component exports {})",
+                    "does not fit the host, which speaks {CONTRACT_VERSIONS}: {e} (the component exports {})",
                     exports.join(", ")
                 )
             })?;
@@ -266,7 +279,7 @@ impl PolicyRegistry {
             .runtime
             .instantiate(&pre, name.clone(), self.services.clone())
             .and_then(|mut instance| {
-                instance.check_history()?;
+                instance.check_exports()?;
                 instance.info()
             })
             .map_err(|e| format!("smoke call failed: {e}"))?;

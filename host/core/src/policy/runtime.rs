@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder,
@@ -17,36 +17,12 @@ use wasmtime_wasi::{
     WasiView,
 };
 
-use crate::store::Record;
-
-wasmtime::component::bindgen!({
-    path: "../../wit",
-    world: "context-policy",
-});
-
-/// Bindings for the optional `history` export, sharing the types and host imports above.
-mod with_history {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "context-policy-with-history",
-        with: {
-            "discedge:policy/types": crate::policy::runtime::discedge::policy::types,
-            "discedge:policy/host": crate::policy::runtime::discedge::policy::host,
-        },
-    });
-}
-
-use with_history::exports::discedge::policy::history;
-
-/// The name under which a component exports the optional `history` interface.
-const HISTORY_EXPORT: &str = "discedge:policy/history@0.1.0";
-/// The name under which a component exports the contract's `policy` interface.
-const POLICY_EXPORT: &str = "discedge:policy/policy@0.1.0";
-
-pub use discedge::policy::host::LogLevel;
-pub use discedge::policy::types::{
-    ChatTemplate, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+use super::contract::{self, Exports, LogLevel, Version};
+pub use super::contract::{
+    Answer, ChatTemplate, CompletionRequest, PolicyError, PolicyInfo, Prepared, Prompt, Reply,
+    Settings, Step, TurnInput,
 };
+pub use super::instance::PolicyInstance;
 
 /// What a policy may ask of the outside world, provided by the proxy (llama-server) or a test.
 pub trait HostServices: Send + Sync + 'static {
@@ -82,6 +58,11 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Policy instances alive at once (the pooling allocator's size).
     pub instances: u32,
+    /// Completions a policy may ask for in one turn (contract 0.2.0), so a policy that asks
+    /// for ever cannot hold a turn for ever.
+    pub completions_per_turn: u32,
+    /// Time all of a turn's policy completions may take together.
+    pub completions_time: Duration,
 }
 
 impl Default for Limits {
@@ -90,6 +71,8 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(5),
             memory_bytes: 64 << 20,
             instances: 128,
+            completions_per_turn: 4,
+            completions_time: Duration::from_secs(120),
         }
     }
 }
@@ -154,7 +137,7 @@ pub struct PolicyRuntime {
 }
 
 /// One of the runtime's `instances` slots, given back when the instance is dropped.
-struct InstanceSlot(Arc<AtomicU32>);
+pub(super) struct InstanceSlot(Arc<AtomicU32>);
 
 impl InstanceSlot {
     fn take(live: &Arc<AtomicU32>, limit: u32) -> Result<Self, CallFailure> {
@@ -179,13 +162,13 @@ pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    stderr: MemoryOutputPipe,
-    call_timeout: Duration,
+    pub(super) stderr: MemoryOutputPipe,
+    pub(super) call_timeout: Duration,
     /// When the current call's time is up; host calls get only what is left of it.
-    deadline: Instant,
+    pub(super) deadline: Instant,
     /// Set when a host call failed for lack of time: the call's outcome, whatever the guest
     /// did next (the epoch trap may or may not have fired by the time it returns).
-    host_timed_out: Option<String>,
+    pub(super) host_timed_out: Option<String>,
 }
 
 impl CallState {
@@ -225,10 +208,9 @@ impl WasiView for CallState {
     }
 }
 
-impl discedge::policy::types::Host for CallState {}
-
-impl discedge::policy::host::Host for CallState {
-    fn log(&mut self, level: LogLevel, message: String) {
+/// The host imports, whichever contract version the guest called them through.
+impl CallState {
+    pub(super) fn host_log(&mut self, level: LogLevel, message: &str) {
         let policy = &*self.policy;
         match level {
             LogLevel::Trace => tracing::trace!(policy, "{message}"),
@@ -239,15 +221,19 @@ impl discedge::policy::host::Host for CallState {
         }
     }
 
-    fn tokenize(&mut self, text: String, parse_special: bool) -> Result<Vec<u32>, String> {
+    pub(super) fn host_tokenize(
+        &mut self,
+        text: &str,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, String> {
         self.bounded("tokenize", |services, within| {
-            services.tokenize_within(&text, parse_special, within)
+            services.tokenize_within(text, parse_special, within)
         })
     }
 
-    fn detokenize(&mut self, tokens: Vec<u32>) -> Result<String, String> {
+    pub(super) fn host_detokenize(&mut self, tokens: &[u32]) -> Result<String, String> {
         self.bounded("detokenize", |services, within| {
-            services.detokenize_within(&tokens, within)
+            services.detokenize_within(tokens, within)
         })
     }
 }
@@ -265,8 +251,7 @@ impl PolicyRuntime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        ContextPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        contract::add_to_linker(&mut linker)?;
         let weak = engine.weak();
         thread::Builder::new()
             .name("policy-epoch".into())
@@ -290,30 +275,20 @@ impl PolicyRuntime {
         &self.engine
     }
 
+    /// The limits every policy call runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Links a compiled component against the host once, so each call only instantiates, and
-    /// finds out whether it exports the optional `history` interface.
+    /// finds which contract version it was built for and where its functions are.
     pub fn prepare_component(&self, component: &Component) -> anyhow::Result<PolicyPre> {
+        let exports = Exports::find(component)?;
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let history = match component.get_export_index(None, HISTORY_EXPORT) {
-            None => None,
-            // Exported, so it must be the contract's: a broken one is refused, not ignored.
-            Some(_) => {
-                Some(history::GuestIndices::new(&pre).map_err(|e| anyhow::anyhow!("{e:#}"))?)
-            }
-        };
-        let prepare = component
-            .get_export_index(None, POLICY_EXPORT)
-            .and_then(|policy| component.get_export_index(Some(&policy), "prepare"));
-        let policy = ContextPolicyPre::new(pre).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let prepare = prepare.ok_or_else(|| anyhow::anyhow!("no {POLICY_EXPORT}#prepare"))?;
-        Ok(PolicyPre {
-            policy,
-            prepare,
-            history,
-        })
+        Ok(PolicyPre { pre, exports })
     }
 
     /// A fresh store and instance for one call (or one prepare/commit pair).
@@ -353,20 +328,16 @@ impl PolicyRuntime {
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(self.ticks());
         let instance = pre
-            .policy
-            .instance_pre()
+            .pre
             .instantiate(&mut store)
             .map_err(|e| instantiate_failure(&store, e))?;
-        let bindings = ContextPolicy::new(&mut store, &instance).map_err(|e| failure(&store, e))?;
-        Ok(PolicyInstance {
+        Ok(PolicyInstance::new(
             store,
             instance,
-            bindings,
-            prepare: pre.prepare,
-            history: pre.history.clone(),
-            ticks: self.ticks(),
-            _slot: slot,
-        })
+            pre.exports.clone(),
+            self.ticks(),
+            slot,
+        ))
     }
 
     fn ticks(&self) -> u64 {
@@ -406,7 +377,7 @@ pub enum CallFailure {
 }
 
 /// Describes a trap with whatever the guest wrote to stderr (a panic message, say).
-fn failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
+pub(super) fn failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
     let what = match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "timed out".to_owned(),
         Some(trap) => format!("trapped: {trap}"),
@@ -436,140 +407,18 @@ fn instantiate_failure(store: &Store<CallState>, error: wasmtime::Error) -> Call
 /// [`PolicyRuntime::prepare_component`].
 #[derive(Clone)]
 pub struct PolicyPre {
-    policy: ContextPolicyPre<CallState>,
-    /// Where `prepare` is, for calling it with shared records (see [`PolicyInstance::prepare`]).
-    prepare: ComponentExportIndex,
-    /// Where the `history` export's functions are, when the component has one.
-    history: Option<history::GuestIndices>,
+    pre: InstancePre<CallState>,
+    exports: Exports,
 }
 
 impl PolicyPre {
     /// Whether the component exports the optional `history` interface (`render`).
     pub fn has_history(&self) -> bool {
-        self.history.is_some()
-    }
-}
-
-/// A live policy instance for one request; dropped afterwards (a trap poisons only this one).
-pub struct PolicyInstance {
-    store: Store<CallState>,
-    instance: wasmtime::component::Instance,
-    bindings: ContextPolicy,
-    prepare: ComponentExportIndex,
-    /// The `history` export's indices; its functions are only looked up when `render` is
-    /// called, so turns pay nothing for it.
-    history: Option<history::GuestIndices>,
-    ticks: u64,
-    _slot: InstanceSlot,
-}
-
-impl PolicyInstance {
-    /// Starts a call's time: the epoch deadline for wasm, the instant for host calls.
-    fn reset_deadline(&mut self) {
-        self.store.set_epoch_deadline(self.ticks);
-        let state = self.store.data_mut();
-        state.deadline = Instant::now() + state.call_timeout;
-        state.host_timed_out = None;
+        self.exports.render.is_some()
     }
 
-    /// The policy's `info`, under the same deadline and limits as every call.
-    pub fn info(&mut self) -> Result<PolicyInfo, CallFailure> {
-        self.reset_deadline();
-        let result = self
-            .bindings
-            .discedge_policy_policy()
-            .call_info(&mut self.store);
-        result.map_err(|e| failure(&self.store, e))
-    }
-
-    /// The policy's `prepare`: the prompt for this turn and the carry for `commit`, or why not.
-    ///
-    /// Called as a typed function of our own rather than through the bindings, whose
-    /// `call_prepare` takes `&[Vec<u8>]`: the records are lowered into the guest straight from
-    /// the store's shared [`Record`]s, with no copy of the session each turn.
-    pub fn prepare(
-        &mut self,
-        records: &[Record],
-        input: &TurnInput,
-        settings: &Settings,
-    ) -> Result<Prepared, CallFailure> {
-        self.reset_deadline();
-        let result = self
-            .instance
-            .get_typed_func::<(&[Record], &TurnInput, &Settings), (Result<Prepared, PolicyError>,)>(
-                &mut self.store,
-                &self.prepare,
-            )
-            .and_then(|prepare| prepare.call(&mut self.store, (records, input, settings)))
-            .map(|(result,)| result);
-        self.outcome(result)
-    }
-
-    /// The policy's `commit`: the record to append for this turn (none for a policy that keeps nothing).
-    pub fn commit(
-        &mut self,
-        input: &TurnInput,
-        settings: &Settings,
-        carry: &[u8],
-        reply: &Reply,
-    ) -> Result<Option<Vec<u8>>, CallFailure> {
-        self.reset_deadline();
-        let result = self.bindings.discedge_policy_policy().call_commit(
-            &mut self.store,
-            input,
-            settings,
-            carry,
-            reply,
-        );
-        self.outcome(result)
-    }
-
-    /// A contract call's result: a trap described with the policy's stderr, or the policy's
-    /// own answer, a declined call included.
-    fn outcome<T>(
-        &mut self,
-        result: wasmtime::Result<Result<T, PolicyError>>,
-    ) -> Result<T, CallFailure> {
-        // The model's server, not the policy, ran out the clock.
-        if let Some(timeout) = self.store.data_mut().host_timed_out.take() {
-            return Err(CallFailure::Declined(PolicyError::HostFailed(timeout)));
-        }
-        result
-            .map_err(|e| failure(&self.store, e))?
-            .map_err(CallFailure::Declined)
-    }
-
-    /// Looks up and type-checks the `history` export's functions, if there is one, so a
-    /// component whose `render` does not match the contract is refused when it is loaded.
-    pub(super) fn check_history(&mut self) -> Result<(), CallFailure> {
-        if let Some(indices) = &self.history {
-            indices
-                .load(&mut self.store, &self.instance)
-                .map_err(|e| failure(&self.store, e))?;
-        }
-        Ok(())
-    }
-
-    /// The stored session as chat messages (role, content), oldest first, from the optional
-    /// `history` export; `Ok(None)` when the component has none.
-    pub fn render(
-        &mut self,
-        records: &[Record],
-        settings: &Settings,
-    ) -> Result<Option<Vec<(String, String)>>, CallFailure> {
-        let Some(indices) = &self.history else {
-            return Ok(None);
-        };
-        let guest = indices
-            .load(&mut self.store, &self.instance)
-            .map_err(|e| failure(&self.store, e))?;
-        self.reset_deadline();
-        // A session view, not a turn: copying the records for the bindings is fine here.
-        let records: Vec<Vec<u8>> = records.iter().map(|r| r.to_vec()).collect();
-        let result = guest.call_render(&mut self.store, &records, settings);
-        let messages = self.outcome(result)?;
-        Ok(Some(
-            messages.into_iter().map(|m| (m.role, m.content)).collect(),
-        ))
+    /// The contract version the component was built for.
+    pub fn contract(&self) -> Version {
+        self.exports.version
     }
 }

@@ -37,6 +37,17 @@ pub(super) fn policy_error(failure: CallFailure, policy: &LoadedPolicy) -> Error
     error.with("policy", policy.label())
 }
 
+/// A policy's output the host refuses to use (a bad prompt, a bad completion request): the
+/// policy's bug, not the client's.
+pub(super) fn bad_output(policy: &LoadedPolicy, why: &str) -> Error {
+    Error::new(
+        Kind::Internal,
+        "policy_bad_output",
+        format!("policy {} {why}", policy.name),
+    )
+    .with("policy", policy.label())
+}
+
 pub(super) fn joined(e: crate::blocking::Aborted, policy: &LoadedPolicy) -> Error {
     Error::new(
         Kind::Internal,

@@ -18,6 +18,7 @@ use crate::policy::runtime::{ChatTemplate, TurnInput};
 use crate::policy::{HostServices, PolicyRegistry};
 use crate::store::{ContextStore, SessionHead};
 
+mod completions;
 mod errors;
 mod load;
 mod locks;
@@ -265,9 +266,10 @@ impl Proxy {
             .await;
         let n_ctx = settings.n_ctx;
         let started = Instant::now();
-        let (instance, prepared, input, settings) =
-            self.prepare(&policy, records, input, settings).await?;
-        timing.policy = started.elapsed();
+        let (instance, prepared, input, settings) = self
+            .prepare(&policy, records, input, settings, Some(&mut timing))
+            .await?;
+        timing.policy = started.elapsed().saturating_sub(timing.policy_llm);
         timing.dropped_records = prepared.dropped_records;
         let want_reply_tokens = prepared.want_reply_tokens;
         let client_wants_tokens = forward

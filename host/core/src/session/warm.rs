@@ -109,16 +109,23 @@ impl Proxy {
                 stored.records.clone(),
                 input.clone(),
                 settings.clone(),
+                None,
             )
             .await
         {
             Err(e) if e.code == "context_full" => {
                 settings.reply_budget = 1;
-                self.prepare(&policy, stored.records, input, settings).await
+                self.prepare(&policy, stored.records, input, settings, None)
+                    .await
             }
             other => other,
         };
-        let (_, prepared, _, _) = prepared?;
+        let (_, prepared, _, _) = match prepared {
+            // The next turn will summarise (or otherwise ask the model) first: its prompt is
+            // not known before that, so there is no prefix to warm.
+            Err(e) if e.code == "policy_wants_completion" => return Ok(None),
+            other => other?,
+        };
         let mut forward = Map::new();
         forward.insert("n_predict".into(), 0.into());
         forward.insert("cache_prompt".into(), true.into());

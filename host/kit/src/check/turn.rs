@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
-use discedge_core::policy::{CallFailure, HostServices, check_token_prompt};
+use discedge_core::policy::{CallFailure, HostServices, check_token_prompt, prepare_blocking};
+use serde_json::{Map, Value, json};
 use discedge_core::store::Record;
 
 use super::Report;
@@ -169,17 +170,20 @@ impl Player<'_> {
     ) -> Step {
         let start = Instant::now();
         let policy = &self.opened.policy;
-        let mut instance = match policy.instantiate(&self.opened.runtime, self.services.clone()) {
-            Ok(instance) => instance,
-            Err(e) => {
-                return Step {
-                    prepared: Err(e),
-                    record: None,
-                    time: start.elapsed(),
-                };
-            }
+        let driven = prepare_blocking(
+            policy,
+            &self.opened.runtime,
+            &self.services,
+            records,
+            input,
+            settings,
+            Some(self.vocab),
+            |_| Ok(self.fake_answer()),
+        );
+        let (mut instance, prepared) = match driven {
+            Ok(d) => (Some(d.instance), Ok(d.prepared)),
+            Err(e) => (None, Err(e)),
         };
-        let prepared = instance.prepare(records, input, settings);
         let record = match &prepared {
             Ok(p) if policy.info.stores_context => {
                 let reply = Reply {
@@ -191,7 +195,9 @@ impl Player<'_> {
                     },
                     stop_type: "eos".into(),
                 };
-                Some(instance.commit(input, settings, &p.carry, &reply))
+                instance
+                    .as_mut()
+                    .map(|instance| instance.commit(input, settings, &p.carry, &reply))
             }
             _ => None,
         };
@@ -200,6 +206,15 @@ impl Player<'_> {
             record,
             time: start.elapsed(),
         }
+    }
+
+    /// The fake model's answer to a completion the policy asks for (a summary, say): fixed,
+    /// so a turn played twice gets the same one.
+    fn fake_answer(&self) -> Map<String, Value> {
+        let text = "The user and the assistant talked about the user's plans.";
+        let tokens = self.services.tokenize(text, false).unwrap_or_default();
+        let answer = json!({"content": text, "tokens": tokens, "stop_type": "eos"});
+        answer.as_object().cloned().unwrap_or_default()
     }
 
     /// The proxy's own check of a token prompt (a violation), and whether a text prompt fits

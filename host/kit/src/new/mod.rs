@@ -143,6 +143,6 @@ mod tests {
 
     #[test]
     fn embedded_wit_is_the_contract() {
-        assert!(POLICY_WIT.contains("package discedge:policy@0.1.0;"));
+        assert!(POLICY_WIT.contains("package discedge:policy@0.2.0;"));
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 pub use crate::byte_tokenizer::ByteTokenizer;
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
-use discedge_core::policy::{HostServices, LoadedPolicy, PolicyRuntime};
+use discedge_core::policy::{Driven, HostServices, LoadedPolicy, PolicyRuntime, prepare_blocking};
+use serde_json::{Map, Value, json};
 use discedge_core::store::Record;
 
 /// A conversation driven through one policy with fake model replies, as the host drives it.
@@ -23,13 +24,21 @@ impl Conversation {
     pub fn turn(&mut self, prompt: &str, reply_text: &str) -> Result<Prepared, String> {
         self.turn += 1;
         let input = turn_input(self.turn, prompt);
-        let mut instance = self
-            .policy
-            .instantiate(&self.runtime, self.services.clone())
-            .map_err(|e| e.to_string())?;
-        let prepared = instance
-            .prepare(&self.records, &input, &self.settings)
-            .map_err(|e| e.to_string())?;
+        let Driven {
+            mut instance,
+            prepared,
+            ..
+        } = prepare_blocking(
+            &self.policy,
+            &self.runtime,
+            &self.services,
+            &self.records,
+            &input,
+            &self.settings,
+            None,
+            |_| Ok(fake_answer(FAKE_SUMMARY)),
+        )
+        .map_err(|e| e.to_string())?;
         let reply = fake_reply(reply_text);
         let record = instance
             .commit(&input, &self.settings, &prepared.carry, &reply)
@@ -46,6 +55,16 @@ fn turn_input(turn: u32, prompt: &str) -> TurnInput {
         turn,
         prompt: prompt.into(),
     }
+}
+
+/// What the fake model answers a policy's own completion (`summarize`'s summary).
+pub const FAKE_SUMMARY: &str = "The user and the assistant talked about the user's plans.";
+
+/// llama-server's answer to a policy's completion, with `text` as what it generated.
+fn fake_answer(text: &str) -> Map<String, Value> {
+    let tokens = ByteTokenizer.tokenize(text, false).unwrap_or_default();
+    let answer = json!({"content": text, "tokens": tokens, "stop_type": "eos"});
+    answer.as_object().cloned().unwrap_or_default()
 }
 
 /// What the model would return, tokenized by the fake tokenizer (not through the policy's host).

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from componentize_py_types import Err
 from wit_world.imports.types import (
+    Answer,
     ChatTemplate,
     PolicyError_Internal,
     PolicyInfo,
@@ -20,6 +21,7 @@ from wit_world.imports.types import (
     Prompt_Text,
     Reply,
     Settings,
+    Step_Ready,
     TurnInput,
 )
 from wit_world import exports
@@ -53,7 +55,10 @@ class Policy(exports.Policy):
             stores_context=True,
         )
 
-    def prepare(self, records: List[bytes], input: TurnInput, settings: Settings) -> Prepared:
+    def prepare(self, records: List[bytes], input: TurnInput, settings: Settings,
+                answers: List[Answer]) -> Step_Ready:
+        # `answers` holds the completions this turn asked for (return Step_Complete(...) to
+        # ask one, e.g. for a summary); this policy never asks, so it is always empty.
         template = settings.template
         turns = [read_record(i, r) for i, r in enumerate(records)]
         system = settings.system_prompt if not turns else turns[0].get("system")
@@ -70,12 +75,12 @@ class Policy(exports.Policy):
         carry = {"user": input.prompt}
         if not turns and settings.system_prompt:
             carry["system"] = settings.system_prompt
-        return Prepared(
+        return Step_Ready(Prepared(
             prompt=Prompt_Text(text),
             want_reply_tokens=False,
             carry=json.dumps(carry, sort_keys=True).encode("utf-8"),
             dropped_records=dropped,
-        )
+        ))
 
     def commit(self, input: TurnInput, settings: Settings, carry: bytes, reply: Reply) -> Optional[bytes]:
         turn = json.loads(carry.decode("utf-8"))

@@ -12,7 +12,7 @@ use discedge_policy_sdk::{
 discedge_policy_sdk::bindings!("context-policy-with-history");
 
 use discedge::policy::types::{
-    PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, TurnInput,
+    Answer, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, Step, TurnInput,
 };
 use exports::discedge::policy::history::{Guest as History, Message as HistoryMessage};
 use exports::discedge::policy::policy::Guest;
@@ -35,7 +35,8 @@ impl Guest for Component {
         records: Vec<Vec<u8>>,
         input: TurnInput,
         settings: Settings,
-    ) -> Result<Prepared, PolicyError> {
+        _answers: Vec<Answer>,
+    ) -> Result<Step, PolicyError> {
         let turns = decode_records(&records, decode_messages).map_err(PolicyError::Internal)?;
         // This turn's new messages; on turn 1 the system message is stored with them.
         let mut new: Vec<Message> = Vec::new();
@@ -64,12 +65,12 @@ impl Guest for Component {
         new.iter().for_each(&mut send);
         text.push_str(&reply_opening(&t));
 
-        Ok(Prepared {
+        Ok(Step::Ready(Prepared {
             prompt: Prompt::Text(text),
             want_reply_tokens: false,
             carry: encode_messages(&new),
             dropped_records: dropped as u32,
-        })
+        }))
     }
 
     fn commit(
