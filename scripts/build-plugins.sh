@@ -13,7 +13,7 @@ out="$target_dir/wasm32-wasip2/release"
 
 cd "$repo"
 cargo build --release --target wasm32-wasip2 \
-    -p policy-raw -p policy-tokenized -p policy-truncate -p policy-client-side -p policy-faulty -p policy-future-version
+    -p policy-raw -p policy-tokenized -p policy-truncate -p policy-summarize -p policy-client-side -p policy-faulty -p policy-future-version
 
 # install_atomically SOURCE DEST: atomically replace DEST with SOURCE.
 install_atomically() {
@@ -28,7 +28,7 @@ install_atomically() {
     echo "installed $2 ($(stat -c %s "$2") bytes)"
 }
 
-for mode in raw tokenized truncate client-side; do
+for mode in raw tokenized truncate summarize client-side; do
     install_atomically "$out/policy_${mode//-/_}.wasm" "$repo/plugins/dist/$mode.wasm"
 done
 install_atomically "$out/policy_faulty.wasm" "$repo/testdata/policies/faulty.wasm"

@@ -126,7 +126,10 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
         let mut policy_time = started.elapsed();
         for (body, answer) in &asked {
             let prompt = body.get("prompt").map(Value::to_string).unwrap_or_default();
-            let content = answer.get("content").and_then(Value::as_str).unwrap_or_default();
+            let content = answer
+                .get("content")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             println!("policy asked the model: {}", shown(&prompt));
             println!("model answered the policy: {}", shown(content));
         }
@@ -200,9 +203,19 @@ async fn prepare(
             &input,
             &settings,
             vocab,
-            |body| runtime.block_on(llm.complete(body)).map_err(|e| e.to_string()),
+            |body| {
+                runtime
+                    .block_on(llm.complete(body))
+                    .map_err(|e| e.to_string())
+            },
         )?;
-        Ok((driven.instance, driven.prepared, input, settings, driven.asked))
+        Ok((
+            driven.instance,
+            driven.prepared,
+            input,
+            settings,
+            driven.asked,
+        ))
     })
     .await?
     .map_err(|e: discedge_core::policy::CallFailure| {

@@ -10,7 +10,8 @@ discedge_policy_sdk::bindings!("context-policy");
 use core::hint::black_box;
 
 use discedge::policy::types::{
-    Answer, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, Step, TurnInput,
+    Answer, CompletionRequest, PolicyError, PolicyInfo, Prepared, Prompt, Reply, Settings, Step,
+    TurnInput,
 };
 use exports::discedge::policy::policy::Guest;
 
@@ -36,9 +37,46 @@ impl Guest for Component {
         _records: Vec<Vec<u8>>,
         input: TurnInput,
         _settings: Settings,
-        _answers: Vec<Answer>,
+        answers: Vec<Answer>,
     ) -> Result<Step, PolicyError> {
         let prompt = input.prompt.clone();
+        // Completions (contract 0.2.0): one answered and used, asked for ever, asked badly.
+        let ask = |prompt: Prompt, options_json: &str| {
+            Ok(Step::Complete(CompletionRequest {
+                prompt,
+                n_predict: 4,
+                options_json: options_json.into(),
+                state: (answers.len() as u32).to_le_bytes().to_vec(),
+            }))
+        };
+        if prompt.contains("ASKFOREVER") {
+            return ask(Prompt::Text("Say yes.".into()), "");
+        }
+        if prompt.contains("ASKBADOPTIONS") {
+            return ask(Prompt::Text("Say yes.".into()), r#"{"stream": true}"#);
+        }
+        if prompt.contains("ASKTWICE") && answers.len() < 2 {
+            return ask(Prompt::Text("Say yes.".into()), r#"{"temperature": 0}"#);
+        }
+        if prompt.contains("ASKTWICE") {
+            // What the host handed back: each answer's state and that the model answered.
+            let seen: Vec<String> = answers
+                .iter()
+                .map(|a| {
+                    format!(
+                        "state {:?} answered {}",
+                        a.state,
+                        !a.reply.tokens.is_empty()
+                    )
+                })
+                .collect();
+            return Ok(Step::Ready(Prepared {
+                prompt: Prompt::Text(seen.join("; ")),
+                want_reply_tokens: false,
+                carry: Vec::new(),
+                dropped_records: 0,
+            }));
+        }
         if prompt.contains("PANIC") {
             panic!("faulty policy asked to panic");
         }

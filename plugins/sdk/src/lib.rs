@@ -9,6 +9,7 @@
 #[cfg(feature = "guest")]
 mod guest;
 mod messages;
+pub mod summary;
 mod template;
 mod tokens;
 mod window;
@@ -21,7 +22,8 @@ pub use template::{
     user_turn, user_turn_pieces,
 };
 pub use tokens::{TokenRecord, TokenRecordHead, append_ids, close_turn, session_tokens};
-pub use window::{choose_window, low_water};
+pub use window::{check_window_heads, choose_window, low_water};
+pub use wire::{Reader, len_u32, put_string, put_u32, put_varint};
 
 // The bindings the macros generate in a policy's crate use wit-bindgen's runtime from here.
 #[cfg(feature = "guest")]

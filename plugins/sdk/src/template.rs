@@ -127,7 +127,8 @@ impl Pieces {
         self.0.iter().map(|(text, _)| text.as_str()).collect()
     }
 
-    fn message(&mut self, t: &Template, role: &str, content: &str) {
+    /// One framed message: its prefix and suffix are markup, its content is not.
+    pub fn message(&mut self, t: &Template, role: &str, content: &str) {
         self.markup(&t.message_prefix.replace(ROLE, role));
         self.content(content);
         self.markup(&t.message_suffix);

@@ -56,6 +56,21 @@ pub fn choose_window(
         .unwrap_or(records))
 }
 
+/// Rejects token records a window policy cannot have written: only the first one pins an
+/// opening, and a window never starts after the turn that recorded it.
+pub fn check_window_heads(history: &[crate::TokenRecordHead]) -> Result<(), String> {
+    for (i, r) in history.iter().enumerate() {
+        if i > 0 && r.pinned != 0 {
+            return Err(format!("record {i}: only the first record may pin"));
+        }
+        if r.window_start as usize > i {
+            let start = r.window_start;
+            return Err(format!("record {i}: window starts at {start}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +79,20 @@ mod tests {
 
     fn total(lens: &[usize], pinned: usize, start: usize, new_len: usize, budget: usize) -> usize {
         pinned + lens[start..].iter().sum::<usize>() + new_len + budget
+    }
+
+    #[test]
+    fn window_heads_pin_only_first_and_never_start_ahead() {
+        let head = |pinned, window_start| crate::TokenRecordHead {
+            pinned,
+            window_start,
+            tokens: 10,
+        };
+        assert_eq!(check_window_heads(&[head(3, 0), head(0, 1), head(0, 1)]), Ok(()));
+        let err = check_window_heads(&[head(3, 0), head(2, 0)]).unwrap_err();
+        assert!(err.contains("record 1: only the first record may pin"), "{err}");
+        let err = check_window_heads(&[head(3, 0), head(0, 2)]).unwrap_err();
+        assert!(err.contains("record 1: window starts at 2"), "{err}");
     }
 
     #[test]

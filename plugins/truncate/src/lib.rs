@@ -7,7 +7,7 @@
 //! changes the prompt's prefix and costs llama-server a full re-evaluation.
 
 use discedge_policy_sdk::{
-    TokenRecord, TokenRecordHead, append_ids, choose_window, decode_records, opening_pieces,
+    TokenRecord, append_ids, check_window_heads, choose_window, decode_records, opening_pieces,
     user_turn_pieces,
 };
 
@@ -45,7 +45,7 @@ impl Guest for Component {
         // Every record is checked and sized, but only the opening and the turns in the window
         // are decoded: a session grows for ever, the policy's memory does not.
         let heads = decode_records(&records, TokenRecord::head).map_err(PolicyError::Internal)?;
-        check_window_state(&heads)?;
+        check_window_heads(&heads).map_err(PolicyError::Internal)?;
         let t = token_policy::template(&settings);
 
         // The opening is tokenized on its own on turn 1, so its length (`pinned`) is known.
@@ -116,25 +116,6 @@ impl Guest for Component {
     ) -> Result<Option<Vec<u8>>, PolicyError> {
         token_policy::commit(&settings, &carry, &reply)
     }
-}
-
-/// Rejects records this policy cannot have written: only the first one pins an opening, and a
-/// window never starts after the turn that recorded it.
-fn check_window_state(history: &[TokenRecordHead]) -> Result<(), PolicyError> {
-    for (i, r) in history.iter().enumerate() {
-        if i > 0 && r.pinned != 0 {
-            return Err(PolicyError::Internal(format!(
-                "record {i}: only the first record may pin"
-            )));
-        }
-        if r.window_start as usize > i {
-            let start = r.window_start;
-            return Err(PolicyError::Internal(format!(
-                "record {i}: window starts at {start}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 impl History for Component {

@@ -119,12 +119,14 @@ pub fn prepare_blocking(
                 "asked for more than {limit} completions in one turn"
             )));
         }
-        let body = completion_body(&request, settings.n_ctx, vocab).map_err(CallFailure::Trapped)?;
-        let reply = complete(&body)
-            .map_err(|e| CallFailure::Declined(PolicyError::HostFailed(e)))?;
-        answers.push(answer(request.state, &reply).map_err(|e| {
-            CallFailure::Declined(PolicyError::HostFailed(e))
-        })?);
+        let body =
+            completion_body(&request, settings.n_ctx, vocab).map_err(CallFailure::Trapped)?;
+        let reply =
+            complete(&body).map_err(|e| CallFailure::Declined(PolicyError::HostFailed(e)))?;
+        answers.push(
+            answer(request.state, &reply)
+                .map_err(|e| CallFailure::Declined(PolicyError::HostFailed(e)))?,
+        );
         asked.push((body, reply));
     }
 }

@@ -71,7 +71,8 @@ impl Exports {
     pub fn find(component: &Component) -> anyhow::Result<Self> {
         for version in [Version::V0_2, Version::V0_1] {
             let v = version.as_str();
-            let Some(policy) = component.get_export_index(None, &format!("discedge:policy/policy@{v}"))
+            let Some(policy) =
+                component.get_export_index(None, &format!("discedge:policy/policy@{v}"))
             else {
                 continue;
             };
@@ -80,7 +81,9 @@ impl Exports {
                     .get_export_index(Some(&policy), name)
                     .ok_or_else(|| anyhow::anyhow!("no discedge:policy/policy@{v}#{name}"))
             };
-            let render = match component.get_export_index(None, &format!("discedge:policy/history@{v}")) {
+            let render = match component
+                .get_export_index(None, &format!("discedge:policy/history@{v}"))
+            {
                 None => None,
                 // Exported, so it must be the contract's: a broken one is refused, not ignored.
                 Some(history) => Some(

@@ -6,7 +6,9 @@ use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::Instance;
 
-use super::contract::{Answer, Exports, PolicyError, PolicyInfo, Prepared, Reply, Settings, Step, TurnInput, Version};
+use super::contract::{
+    Answer, Exports, PolicyError, PolicyInfo, Prepared, Reply, Settings, Step, TurnInput, Version,
+};
 use super::runtime::{CallFailure, CallState, InstanceSlot, failure};
 use crate::store::Record;
 

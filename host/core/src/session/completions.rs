@@ -25,7 +25,8 @@ impl Proxy {
         timing: &mut TurnTiming,
     ) -> Result<Answer, Error> {
         let vocab = self.llm.vocab_size().await.ok().flatten();
-        let body = completion_body(&request, n_ctx, vocab).map_err(|why| bad_output(policy, &why))?;
+        let body =
+            completion_body(&request, n_ctx, vocab).map_err(|why| bad_output(policy, &why))?;
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
         let answer = match tokio::time::timeout(left, self.llm.complete(&body)).await {

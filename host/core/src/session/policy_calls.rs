@@ -95,7 +95,9 @@ impl Proxy {
                 let limit = limits.completions_per_turn;
                 return Err(bad_output(
                     policy,
-                    &format!("asked for more than {limit} completions in one turn (--policy-completions)"),
+                    &format!(
+                        "asked for more than {limit} completions in one turn (--policy-completions)"
+                    ),
                 ));
             }
             let answer = self
@@ -121,8 +123,12 @@ impl Proxy {
         crate::blocking::run_blocking(move || {
             let _in_turn = span.enter();
             let mut instance = policy2.instantiate(&runtime, services)?;
-            let step =
-                instance.prepare(&round.records, &round.input, &round.settings, &round.answers)?;
+            let step = instance.prepare(
+                &round.records,
+                &round.input,
+                &round.settings,
+                &round.answers,
+            )?;
             let outcome = match step {
                 Step::Ready(prepared) => Ok((instance, prepared)),
                 Step::Complete(request) => Err(request),

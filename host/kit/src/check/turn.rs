@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 use discedge_core::policy::{CallFailure, HostServices, check_token_prompt, prepare_blocking};
-use serde_json::{Map, Value, json};
 use discedge_core::store::Record;
+use serde_json::{Map, Value, json};
 
 use super::Report;
 use super::cases::Case;

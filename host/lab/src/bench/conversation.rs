@@ -6,8 +6,8 @@ use std::sync::Arc;
 pub use crate::byte_tokenizer::ByteTokenizer;
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
 use discedge_core::policy::{Driven, HostServices, LoadedPolicy, PolicyRuntime, prepare_blocking};
-use serde_json::{Map, Value, json};
 use discedge_core::store::Record;
+use serde_json::{Map, Value, json};
 
 /// A conversation driven through one policy with fake model replies, as the host drives it.
 pub struct Conversation {
