@@ -187,8 +187,10 @@ fn check_reports_the_faulty_fixtures_misbehaviours_and_fails() {
 
 #[test]
 fn check_passes_the_shipped_policies() {
-    for name in ["raw", "tokenized", "truncate", "client-side"] {
-        let file = common::shipped_plugins().join(format!("{name}.wasm"));
+    let old_truncate = common::repo_dir().join("testdata/contract-0.1.0/truncate.wasm");
+    let files = ["raw", "tokenized", "truncate", "summarize", "client-side"]
+        .map(|name| (name, common::shipped_plugins().join(format!("{name}.wasm"))));
+    for (name, file) in files.into_iter().chain([("truncate@0.1.0", old_truncate)]) {
         let text = succeed(
             &format!("policy check {name}"),
             discedge().args(["policy", "check"]).arg(&file),
