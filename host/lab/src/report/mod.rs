@@ -1,9 +1,10 @@
 //! `discedge report DIR`: turns the CSVs of one or more scenario runs into the experiment's
 //! report, so that a researcher gets the paper's comparison from a run without a notebook:
-//! `report.md` (a table per mode and the paper's figures next to ours, also printed) and four
-//! SVG plots. Only answered turns (HTTP 200) count; failures show in each mode's ok/total.
+//! `report.md` (a table per mode, the planted facts each mode recalled when the scenario has
+//! `expect:` checks, and the paper's figures next to ours, also printed) and five SVG plots. Only answered turns (HTTP 200) count; failures show in each mode's ok/total.
 
 mod plot;
+mod recall;
 mod roaming;
 mod table;
 
@@ -134,12 +135,16 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Report> {
         plots.push(path);
     }
     let (modes, comparisons) = (table::modes(&data), table::comparisons(&data));
-    let roamed = roaming::roaming(&data);
-    let tables = format!("{modes}\n{comparisons}\n{roamed}");
+    let (roamed, facts) = (roaming::roaming(&data), recall::facts(&data));
+    let mut tables = format!("{modes}\n");
+    if !facts.is_empty() {
+        tables.push_str(&format!("{facts}\n"));
+    }
+    tables.push_str(&format!("{comparisons}\n{roamed}"));
     let markdown = out.join("report.md");
     std::fs::write(
         &markdown,
-        table::markdown(&data, &modes, &comparisons, &roamed),
+        table::markdown(&data, &modes, &facts, &comparisons, &roamed),
     )
     .with_context(|| format!("cannot write {}", markdown.display()))?;
 

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use super::{Data, PLOTS, cached_tokens, median};
+use super::{Data, PLOTS, cached_tokens, median, recall};
 use crate::scenario::Row;
 
 /// The per-mode table.
 pub fn modes(data: &Data) -> String {
-    let header = [
+    let mut header = vec![
         "mode",
         "turns ok",
         "round trip ms (median)",
@@ -18,7 +18,14 @@ pub fn modes(data: &Data) -> String {
         "store bytes (total)",
         "prompt tokens evaluated / cached (mean)",
     ];
-    let rows: Vec<Vec<String>> = data.modes.iter().map(|m| mode_row(data, m)).collect();
+    let mut rows: Vec<Vec<String>> = data.modes.iter().map(|m| mode_row(data, m)).collect();
+    if recall::any(data) {
+        header.push("planted facts recalled");
+        for (row, mode) in rows.iter_mut().zip(&data.modes) {
+            let tally = recall::tally(data, mode);
+            row.push(tally.map_or("n/a".into(), |t| t.text()));
+        }
+    }
     markdown_table(&header, &rows, true)
 }
 
@@ -150,7 +157,7 @@ fn compare(data: &Data, c: &Comparison) -> String {
 }
 
 /// The whole report.md.
-pub fn markdown(data: &Data, modes: &str, comparisons: &str, roamed: &str) -> String {
+pub fn markdown(data: &Data, modes: &str, facts: &str, comparisons: &str, roamed: &str) -> String {
     let files: Vec<String> = data
         .files
         .iter()
@@ -174,8 +181,20 @@ pub fn markdown(data: &Data, modes: &str, comparisons: &str, roamed: &str) -> St
 - *store bytes*: what the proxy wrote to its store (`x-discedge-store-bytes`), which is what
   FReD replicates to each peer. `client-side` stores nothing.
 - *prompt tokens*: evaluated is llama-server's `prompt_n`; cached is the prompt reused from its
-  prompt cache (`context_tokens - prompt_n`, i.e. `timings.cache_n`).\n\n",
+  prompt cache (`context_tokens - prompt_n`, i.e. `timings.cache_n`).\n",
     );
+    if !facts.is_empty() {
+        md.push_str(
+            "- *planted facts recalled*: answers to the scenario's `expect:` messages that \
+             mention one of the alternatives (case-insensitively); a check the mode did not \
+             answer (failed, or stopped before it) counts as not recalled.\n",
+        );
+        md.push_str(&format!(
+            "\n## Planted facts\n\n{facts}\nPer check: `yes` the answer mentions it, `no` it \
+             does not, `-` not answered; with several runs, recalled/runs.\n"
+        ));
+    }
+    md.push('\n');
     if !roamed.is_empty() {
         md.push_str(&format!(
             "## Roamed turns\n\n{roamed}\nA roamed turn is one served by another node than the turn \
