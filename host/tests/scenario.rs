@@ -493,6 +493,12 @@ async fn planted_fact_checks_are_recorded() {
             _ => ("nobody|FAKE MODEL", Some(true)),
         };
         assert_eq!((row.expect.as_str(), row.recalled), want, "{row:?}");
+        let reply = if row.turn == 1 {
+            ""
+        } else {
+            discedge_lab::fake_llm::REPLY
+        };
+        assert_eq!(row.reply, reply, "the reply is kept on checked turns only");
     }
     for summary in &outcome.summaries {
         assert_eq!((summary.checks, summary.recalled), (2, 1), "{summary:?}");

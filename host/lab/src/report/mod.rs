@@ -172,3 +172,38 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     crate::scenario::record::median(&values)
 }
+
+/// A Markdown table padded to its columns; `numbers` right-aligns all but the first column.
+fn markdown_table(header: &[&str], rows: &[Vec<String>], numbers: bool) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, &w))| match numbers && i > 0 {
+                true => format!("{cell:>w$}"),
+                false => format!("{cell:<w$}"),
+            })
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut text = line(&mut header.iter().copied());
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| match numbers && i > 0 {
+            true => format!("{}:", "-".repeat(w - 1)),
+            false => "-".repeat(w),
+        })
+        .collect();
+    text.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for row in rows {
+        text.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    text
+}

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Data, table::markdown_table};
+use super::{Data, markdown_table};
 
 /// One check in one run: (CSV index, scenario, turn).
 type Key<'a> = (usize, &'a str, u32);
@@ -79,6 +79,22 @@ pub fn any(data: &Data) -> bool {
     data.turns.iter().any(|t| !t.row.expect.is_empty())
 }
 
+/// The alternatives as a table cell: ` / `-joined, the first few only when they are many.
+fn shown(expect: &str) -> String {
+    let mut cell = String::new();
+    for (i, alternative) in expect.split('|').enumerate() {
+        if i > 0 && cell.chars().count() + alternative.chars().count() > 32 {
+            cell.push_str(" / …");
+            break;
+        }
+        if i > 0 {
+            cell.push_str(" / ");
+        }
+        cell.push_str(alternative);
+    }
+    cell
+}
+
 /// A row per check (scenario and turn), a column per mode: `yes`, `no`, or `-` (not answered);
 /// with several runs, `recalled/runs`. "" when the CSVs hold no checks.
 pub fn facts(data: &Data) -> String {
@@ -99,7 +115,7 @@ pub fn facts(data: &Data) -> String {
                 1 => vec![turn.to_string()],
                 _ => vec![format!("{scenario} {turn}")],
             };
-            row.push(expect.replace('|', " / "));
+            row.push(shown(expect));
             for (mode, runs) in data.modes.iter().zip(&runs) {
                 let (mut asked, mut recalled, mut answered) = (0, 0, 0);
                 for &(source, _) in runs.iter().filter(|(_, s)| *s == scenario) {
@@ -218,6 +234,10 @@ mod tests {
         assert_eq!(lines[2], ["2", "Biscuit / Bisky", "-", "yes", "yes"]);
         assert_eq!(lines[3], ["3", "86", "-", "no", "yes"]);
         assert_eq!(lines.len(), 5);
+        assert_eq!(
+            shown("March 14|14 March|14th of March|14th March|14.3|14/3"),
+            "March 14 / 14 March / 14th of March / …"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Data, PLOTS, cached_tokens, median, recall};
+use super::{Data, PLOTS, cached_tokens, markdown_table, median, recall};
 use crate::scenario::Row;
 
 /// The per-mode table.
@@ -218,39 +218,4 @@ turns both answered in the same run, with whatever model and store the CSVs came
         "With several runs of a mode, each point is the median over the runs that reached that turn.\n",
     );
     md
-}
-
-/// A Markdown table padded to its columns; `numbers` right-aligns all but the first column.
-pub(super) fn markdown_table(header: &[&str], rows: &[Vec<String>], numbers: bool) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let padded: Vec<String> = cells
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (cell, &w))| match numbers && i > 0 {
-                true => format!("{cell:>w$}"),
-                false => format!("{cell:<w$}"),
-            })
-            .collect();
-        format!("| {} |\n", padded.join(" | "))
-    };
-    let mut text = line(&mut header.iter().copied());
-    let rule: Vec<String> = widths
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| match numbers && i > 0 {
-            true => format!("{}:", "-".repeat(w - 1)),
-            false => "-".repeat(w),
-        })
-        .collect();
-    text.push_str(&format!("| {} |\n", rule.join(" | ")));
-    for row in rows {
-        text.push_str(&line(&mut row.iter().map(String::as_str)));
-    }
-    text
 }

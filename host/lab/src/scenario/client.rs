@@ -118,6 +118,9 @@ impl<'a> Session<'a> {
                     let content = reply["content"].as_str().unwrap_or_default();
                     row.reply_chars = Some(content.chars().count());
                     row.recalled = recalls(expect, content);
+                    if row.recalled.is_some() {
+                        row.reply = content.to_owned();
+                    }
                     self.history.push_str(&user);
                     self.history.push_str(content);
                     self.history.push_str(&chatml().message_suffix);

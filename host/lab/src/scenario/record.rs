@@ -67,6 +67,9 @@ pub struct Row {
     /// check or no reply.
     #[serde(default)]
     pub recalled: Option<bool>,
+    /// The model's reply on a turn with a check, to audit the match; empty on other turns.
+    #[serde(default)]
+    pub reply: String,
 }
 
 impl Row {
