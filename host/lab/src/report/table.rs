@@ -185,9 +185,9 @@ pub fn markdown(data: &Data, modes: &str, facts: &str, comparisons: &str, roamed
     );
     if !facts.is_empty() {
         md.push_str(
-            "- *planted facts recalled*: answers to the scenario's `expect:` messages that \
-             mention one of the alternatives (case-insensitively); a check the mode did not \
-             answer (failed, or stopped before it) counts as not recalled.\n",
+            "- *planted facts recalled*: answers to the scenario's `expect:` messages that mention
+  one of the alternatives (case-insensitively); a check the mode did not answer (failed, or
+  stopped before it) counts as not recalled. The CSV's `reply` column shows each answer.\n",
         );
         md.push_str(&format!(
             "\n## Planted facts\n\n{facts}\nPer check: `yes` the answer mentions it, `no` it \
