@@ -1,6 +1,7 @@
 //! `discedge report`: from scenario CSVs made here with known figures, it writes report.md with
 //! the per-mode table and the paper's comparisons computed right, and four SVG plots that parse
-//! and carry their axis labels; a missing mode reads "n/a"; a folder without CSVs is refused.
+//! and carry their axis labels; a missing mode reads "n/a"; a folder without CSVs is refused;
+//! any mode in the CSVs shows (e.g. `summarize`), with the planted facts each one recalled.
 
 use std::path::Path;
 
@@ -109,7 +110,7 @@ fn svg_texts(path: &Path) -> Vec<String> {
 }
 
 #[test]
-fn report_has_the_table_the_comparisons_and_four_plots() {
+fn report_has_the_table_the_comparisons_and_five_plots() {
     let dir = tempfile::tempdir().unwrap();
     write_csv(
         dir.path(),
@@ -165,11 +166,12 @@ fn report_has_the_table_the_comparisons_and_four_plots() {
     assert!(ours("| tokenized vs client-side").starts_with("92.56% smaller"));
     assert!(md.contains("up to 14.46% better") && md.contains("90% smaller"));
 
-    assert_eq!(report.plots.len(), 4);
+    assert_eq!(report.plots.len(), 5);
     let labels = [
         "round trip (ms)",
         "written to the store so far (bytes)",
         "request body (bytes)",
+        "prompt the model saw (tokens)",
         "prompt tokens",
     ];
     for ((plot, path), label) in PLOTS.iter().zip(&report.plots).zip(labels) {
@@ -190,6 +192,8 @@ fn report_has_the_table_the_comparisons_and_four_plots() {
     let tokens = svg_texts(&dir.path().join("prompt-tokens.svg"));
     assert!(tokens.iter().any(|t| t.contains("evaluated (prompt_n)")));
     assert!(tokens.iter().any(|t| t.contains("cached")));
+    // No `expect:` checks in these CSVs: no recall column, no planted-facts table.
+    assert!(!md.contains("planted facts") && !md.contains("## Planted facts"));
 }
 
 #[test]
@@ -326,4 +330,95 @@ fn roamed_turns_are_compared_with_same_node_turns() {
         !md.contains("## Roamed turns"),
         "a run on one node has no roaming table"
     );
+}
+
+/// A hand-written CSV of a `truncate` vs `summarize` run with planted-fact checks (the columns a
+/// run writes: `reply_chars`, `expect`, `recalled`): the per-mode table gets "planted facts
+/// recalled", a mode outside the paper's four shows like the others, and the planted-facts
+/// table says per check which mode's answer mentioned it.
+#[test]
+fn planted_facts_recalled_per_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "timestamp,scenario,mode,node,session,turn,round_trip_ms,request_bytes,response_bytes,\
+prompt_chars,context_tokens,prompt_n,prompt_ms,predicted_n,predicted_ms,tokens_cached,tokens_evaluated,\
+store_read_ms,policy_ms,llm_ms,store_write_ms,store_bytes,http_status,retries,error,reply_chars,expect,recalled\n";
+    let mut csv = header.to_string();
+    // turn, expect, truncate (recalled, context), summarize (recalled, context)
+    let plan = [
+        (1, "", None, 400, None, 400),
+        (2, "", None, 1900, None, 900),
+        (3, "Ziggy", Some(false), 1500, Some(true), 700),
+        (4, "Ljubljana|Lubiana", Some(true), 1600, Some(true), 750),
+        (5, "86", Some(false), 1700, Some(false), 800),
+    ];
+    for (turn, expect, t_recalled, t_context, s_recalled, s_context) in plan {
+        for (mode, recalled, context, store) in [
+            ("truncate", t_recalled, t_context, 500),
+            ("summarize", s_recalled, s_context, 300),
+        ] {
+            let recalled = recalled.map_or(String::new(), |r: bool| r.to_string());
+            csv.push_str(&format!(
+                "2026-01-01T00:00:00.000Z,Long recall,{mode},local,s-{mode},{turn},{rt},120,900,,\
+{context},40,30.0,64,500.0,,,0.5,0.2,{llm},1.0,{store},200,0,,180,{expect},{recalled}\n",
+                rt = 1000 + 100 * turn,
+                llm = 990 + 100 * turn,
+            ));
+        }
+    }
+    std::fs::write(dir.path().join("long-recall.csv"), csv).unwrap();
+    let report = report::run(&args(&[dir.path().to_str().unwrap()])).unwrap();
+    let md = std::fs::read_to_string(&report.markdown).unwrap();
+    let cells = |start: &str| -> Vec<String> {
+        let line = md.lines().find(|l| l.starts_with(start));
+        let line = line.unwrap_or_else(|| panic!("no line {start:?} in\n{md}"));
+        let cells = line.split('|').map(|c| c.trim().to_owned());
+        cells.filter(|c| !c.is_empty()).collect()
+    };
+    assert_eq!(cells("| mode ").last().unwrap(), "planted facts recalled");
+    // mode, ok, round trip, llm, overhead, request, store, evaluated / cached, recalled
+    assert_eq!(
+        cells("| truncate "),
+        [
+            "truncate",
+            "5/5",
+            "1300.0",
+            "1290.0",
+            "10.0",
+            "120",
+            "2500",
+            "40 / 1380",
+            "1 of 3"
+        ]
+    );
+    assert_eq!(
+        cells("| summarize "),
+        [
+            "summarize",
+            "5/5",
+            "1300.0",
+            "1290.0",
+            "10.0",
+            "120",
+            "1500",
+            "40 / 670",
+            "2 of 3"
+        ]
+    );
+    assert!(md.contains("## Planted facts"), "{md}");
+    assert_eq!(
+        cells("| turn "),
+        ["turn", "expect", "truncate", "summarize"]
+    );
+    assert_eq!(cells("| 3 "), ["3", "Ziggy", "no", "yes"]);
+    assert_eq!(cells("| 4 "), ["4", "Ljubljana / Lubiana", "yes", "yes"]);
+    assert_eq!(cells("| 5 "), ["5", "86", "no", "no"]);
+    assert!(
+        report.tables.contains("| 3    | Ziggy "),
+        "{}",
+        report.tables
+    );
+    // summarize has its own line in each plot, next to truncate.
+    let texts = svg_texts(&dir.path().join("context-tokens.svg"));
+    assert!(texts.iter().any(|t| t.trim() == "summarize"), "{texts:?}");
+    assert!(texts.iter().any(|t| t.trim() == "truncate"), "{texts:?}");
 }

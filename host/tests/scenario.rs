@@ -411,4 +411,96 @@ tokens_evaluated,http_status,retries,error\n\
         (None, None, None)
     );
     assert_eq!((row.store_write_ms, row.store_bytes), (None, None));
+    assert_eq!(
+        (row.reply_chars, row.expect.as_str(), row.recalled),
+        (None, "", None)
+    );
+}
+
+/// `--modes` is `--mode`, and any mode name goes through as given (`all` stays the four).
+#[test]
+fn modes_take_any_policy_name() {
+    let out = Path::new("/tmp");
+    let file = scenario_file("long-recall.yml");
+    let asked = args(&file, out, &["--modes", "truncate,summarize"]);
+    assert_eq!(asked.mode, ["truncate", "summarize"]);
+    assert_eq!(args(&file, out, &[]).mode, ["all"]);
+}
+
+/// The long-recall scenario plants its facts early, passes a 2048-token window in the middle,
+/// and asks for each fact at the end.
+#[test]
+fn long_recall_plants_facts_early_and_asks_late() {
+    let s = Scenario::load(&scenario_file("long-recall.yml")).unwrap();
+    assert!(s.turns() >= 44 && !s.roaming, "{} turns", s.turns());
+    assert_eq!(s.checks(), 8);
+    let leg = &s.legs[0];
+    let asked: Vec<usize> = (0..leg.messages.len())
+        .filter(|&i| !leg.expects[i].is_empty())
+        .collect();
+    assert!(asked.iter().all(|&i| i >= 35), "checks at turns {asked:?}");
+    // Each fact is planted in turns 1-8, and not said again before it is asked for.
+    for &i in &asked {
+        let said: Vec<usize> = (0..i)
+            .filter(|&j| {
+                let message = leg.messages[j].to_lowercase();
+                leg.expects[i]
+                    .iter()
+                    .any(|e| message.contains(&e.to_lowercase()))
+            })
+            .collect();
+        assert!(
+            !said.is_empty() && said.iter().all(|&j| j < 8),
+            "turn {}: {:?} said in turns {said:?}",
+            i + 1,
+            leg.expects[i]
+        );
+        // The question does not give the answer away.
+        assert_eq!(
+            scenario::recalls(&leg.expects[i], &leg.messages[i]),
+            Some(false)
+        );
+    }
+}
+
+/// Messages with `expect:` are checked against the reply: the FAKE model's fixed reply
+/// mentions "fake model" and not "Biscuit"; plain messages carry no check.
+#[tokio::test(flavor = "multi_thread")]
+async fn planted_fact_checks_are_recorded() {
+    let llama = FakeLlm::start().await.unwrap();
+    let proxy = common::start_proxy(&["--llama-url", &llama.url]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checks.yml");
+    std::fs::write(
+        &file,
+        "name: Checks\nmessages:\n  - My dog is called Biscuit.\n  - {say: What is my dog called?, expect: [Biscuit, Bisky]}\n  - {say: Who answers?, expect: [nobody, FAKE MODEL]}\n",
+    )
+    .unwrap();
+    let (outcome, rows) = run(
+        &file,
+        dir.path(),
+        &["--modes", "tokenized,client-side", "--url", &proxy.url],
+    )
+    .await;
+    assert_eq!(rows.len(), 2 * 3);
+    let reply = discedge_lab::fake_llm::REPLY.chars().count();
+    for row in &rows {
+        assert_eq!(row.http_status, Some(200), "{row:?}");
+        assert_eq!(row.reply_chars, Some(reply), "{row:?}");
+        let want = match row.turn {
+            1 => ("", None),
+            2 => ("Biscuit|Bisky", Some(false)),
+            _ => ("nobody|FAKE MODEL", Some(true)),
+        };
+        assert_eq!((row.expect.as_str(), row.recalled), want, "{row:?}");
+        let reply = if row.turn == 1 {
+            ""
+        } else {
+            discedge_lab::fake_llm::REPLY
+        };
+        assert_eq!(row.reply, reply, "the reply is kept on checked turns only");
+    }
+    for summary in &outcome.summaries {
+        assert_eq!((summary.checks, summary.recalled), (2, 1), "{summary:?}");
+    }
 }

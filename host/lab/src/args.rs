@@ -44,9 +44,15 @@ pub struct BenchArgs {
 pub struct ScenarioArgs {
     /// Scenario YAML: `name`, `model_name`, `user_id`, and `messages` or roaming `locations`.
     pub file: PathBuf,
-    /// Modes to run, each as a new session: comma-separated policy names, or `all`
-    /// (raw, tokenized, truncate, client-side).
-    #[arg(long, value_delimiter = ',', default_value = "all")]
+    /// Modes to run, each as a new session: comma-separated policy names (any mode the
+    /// proxy serves, e.g. `truncate,summarize`), or `all` (raw, tokenized, truncate,
+    /// client-side).
+    #[arg(
+        long,
+        visible_alias = "modes",
+        value_delimiter = ',',
+        default_value = "all"
+    )]
     pub mode: Vec<String>,
     /// A running proxy that gets every turn (base URL or `.../completion`), in place of the
     /// file's `api_url`s. With neither, a proxy runs in this process on a temporary store.

@@ -1,9 +1,10 @@
 //! `discedge report DIR`: turns the CSVs of one or more scenario runs into the experiment's
 //! report, so that a researcher gets the paper's comparison from a run without a notebook:
-//! `report.md` (a table per mode and the paper's figures next to ours, also printed) and four
-//! SVG plots. Only answered turns (HTTP 200) count; failures show in each mode's ok/total.
+//! `report.md` (a table per mode, the planted facts each mode recalled when the scenario has
+//! `expect:` checks, and the paper's figures next to ours, also printed) and five SVG plots. Only answered turns (HTTP 200) count; failures show in each mode's ok/total.
 
 mod plot;
+mod recall;
 mod roaming;
 mod table;
 
@@ -134,12 +135,16 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<Report> {
         plots.push(path);
     }
     let (modes, comparisons) = (table::modes(&data), table::comparisons(&data));
-    let roamed = roaming::roaming(&data);
-    let tables = format!("{modes}\n{comparisons}\n{roamed}");
+    let (roamed, facts) = (roaming::roaming(&data), recall::facts(&data));
+    let mut tables = format!("{modes}\n");
+    if !facts.is_empty() {
+        tables.push_str(&format!("{facts}\n"));
+    }
+    tables.push_str(&format!("{comparisons}\n{roamed}"));
     let markdown = out.join("report.md");
     std::fs::write(
         &markdown,
-        table::markdown(&data, &modes, &comparisons, &roamed),
+        table::markdown(&data, &modes, &facts, &comparisons, &roamed),
     )
     .with_context(|| format!("cannot write {}", markdown.display()))?;
 
@@ -166,4 +171,39 @@ pub fn cached_tokens(row: &Row) -> Option<u64> {
 pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     crate::scenario::record::median(&values)
+}
+
+/// A Markdown table padded to its columns; `numbers` right-aligns all but the first column.
+fn markdown_table(header: &[&str], rows: &[Vec<String>], numbers: bool) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, &w))| match numbers && i > 0 {
+                true => format!("{cell:>w$}"),
+                false => format!("{cell:<w$}"),
+            })
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut text = line(&mut header.iter().copied());
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| match numbers && i > 0 {
+            true => format!("{}:", "-".repeat(w - 1)),
+            false => "-".repeat(w),
+        })
+        .collect();
+    text.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for row in rows {
+        text.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    text
 }

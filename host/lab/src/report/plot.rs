@@ -26,8 +26,8 @@ impl Plot {
     }
 }
 
-/// The four plots, in the order report.md shows them.
-pub const PLOTS: [Plot; 4] = [
+/// The five plots, in the order report.md shows them.
+pub const PLOTS: [Plot; 5] = [
     Plot {
         file: "response-time.svg",
         title: "Response time per turn",
@@ -56,6 +56,16 @@ pub const PLOTS: [Plot; 4] = [
         draw: |data, path, title| {
             let series = by_mode(data, |run| each(run, |r| Some(r.request_bytes as f64)));
             lines(path, title, "request body", Unit::Bytes, series)
+        },
+    },
+    Plot {
+        file: "context-tokens.svg",
+        title: "Context tokens per turn",
+        draw: |data, path, title| {
+            let series = by_mode(data, |run| {
+                each(run, |r| r.context_tokens.map(|n| n as f64))
+            });
+            lines(path, title, "prompt the model saw", Unit::Tokens, series)
         },
     },
     Plot {
@@ -93,6 +103,7 @@ struct Series {
 enum Unit {
     Ms,
     Bytes,
+    Tokens,
 }
 
 /// A series per mode that has data: each run's points, the median per turn over the runs.
@@ -161,6 +172,7 @@ fn lines(
         .fold(0.0, |m: f64, p| m.max(p.1));
     let (divisor, unit) = match unit {
         Unit::Ms => (1.0, "ms"),
+        Unit::Tokens => (1.0, "tokens"),
         Unit::Bytes => byte_scale(ymax),
     };
     for point in series.iter_mut().flat_map(|s| &mut s.points) {

@@ -3,7 +3,7 @@
 //! first token). Per CSV, so a run with the roaming warm-up (`discedge serve --warm-up`) and
 //! one without sit side by side.
 
-use super::{Data, median, table::markdown_table};
+use super::{Data, markdown_table, median};
 use crate::scenario::Row;
 
 /// The table (Markdown), or "" when no run changed node.

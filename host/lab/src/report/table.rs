@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use super::{Data, PLOTS, cached_tokens, median};
+use super::{Data, PLOTS, cached_tokens, markdown_table, median, recall};
 use crate::scenario::Row;
 
 /// The per-mode table.
 pub fn modes(data: &Data) -> String {
-    let header = [
+    let mut header = vec![
         "mode",
         "turns ok",
         "round trip ms (median)",
@@ -18,7 +18,14 @@ pub fn modes(data: &Data) -> String {
         "store bytes (total)",
         "prompt tokens evaluated / cached (mean)",
     ];
-    let rows: Vec<Vec<String>> = data.modes.iter().map(|m| mode_row(data, m)).collect();
+    let mut rows: Vec<Vec<String>> = data.modes.iter().map(|m| mode_row(data, m)).collect();
+    if recall::any(data) {
+        header.push("planted facts recalled");
+        for (row, mode) in rows.iter_mut().zip(&data.modes) {
+            let tally = recall::tally(data, mode);
+            row.push(tally.map_or("n/a".into(), |t| t.text()));
+        }
+    }
     markdown_table(&header, &rows, true)
 }
 
@@ -150,7 +157,7 @@ fn compare(data: &Data, c: &Comparison) -> String {
 }
 
 /// The whole report.md.
-pub fn markdown(data: &Data, modes: &str, comparisons: &str, roamed: &str) -> String {
+pub fn markdown(data: &Data, modes: &str, facts: &str, comparisons: &str, roamed: &str) -> String {
     let files: Vec<String> = data
         .files
         .iter()
@@ -174,8 +181,20 @@ pub fn markdown(data: &Data, modes: &str, comparisons: &str, roamed: &str) -> St
 - *store bytes*: what the proxy wrote to its store (`x-discedge-store-bytes`), which is what
   FReD replicates to each peer. `client-side` stores nothing.
 - *prompt tokens*: evaluated is llama-server's `prompt_n`; cached is the prompt reused from its
-  prompt cache (`context_tokens - prompt_n`, i.e. `timings.cache_n`).\n\n",
+  prompt cache (`context_tokens - prompt_n`, i.e. `timings.cache_n`).\n",
     );
+    if !facts.is_empty() {
+        md.push_str(
+            "- *planted facts recalled*: answers to the scenario's `expect:` messages that mention
+  one of the alternatives (case-insensitively); a check the mode did not answer (failed, or
+  stopped before it) counts as not recalled. The CSV's `reply` column shows each answer.\n",
+        );
+        md.push_str(&format!(
+            "\n## Planted facts\n\n{facts}\nPer check: `yes` the answer mentions it, `no` it \
+             does not, `-` not answered; with several runs, recalled/runs.\n"
+        ));
+    }
+    md.push('\n');
     if !roamed.is_empty() {
         md.push_str(&format!(
             "## Roamed turns\n\n{roamed}\nA roamed turn is one served by another node than the turn \
@@ -199,39 +218,4 @@ turns both answered in the same run, with whatever model and store the CSVs came
         "With several runs of a mode, each point is the median over the runs that reached that turn.\n",
     );
     md
-}
-
-/// A Markdown table padded to its columns; `numbers` right-aligns all but the first column.
-pub(super) fn markdown_table(header: &[&str], rows: &[Vec<String>], numbers: bool) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let padded: Vec<String> = cells
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (cell, &w))| match numbers && i > 0 {
-                true => format!("{cell:>w$}"),
-                false => format!("{cell:<w$}"),
-            })
-            .collect();
-        format!("| {} |\n", padded.join(" | "))
-    };
-    let mut text = line(&mut header.iter().copied());
-    let rule: Vec<String> = widths
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| match numbers && i > 0 {
-            true => format!("{}:", "-".repeat(w - 1)),
-            false => "-".repeat(w),
-        })
-        .collect();
-    text.push_str(&format!("| {} |\n", rule.join(" | ")));
-    for row in rows {
-        text.push_str(&line(&mut row.iter().map(String::as_str)));
-    }
-    text
 }

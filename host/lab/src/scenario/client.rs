@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use super::file::recalls;
 use super::record::{Row, rfc3339_utc};
 use discedge_core::causes::error_chain;
 use discedge_policy_sdk::{Template, user_turn};
@@ -58,8 +59,9 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Sends the next turn to `url`; the row says how it went (the session advances only on 200).
-    pub async fn send(&mut self, url: &str, node: &str, message: &str) -> Row {
+    /// Sends the next turn to `url`; the row says how it went (the session advances only on
+    /// 200), and whether the reply mentions one of `expect` (when given).
+    pub async fn send(&mut self, url: &str, node: &str, message: &str, expect: &[String]) -> Row {
         let turn = self.turn + 1;
         let user = user_turn(&chatml(), message);
         let prompt = if self.mode == CLIENT_SIDE {
@@ -86,6 +88,7 @@ impl<'a> Session<'a> {
             session: self.id.clone().unwrap_or_default(),
             turn,
             request_bytes: body.len(),
+            expect: expect.join("|"),
             ..Row::default()
         };
         let start = Instant::now();
@@ -113,6 +116,11 @@ impl<'a> Session<'a> {
                 if status == 200 {
                     fill_figures(&mut row, &reply);
                     let content = reply["content"].as_str().unwrap_or_default();
+                    row.reply_chars = Some(content.chars().count());
+                    row.recalled = recalls(expect, content);
+                    if row.recalled.is_some() {
+                        row.reply = content.to_owned();
+                    }
                     self.history.push_str(&user);
                     self.history.push_str(content);
                     self.history.push_str(&chatml().message_suffix);

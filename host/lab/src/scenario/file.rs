@@ -8,6 +8,11 @@
 //! messages: ["How do I start a sourdough starter?", "How often do I feed it?"]
 //! ```
 //!
+//! A message is text, or a map that also says what its answer should mention (a planted-fact
+//! check): `{say: "What is my dog called?", expect: ["Biscuit", "Bisc"]}`. The turn *recalls*
+//! when the reply's `content` holds any alternative, compared case-insensitively; `expect` may
+//! also be one string.
+//!
 //! or, for a client that roams between nodes, `locations` walked in order:
 //!
 //! ```yaml
@@ -41,6 +46,8 @@ pub struct Leg {
     /// The node's full `/completion` URL, if the file gives one.
     pub api_url: Option<String>,
     pub messages: Vec<String>,
+    /// Per message, the alternatives its answer should mention; empty for no check.
+    pub expects: Vec<Vec<String>>,
 }
 
 /// The YAML as written; unknown keys are refused so that a misspelt `messages` is reported.
@@ -50,7 +57,7 @@ struct RawScenario {
     name: String,
     model_name: Option<String>,
     user_id: Option<String>,
-    messages: Option<Vec<String>>,
+    messages: Option<Vec<serde_yaml::Value>>,
     locations: Option<Vec<RawLocation>>,
 }
 
@@ -59,7 +66,7 @@ struct RawScenario {
 struct RawLocation {
     name: String,
     api_url: Option<String>,
-    messages: Vec<String>,
+    messages: Vec<serde_yaml::Value>,
 }
 
 impl Scenario {
@@ -80,11 +87,12 @@ impl Scenario {
             (Some(_), Some(_)) => bail!("give either `messages` or `locations`, not both"),
             (None, None) => bail!("no `messages` and no `locations`: nothing to send"),
             (Some(messages), None) => {
-                check_messages(&messages, "`messages`")?;
+                let (messages, expects) = read_messages(messages, "`messages`")?;
                 let local = Leg {
                     node: "local".into(),
                     api_url: None,
                     messages,
+                    expects,
                 };
                 (vec![local], false)
             }
@@ -98,7 +106,7 @@ impl Scenario {
                     if location.name.trim().is_empty() {
                         bail!("location {} has an empty `name`", i + 1);
                     }
-                    check_messages(&location.messages, &what)?;
+                    let (messages, expects) = read_messages(location.messages, &what)?;
                     if location
                         .api_url
                         .as_ref()
@@ -109,7 +117,8 @@ impl Scenario {
                     legs.push(Leg {
                         node: location.name,
                         api_url: location.api_url,
-                        messages: location.messages,
+                        messages,
+                        expects,
                     });
                 }
                 (legs, true)
@@ -127,6 +136,12 @@ impl Scenario {
     /// Turns in one walk of the scenario.
     pub fn turns(&self) -> usize {
         self.legs.iter().map(|l| l.messages.len()).sum()
+    }
+
+    /// Messages that carry a planted-fact check (`expect`).
+    pub fn checks(&self) -> usize {
+        let expects = self.legs.iter().flat_map(|l| &l.expects);
+        expects.filter(|e| !e.is_empty()).count()
     }
 
     /// The nodes visited, each once, in the order first visited.
@@ -159,12 +174,192 @@ impl Scenario {
     }
 }
 
-fn check_messages(messages: &[String], what: &str) -> anyhow::Result<()> {
-    if messages.is_empty() {
+/// A list of messages as written: each text, or `{say: TEXT, expect: ALTERNATIVES}`.
+fn read_messages(
+    raw: Vec<serde_yaml::Value>,
+    what: &str,
+) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
+    if raw.is_empty() {
         bail!("{what} has no messages");
     }
-    if let Some(i) = messages.iter().position(|m| m.trim().is_empty()) {
-        bail!("{what}: message {} is empty", i + 1);
+    let mut messages = Vec::with_capacity(raw.len());
+    let mut expects = Vec::with_capacity(raw.len());
+    for (i, value) in raw.into_iter().enumerate() {
+        let (message, expect) =
+            read_message(value).with_context(|| format!("{what}: message {}", i + 1))?;
+        if message.trim().is_empty() {
+            bail!("{what}: message {} is empty", i + 1);
+        }
+        messages.push(message);
+        expects.push(expect);
     }
-    Ok(())
+    Ok((messages, expects))
+}
+
+/// One message: its text and the alternatives its answer should mention.
+fn read_message(value: serde_yaml::Value) -> anyhow::Result<(String, Vec<String>)> {
+    use serde_yaml::Value;
+    let map = match value {
+        Value::Mapping(map) => map,
+        other => return Ok((scalar(other).context("is not text")?, Vec::new())),
+    };
+    let (mut say, mut expect) = (None, Vec::new());
+    for (key, value) in map {
+        match key.as_str() {
+            Some("say") => say = Some(scalar(value).context("`say` is not text")?),
+            Some("expect") => {
+                let alternatives = match value {
+                    Value::Sequence(list) => list,
+                    one => vec![one],
+                };
+                if alternatives.is_empty() {
+                    bail!("`expect` is empty: give one or more alternatives, or leave it out");
+                }
+                for (j, alternative) in alternatives.into_iter().enumerate() {
+                    let text = scalar(alternative)
+                        .with_context(|| format!("`expect` alternative {} is not text", j + 1))?;
+                    if text.trim().is_empty() {
+                        bail!("`expect` alternative {} is empty", j + 1);
+                    }
+                    expect.push(text);
+                }
+            }
+            _ => bail!(
+                "unknown key {} (a message is text, or a map with `say` and `expect`)",
+                serde_yaml::to_string(&key).map_or("?".into(), |k| format!("`{}`", k.trim()))
+            ),
+        }
+    }
+    let say = say.context("has no `say`")?;
+    if say.trim().is_empty() {
+        bail!("`say` is empty");
+    }
+    Ok((say, expect))
+}
+
+/// A YAML scalar as text: a string, or a number (`expect: [86]`).
+fn scalar(value: serde_yaml::Value) -> Option<String> {
+    match value {
+        serde_yaml::Value::String(text) => Some(text),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether a reply mentions any of the alternatives (case-insensitive substrings); `None` when
+/// there is nothing to check.
+pub fn recalls(expect: &[String], reply: &str) -> Option<bool> {
+    if expect.is_empty() {
+        return None;
+    }
+    let reply = reply.to_lowercase();
+    Some(expect.iter().any(|e| reply.contains(&e.to_lowercase())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(yaml: &str) -> String {
+        format!("{:#}", Scenario::parse(yaml).unwrap_err())
+    }
+
+    #[test]
+    fn messages_may_carry_checks() {
+        let s = Scenario::parse(
+            "name: x\nmessages:\n  - plain text\n  - {say: \"What is my dog called?\", expect: [Biscuit, Bisky]}\n  - say: How big is the flat?\n    expect: 86\n  - {say: only say}\n",
+        )
+        .unwrap();
+        let leg = &s.legs[0];
+        assert_eq!(
+            leg.messages,
+            [
+                "plain text",
+                "What is my dog called?",
+                "How big is the flat?",
+                "only say"
+            ]
+        );
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            leg.expects,
+            [
+                none.clone(),
+                vec!["Biscuit".into(), "Bisky".into()],
+                vec!["86".into()],
+                none
+            ]
+        );
+        assert_eq!((s.turns(), s.checks()), (4, 2));
+
+        let roaming = Scenario::parse(
+            "name: r\nlocations:\n  - {name: A, messages: [a, {say: b, expect: B}]}\n  - {name: B, messages: [{say: c, expect: [C, D]}]}\n",
+        )
+        .unwrap();
+        assert_eq!(roaming.checks(), 2);
+        assert_eq!(roaming.legs[1].messages, ["c"]);
+        assert_eq!(roaming.legs[1].expects, [vec!["C".to_string(), "D".into()]]);
+    }
+
+    #[test]
+    fn bad_checks_are_refused_with_a_reason() {
+        let cases = [
+            (
+                "messages: [{say: a, expct: [b]}]",
+                "`messages`: message 1: unknown key `expct` (a message is text, or a map with `say` and `expect`)",
+            ),
+            (
+                "messages: [a, {say: \" \", expect: b}]",
+                "`messages`: message 2: `say` is empty",
+            ),
+            (
+                "messages: [{expect: b}]",
+                "`messages`: message 1: has no `say`",
+            ),
+            (
+                "messages: [{say: a, expect: []}]",
+                "message 1: `expect` is empty",
+            ),
+            (
+                "messages: [{say: a, expect: \"\"}]",
+                "message 1: `expect` alternative 1 is empty",
+            ),
+            (
+                "messages: [{say: a, expect: [b, \" \"]}]",
+                "message 1: `expect` alternative 2 is empty",
+            ),
+            (
+                "messages: [{say: a, expect: [[b]]}]",
+                "message 1: `expect` alternative 1 is not text",
+            ),
+            (
+                "messages: [{say: [a], expect: b}]",
+                "message 1: `say` is not text",
+            ),
+            ("messages: [a, ~]", "`messages`: message 2: is not text"),
+            (
+                "locations: [{name: A, messages: [{say: a, expect: []}]}]",
+                "location 1 (\"A\"): message 1: `expect` is empty",
+            ),
+        ];
+        for (messages, why) in cases {
+            let error = refused(&format!("name: x\n{messages}\n"));
+            assert!(error.contains(why), "{messages}: {error}");
+        }
+    }
+
+    #[test]
+    fn recall_is_any_alternative_ignoring_case() {
+        let expect = ["Biscuit".to_string(), "18,500".into()];
+        assert_eq!(recalls(&expect, "Your dog is called BISCUIT."), Some(true));
+        assert_eq!(recalls(&expect, "about 18,500 euros"), Some(true));
+        assert_eq!(
+            recalls(&expect, "18500 euros, and a dog named Bisc"),
+            Some(false)
+        );
+        assert_eq!(recalls(&expect, ""), Some(false));
+        assert_eq!(recalls(&[], "Biscuit"), None);
+        assert_eq!(recalls(&["Ljubljana".into()], "LJUBLJANA"), Some(true));
+        assert_eq!(recalls(&["Žiga".into()], "ask žiga"), Some(true));
+    }
 }

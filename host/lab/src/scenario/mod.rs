@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::args::ScenarioArgs;
 pub use client::{CLIENT_SIDE, LAG_BACKOFF, LAG_RETRIES};
 use discedge_server::serve::Node;
-pub use file::{Leg, Scenario};
+pub use file::{Leg, Scenario, recalls};
 pub use record::{ModeSummary, Row, read_csv};
 
 /// The modes `--mode all` runs, in the order of the paper's comparison.
@@ -36,13 +36,17 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Outcome> {
     let scenario = Scenario::load(&args.file)?;
     let modes = modes(&args.mode)?;
     println!(
-        "scenario {:?}{}: {} turns, nodes {}, modes {}, n_predict {}",
+        "scenario {:?}{}: {} turns{}, nodes {}, modes {}, n_predict {}",
         scenario.name,
         scenario
             .model_name
             .as_ref()
             .map_or(String::new(), |m| format!(" ({m})")),
         scenario.turns(),
+        match scenario.checks() {
+            0 => String::new(),
+            n => format!(" ({n} planted-fact checks)"),
+        },
         scenario.nodes().join(", "),
         modes.join(", "),
         args.n_predict,
@@ -71,9 +75,9 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Outcome> {
         );
         let mut rows = Vec::new();
         'walk: for (leg, url) in scenario.legs.iter().zip(&urls) {
-            for message in &leg.messages {
+            for (message, expect) in leg.messages.iter().zip(&leg.expects) {
                 progress.set_message(format!("{mode}, turn {} on {}", session.turn + 1, leg.node));
-                let row = session.send(url, &leg.node, message).await;
+                let row = session.send(url, &leg.node, message, expect).await;
                 log.write(&row)?;
                 progress.inc(1);
                 let failed = !row.ok();
@@ -83,7 +87,8 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        let summary = ModeSummary::of(mode, scenario.turns(), &rows);
+        let mut summary = ModeSummary::of(mode, scenario.turns(), &rows);
+        summary.checks = scenario.checks();
         if let Some(error) = &summary.error {
             progress.suspend(|| eprintln!("{mode} stopped at {error}"));
             progress.inc((scenario.turns() - rows.len()) as u64);

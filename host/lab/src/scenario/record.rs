@@ -56,6 +56,20 @@ pub struct Row {
     pub retries: u32,
     /// `code: message` of a failed turn.
     pub error: String,
+    /// Characters of the model's reply (`content`); empty for a failed turn.
+    #[serde(default)]
+    pub reply_chars: Option<usize>,
+    /// A planted-fact check: the alternatives the reply should mention, `|`-joined; empty when
+    /// the message has none.
+    #[serde(default)]
+    pub expect: String,
+    /// Whether the reply mentions one of them (case-insensitively); empty when there is no
+    /// check or no reply.
+    #[serde(default)]
+    pub recalled: Option<bool>,
+    /// The model's reply on a turn with a check, to audit the match; empty on other turns.
+    #[serde(default)]
+    pub reply: String,
 }
 
 impl Row {
@@ -128,6 +142,10 @@ pub struct ModeSummary {
     pub max_context_tokens: Option<u64>,
     /// `turn N: status code: message` of the failure that stopped the mode.
     pub error: Option<String>,
+    /// Planted-fact checks in the scenario (the runner sets it: unsent turns leave no rows).
+    pub checks: usize,
+    /// Checks whose answer mentioned the fact.
+    pub recalled: usize,
 }
 
 impl ModeSummary {
@@ -153,6 +171,8 @@ impl ModeSummary {
                 let status = r.http_status.map_or("no answer:".into(), |s| s.to_string());
                 format!("turn {}: {status} {}", r.turn, r.error)
             }),
+            checks: rows.iter().filter(|r| !r.expect.is_empty()).count(),
+            recalled: rows.iter().filter(|r| r.recalled == Some(true)).count(),
         }
     }
 }
@@ -169,15 +189,27 @@ pub fn median(sorted: &[f64]) -> Option<f64> {
 
 /// The summary table printed at the end of a run.
 pub fn print_summary(summaries: &[ModeSummary]) {
+    let checks = summaries.iter().any(|s| s.checks > 0);
     println!(
-        "{:<12} {:>7} {:>6} {:>7} {:>17} {:>13} {:>12}",
-        "mode", "turns", "failed", "retries", "median round trip", "request bytes", "max context"
+        "{:<12} {:>7} {:>6} {:>7} {:>17} {:>13} {:>12}{}",
+        "mode",
+        "turns",
+        "failed",
+        "retries",
+        "median round trip",
+        "request bytes",
+        "max context",
+        if checks { "  facts recalled" } else { "" }
     );
     for s in summaries {
         let median = s.median_ms.map_or("-".into(), |ms| format!("{ms:.1} ms"));
         let context = s.max_context_tokens.map_or("-".into(), |t| t.to_string());
+        let recalled = match checks {
+            true => format!("  {:>14}", format!("{} of {}", s.recalled, s.checks)),
+            false => String::new(),
+        };
         println!(
-            "{:<12} {:>7} {:>6} {:>7} {:>17} {:>13} {:>12}",
+            "{:<12} {:>7} {:>6} {:>7} {:>17} {:>13} {:>12}{recalled}",
             s.mode,
             format!("{}/{}", s.ok, s.planned),
             s.failed,
