@@ -14,10 +14,12 @@ use std::sync::{Arc, OnceLock};
 use arbitrary::{Arbitrary, Unstructured};
 use discedge_core::policy::runtime::{ChatTemplate, Prepared, Prompt, Reply, Settings, TurnInput};
 use discedge_core::policy::{
-    CallFailure, HostServices, Limits, LoadedPolicy, PolicyInstance, PolicyRegistry, PolicyRuntime,
+    CallFailure, Driven, HostServices, Limits, LoadedPolicy, PolicyRegistry, PolicyRuntime,
+    prepare_blocking,
 };
 use discedge_core::store::Record;
 use discedge_lab::bench::ByteTokenizer;
+use discedge_policy_sdk::summary;
 use discedge_policy_sdk::{
     Message, Pieces, Template, TokenRecord, choose_window, decode_messages, encode_messages,
     markers, neutralise_markers, opening_pieces, render_message, reply_opening, system_prompt,
@@ -26,7 +28,7 @@ use discedge_policy_sdk::{
 use discedge_server::config::TemplatePreset;
 
 /// The shipped policies, in the order `PolicyCase::mode` picks them.
-pub const MODES: [&str; 4] = ["raw", "tokenized", "truncate", "client-side"];
+pub const MODES: [&str; 5] = ["raw", "tokenized", "truncate", "summarize", "client-side"];
 
 /// One turn (and the one after it) of a session in one policy.
 #[derive(Arbitrary, Debug)]
@@ -198,7 +200,11 @@ pub fn run_case(case: &PolicyCase) -> (&'static str, Outcome) {
     let mode = MODES[case.mode as usize % MODES.len()];
     let policy = h.registry.get(mode).expect("loaded");
     let stores = policy.info.stores_context;
-    let mut records: Vec<Record> = if stores {
+    let mut records: Vec<Record> = if stores && mode == "summarize" {
+        // summarize's records wrap the token record (here without a summary).
+        let wrap = |r: &TokenRecord| summary::encode(&r.encode(), None).into();
+        case.records.iter().map(wrap).collect()
+    } else if stores {
         case.records.iter().map(|r| r.encode().into()).collect()
     } else {
         Vec::new()
@@ -259,10 +265,28 @@ fn turn(
     case: &PolicyCase,
 ) -> Option<(Prepared, Option<Vec<u8>>)> {
     let mode = &*policy.name;
-    let mut instance: PolicyInstance = policy
-        .instantiate(&h.runtime, h.services.clone())
-        .unwrap_or_else(|e| panic!("{mode}: cannot instantiate: {e}"));
-    let prepared = accepted(mode, "prepare", instance.prepare(records, input, settings))?;
+    // A completion the policy asks for (summarize's summary) gets a fixed fake answer.
+    let summary = "The user talked about plans.";
+    let answer = serde_json::json!({
+        "content": summary,
+        "tokens": tokenize(summary),
+        "stop_type": "eos",
+    });
+    let driven = prepare_blocking(
+        policy,
+        &h.runtime,
+        &h.services,
+        records,
+        input,
+        settings,
+        None,
+        |_| Ok(answer.as_object().cloned().unwrap_or_default()),
+    );
+    let Driven {
+        mut instance,
+        prepared,
+        ..
+    } = accepted(mode, "prepare", driven)?;
     check_prepared(mode, records, input, settings, &prepared);
     if !policy.info.stores_context {
         // The host never calls commit for a policy that stores nothing.
@@ -448,6 +472,34 @@ fn check_prepared(
                 "{mode}: the prompt is not the kept conversation"
             );
         }
+        "summarize" => {
+            // The prompt is the opening, maybe a summary, the window's turns and the new
+            // message: it fits, and starts and ends as the conversation does.
+            let Prompt::Tokens(ids) = &prepared.prompt else {
+                panic!("{mode}: not a token prompt: {prepared:?}");
+            };
+            assert!(prepared.want_reply_tokens, "{mode} must ask for the reply's ids");
+            let needed = ids.len() as u64 + u64::from(settings.reply_budget);
+            assert!(
+                needed <= u64::from(settings.n_ctx),
+                "{mode}: {} prompt tokens + {} reply budget > n_ctx {}",
+                ids.len(),
+                settings.reply_budget,
+                settings.n_ctx
+            );
+            let opening_ids = match records.first() {
+                Some(first) => {
+                    let (turn, _) = summary::split(first).expect("accepted an unreadable record");
+                    TokenRecord::decode(turn).expect("accepted an unreadable record").pinned_tokens().to_vec()
+                }
+                None => tokenize_pieces(&opening_pieces(&t, settings.system_prompt.as_deref())),
+            };
+            let new_ids = tokenize_pieces(&user_turn_pieces(&t, &input.prompt));
+            assert!(
+                ids.starts_with(&opening_ids) && ids.ends_with(&new_ids),
+                "{mode}: the prompt does not open the conversation or end with the new message"
+            );
+        }
         other => unreachable!("unknown mode {other}"),
     }
 }
@@ -465,6 +517,15 @@ fn check_record(mode: &str, record: &[u8], reply: &Reply) {
         }
         "tokenized" | "truncate" => {
             let stored = TokenRecord::decode(record).expect("stored an unreadable record");
+            let ids = reply.tokens.as_slice();
+            assert!(
+                ids.is_empty() || stored.tokens.windows(ids.len()).any(|w| w == ids),
+                "{mode} did not store the generated ids"
+            );
+        }
+        "summarize" => {
+            let (turn, _) = summary::split(record).expect("stored an unreadable record");
+            let stored = TokenRecord::decode(turn).expect("stored an unreadable record");
             let ids = reply.tokens.as_slice();
             assert!(
                 ids.is_empty() || stored.tokens.windows(ids.len()).any(|w| w == ids),

@@ -37,6 +37,8 @@ pub struct Tally {
     pub recalled: usize,
     /// Checks with no answer (the turn failed, or the mode stopped before it).
     pub unanswered: usize,
+    /// Answered checks whose prompt still held the fact (see `Row::in_context`).
+    pub in_context: usize,
 }
 
 impl Tally {
@@ -65,6 +67,9 @@ pub fn tally(data: &Data, mode: &str) -> Option<Tally> {
             .find(|(s, r)| {
                 *s == source && r.mode == mode && r.scenario == scenario && r.turn == turn
             });
+        if row.is_some_and(|(_, r)| r.in_context == Some(true)) {
+            tally.in_context += 1;
+        }
         match row.and_then(|(_, r)| r.recalled) {
             Some(true) => tally.recalled += 1,
             Some(false) => {}
@@ -168,6 +173,8 @@ mod tests {
             }),
             expect: expect.into(),
             recalled,
+            // The summarising mode kept every fact in its prompt; the others none.
+            in_context: recalled.map(|_| mode == "summarize"),
             ..Row::default()
         }
     }
@@ -205,14 +212,15 @@ mod tests {
         ];
         let data = data(&[run], &["tokenized", "truncate", "summarize"]);
         let tally = |mode| tally(&data, mode).unwrap();
-        let want = |checks, recalled, unanswered| Tally {
+        let want = |checks, recalled, unanswered, in_context| Tally {
             checks,
             recalled,
             unanswered,
+            in_context,
         };
-        assert_eq!(tally("truncate"), want(3, 2, 0));
-        assert_eq!(tally("summarize"), want(3, 3, 0));
-        assert_eq!(tally("tokenized"), want(3, 0, 3));
+        assert_eq!(tally("truncate"), want(3, 2, 0, 0));
+        assert_eq!(tally("summarize"), want(3, 3, 0, 3));
+        assert_eq!(tally("tokenized"), want(3, 0, 3, 0));
         assert_eq!(tally("truncate").text(), "2 of 3");
         assert_eq!(tally("tokenized").text(), "0 of 3 (3 not answered)");
         assert!(any(&data));

@@ -21,9 +21,11 @@ pub fn modes(data: &Data) -> String {
     let mut rows: Vec<Vec<String>> = data.modes.iter().map(|m| mode_row(data, m)).collect();
     if recall::any(data) {
         header.push("planted facts recalled");
+        header.push("planted facts in the prompt");
         for (row, mode) in rows.iter_mut().zip(&data.modes) {
             let tally = recall::tally(data, mode);
-            row.push(tally.map_or("n/a".into(), |t| t.text()));
+            row.push(tally.as_ref().map_or("n/a".into(), |t| t.text()));
+            row.push(tally.map_or("n/a".into(), |t| format!("{} of {}", t.in_context, t.checks)));
         }
     }
     markdown_table(&header, &rows, true)
@@ -187,7 +189,10 @@ pub fn markdown(data: &Data, modes: &str, facts: &str, comparisons: &str, roamed
         md.push_str(
             "- *planted facts recalled*: answers to the scenario's `expect:` messages that mention
   one of the alternatives (case-insensitively); a check the mode did not answer (failed, or
-  stopped before it) counts as not recalled. The CSV's `reply` column shows each answer.\n",
+  stopped before it) counts as not recalled. The CSV's `reply` column shows each answer.
+- *planted facts in the prompt*: checks whose prompt, as llama-server saw it, still held one
+  of the alternatives (kept turns, a summary, or an earlier answer): what the policy kept,
+  whatever the model made of it (CSV column `in_context`).\n",
         );
         md.push_str(&format!(
             "\n## Planted facts\n\n{facts}\nPer check: `yes` the answer mentions it, `no` it \

@@ -118,6 +118,8 @@ impl<'a> Session<'a> {
                     let content = reply["content"].as_str().unwrap_or_default();
                     row.reply_chars = Some(content.chars().count());
                     row.recalled = recalls(expect, content);
+                    let seen = reply["prompt"].as_str().unwrap_or_default();
+                    row.in_context = recalls(expect, seen);
                     if row.recalled.is_some() {
                         row.reply = content.to_owned();
                     }

@@ -70,6 +70,11 @@ pub struct Row {
     /// The model's reply on a turn with a check, to audit the match; empty on other turns.
     #[serde(default)]
     pub reply: String,
+    /// Whether the prompt the model saw (llama-server's `prompt`) mentions one of the
+    /// alternatives: the fact was still in its context, whatever the model made of it. Empty
+    /// when there is no check or no reply.
+    #[serde(default)]
+    pub in_context: Option<bool>,
 }
 
 impl Row {
