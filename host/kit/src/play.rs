@@ -125,12 +125,14 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
         .await?;
         let mut policy_time = started.elapsed();
         for (body, answer) in &asked {
-            let prompt = body.get("prompt").map(Value::to_string).unwrap_or_default();
+            println!(
+                "policy asked the model: {}",
+                asked_prompt(&*llm, body).await
+            );
             let content = answer
                 .get("content")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            println!("policy asked the model: {}", shown(&prompt));
             println!("model answered the policy: {}", shown(content));
         }
         let prompt = show_prompt(&*llm, &prepared, message, n_ctx, vocab).await?;
@@ -175,6 +177,23 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
         records.len()
     );
     Ok(())
+}
+
+/// A completion's prompt as a reader wants it: a token prompt read back as text.
+async fn asked_prompt(llm: &dyn LlmBackend, body: &Map<String, Value>) -> String {
+    let prompt = body.get("prompt").cloned().unwrap_or_default();
+    let ids: Option<Vec<u32>> = prompt.as_array().and_then(|ids| {
+        ids.iter()
+            .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
+            .collect()
+    });
+    match ids {
+        Some(ids) => match llm.detokenize(&ids).await {
+            Ok(text) => format!("{} tokens: {}", ids.len(), shown(&text)),
+            Err(_) => format!("{} tokens", ids.len()),
+        },
+        None => shown(prompt.as_str().unwrap_or_default()),
+    }
 }
 
 /// What the policy asked the model before the turn's prompt: each body and answer.

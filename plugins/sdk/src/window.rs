@@ -88,9 +88,15 @@ mod tests {
             window_start,
             tokens: 10,
         };
-        assert_eq!(check_window_heads(&[head(3, 0), head(0, 1), head(0, 1)]), Ok(()));
+        assert_eq!(
+            check_window_heads(&[head(3, 0), head(0, 1), head(0, 1)]),
+            Ok(())
+        );
         let err = check_window_heads(&[head(3, 0), head(2, 0)]).unwrap_err();
-        assert!(err.contains("record 1: only the first record may pin"), "{err}");
+        assert!(
+            err.contains("record 1: only the first record may pin"),
+            "{err}"
+        );
         let err = check_window_heads(&[head(3, 0), head(0, 2)]).unwrap_err();
         assert!(err.contains("record 1: window starts at 2"), "{err}");
     }

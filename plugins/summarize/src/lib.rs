@@ -7,15 +7,16 @@
 //! message, the turns in the window as the token ids the model saw, the new message. The
 //! window and the summary only change when the prompt would no longer fit; then the window
 //! moves as `truncate`'s does (far enough to stay put for a while) and the turns leaving it
-//! are summarised, in as few completions as fit, before this turn's prompt is built. Between
-//! those turns the prompt only grows at its end, so llama-server's prompt cache keeps hitting.
+//! are summarised with the previous summary, quoted as a transcript in one user message, in
+//! as few completions as fit, before this turn's prompt is built. Between those turns the
+//! prompt only grows at its end, so llama-server's prompt cache keeps hitting.
 //! The summary is stored in the record of the turn that wrote it, so every node builds the
 //! same prompt from the replicated session.
 
 use discedge_policy_sdk::summary::{self, Summary};
 use discedge_policy_sdk::{
     Pieces, TokenRecord, TokenRecordHead, append_ids, check_window_heads, choose_window,
-    decode_records, opening_pieces, user_turn_pieces,
+    decode_records, opening_pieces, parse_messages, user_turn_pieces,
 };
 
 discedge_policy_sdk::bindings!("context-policy-with-history");
@@ -32,15 +33,16 @@ use exports::discedge::policy::policy::Guest;
 use token_policy::tokenize_pieces;
 
 /// Most tokens a summary may take (and a summarising completion may generate).
-const SUMMARY_TOKENS: u32 = 128;
+const SUMMARY_TOKENS: u32 = 192;
 /// Most completions one turn asks for; the host allows 4 by default.
 const MAX_ASKS: usize = 3;
 /// What the summary message starts with, so the model reads it as what it is.
 const SUMMARY_HEADER: &str = "Summary of the conversation so far: ";
-/// The request that ends a summarising prompt, as the user's message.
-const INSTRUCTION: &str = "Pause the conversation. Write a short summary of everything above \
-    in at most 80 words. Keep every fact I gave: names, numbers, dates, places, colours and \
-    what I like or cannot have. Reply with the summary only.";
+/// What ends the summarising prompt's one user message, after the earlier summary and the
+/// user's messages as `User: ...` lines. Measured with SmolLM2-135M: it then lists the facts;
+/// with the conversation itself in front of a request, or a header such as "Conversation:",
+/// it went on chatting or made up a list.
+const INSTRUCTION: &str = "\nWrite down the facts above as a short list.";
 /// Sampling for summaries: greedy, so a summary is as repeatable as the model allows.
 const SUMMARY_OPTIONS: &str = r#"{"temperature": 0, "cache_prompt": true}"#;
 
@@ -278,47 +280,18 @@ fn fold(
         host::log(LogLevel::Warn, &message);
         return done(text);
     }
-    let current = match &text {
-        Some(text) => summary_ids(t, text, turn.summary_tokens as usize)?,
-        None => Vec::new(),
+    let prompt = summarising_prompt(session, t, text.as_deref(), covered, start, turn, n_ctx)?;
+    let Some((prompt, to)) = prompt else {
+        let message = format!(
+            "records {covered}..{start} are too long to summarise; they leave the window as they are"
+        );
+        host::log(LogLevel::Warn, &message);
+        return done(text);
     };
-    let mut ask = Pieces::default();
-    ask.message(t, "user", INSTRUCTION);
-    ask.markup(&discedge_policy_sdk::reply_opening(t));
-    let instruction = tokenize_pieces(&ask)?;
-    let fixed =
-        turn.opening.len() + current.len() + instruction.len() + turn.summary_tokens as usize;
-    let lens = session.lens();
-    let (from, to, size) = {
-        let mut from = covered;
-        loop {
-            if from >= start {
-                return done(text);
-            }
-            let (mut to, mut size) = (from, fixed);
-            while to < start && size + lens[to] <= n_ctx {
-                size += lens[to];
-                to += 1;
-            }
-            if to > from {
-                break (from, to, size);
-            }
-            // Even this one turn does not fit a summarising prompt: it leaves unsummarised.
-            let message =
-                format!("record {from} is too long to summarise; it leaves the window as it is");
-            host::log(LogLevel::Warn, &message);
-            from += 1;
-        }
-    };
-    let mut prompt = Vec::with_capacity(size);
-    prompt.extend_from_slice(&turn.opening);
-    prompt.extend_from_slice(&current);
-    session.append_turns(from..to, &mut prompt)?;
-    prompt.extend_from_slice(&instruction);
     host::log(
         LogLevel::Info,
         &format!(
-            "summarising records {from}..{to} ({} prompt tokens)",
+            "summarising records {covered}..{to} ({} prompt tokens)",
             prompt.len()
         ),
     );
@@ -328,6 +301,67 @@ fn fold(
         options_json: SUMMARY_OPTIONS.into(),
         state: (to as u32).to_le_bytes().to_vec(),
     }))
+}
+
+/// The summarising prompt for records `from..` up to `start`, as many as fit the window with
+/// the summary's room: one user message holding the earlier summary, the turns' user
+/// messages (read back through the tokenizer) and the instruction, all as plain text (what
+/// users and the model wrote cannot become control tokens). Returns the ids and where the
+/// turns it holds end, or `None` when not even the first turn fits.
+fn summarising_prompt(
+    session: &Session,
+    t: &discedge_policy_sdk::Template,
+    earlier: Option<&str>,
+    from: usize,
+    start: usize,
+    turn: &Turn,
+    n_ctx: usize,
+) -> Result<Option<(Vec<u32>, usize)>, PolicyError> {
+    let plain = |text: &str| {
+        host::tokenize(text, false).map_err(|e| PolicyError::HostFailed(format!("tokenize: {e}")))
+    };
+    let mut head = token_policy::tokenize(&format!(
+        "{}{}",
+        t.bos,
+        t.message_prefix.replace("{role}", "user")
+    ))?;
+    if let Some(earlier) = earlier {
+        head.extend(plain(&format!("{}\n", earlier.trim()))?);
+    }
+    let mut tail = plain(INSTRUCTION)?;
+    tail.extend(token_policy::tokenize(&t.message_suffix)?);
+    tail.extend(token_policy::tokenize(
+        &discedge_policy_sdk::reply_opening(t),
+    )?);
+    let room = n_ctx.saturating_sub(turn.summary_tokens as usize);
+    let mut prompt = head;
+    let mut to = from;
+    while to < start {
+        let mut ids = Vec::new();
+        session.append_turns(to..to + 1, &mut ids)?;
+        let text = host::detokenize(&ids)
+            .map_err(|e| PolicyError::HostFailed(format!("detokenize: {e}")))?;
+        let mut lines = String::new();
+        // The user's messages only: the facts to keep are what the user said, and measured
+        // with SmolLM2-135M its own replies in the transcript drowned them (it answered with
+        // a made-up title instead of a list).
+        for (role, content) in parse_messages(t, &text) {
+            if role == "user" {
+                lines.push_str(&format!("User: {}\n", content.trim()));
+            }
+        }
+        let ids = plain(&lines)?;
+        if prompt.len() + ids.len() + tail.len() > room {
+            break;
+        }
+        prompt.extend(ids);
+        to += 1;
+    }
+    if to == from {
+        return Ok(None);
+    }
+    prompt.extend(tail);
+    Ok(Some((prompt, to)))
 }
 
 /// The summary as the system message the prompt carries: the header and at most `limit`

@@ -25,7 +25,9 @@ pub fn modes(data: &Data) -> String {
         for (row, mode) in rows.iter_mut().zip(&data.modes) {
             let tally = recall::tally(data, mode);
             row.push(tally.as_ref().map_or("n/a".into(), |t| t.text()));
-            row.push(tally.map_or("n/a".into(), |t| format!("{} of {}", t.in_context, t.checks)));
+            row.push(tally.map_or("n/a".into(), |t| {
+                format!("{} of {}", t.in_context, t.checks)
+            }));
         }
     }
     markdown_table(&header, &rows, true)
