@@ -201,8 +201,12 @@ pub fn run_case(case: &PolicyCase) -> (&'static str, Outcome) {
     let policy = h.registry.get(mode).expect("loaded");
     let stores = policy.info.stores_context;
     let mut records: Vec<Record> = if stores && mode == "summarize" {
-        // summarize's records wrap the token record (here without a summary).
-        let wrap = |r: &TokenRecord| summary::encode(&r.encode(), None).into();
+        // summarize's records wrap a token record (here without a summary); raw bytes stay
+        // as they are, to be refused.
+        let wrap = |r: &RecordInput| match r {
+            RecordInput::Bytes(bytes) => bytes.clone().into(),
+            other => summary::encode(&other.encode(), None).into(),
+        };
         case.records.iter().map(wrap).collect()
     } else if stores {
         case.records.iter().map(|r| r.encode().into()).collect()

@@ -59,7 +59,7 @@ fn policy_boundary_inputs() {
     let counts = outcomes(&files);
     eprintln!("{counts:?}");
     // The seeds start the fuzzer deep in every storing policy: two turns served.
-    for mode in ["raw", "tokenized", "truncate"] {
+    for mode in ["raw", "tokenized", "truncate", "summarize"] {
         assert!(
             counts.contains_key(&(mode, Outcome::TwoTurns)),
             "no seed serves two turns of {mode}: {counts:?}"
