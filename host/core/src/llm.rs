@@ -544,43 +544,6 @@ fn event_of(line: Bytes) -> Option<Result<StreamEvent, LlmError>> {
     field(b"error:").map(|len| Err(LlmError::StreamBroken(preview(&line[line.len() - len..]))))
 }
 
-/// What a policy's `commit` gets of llama-server's `/completion` answer: its content, the
-/// generated ids when the policy asked for them, and why generation stopped. `Err` names
-/// the part the answer lacks, for the caller's own error.
-pub fn policy_reply(
-    answer: &Map<String, Value>,
-    want_tokens: bool,
-) -> Result<crate::policy::runtime::Reply, &'static str> {
-    let content = answer
-        .get("content")
-        .and_then(Value::as_str)
-        .ok_or("content")?
-        .to_owned();
-    let tokens = if want_tokens {
-        answer
-            .get("tokens")
-            .and_then(Value::as_array)
-            .and_then(|ids| {
-                ids.iter()
-                    .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
-                    .collect()
-            })
-            .ok_or("token ids (return_tokens)")?
-    } else {
-        Vec::new()
-    };
-    let stop_type = answer
-        .get("stop_type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    Ok(crate::policy::runtime::Reply {
-        content,
-        tokens,
-        stop_type,
-    })
-}
-
 /// Lets synchronous policy code (inside a wasm call on a blocking thread) use the async backend.
 pub struct BlockingTokenizer {
     llm: std::sync::Arc<dyn LlmBackend>,

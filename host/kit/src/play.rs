@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use discedge_core::gguf_tokenizer::TokenizerSource;
-use discedge_core::llm::{BlockingTokenizer, LlamaServer, LlmBackend, policy_reply};
+use discedge_core::llm::{BlockingTokenizer, LlamaServer, LlmBackend};
 use discedge_core::policy::runtime::{Prepared, Prompt, Reply, Settings, TurnInput};
-use discedge_core::policy::{HostServices, PolicyInstance, check_token_prompt, prepare_blocking};
+use discedge_core::policy::{
+    HostServices, PolicyInstance, check_token_prompt, policy_reply, prepare_blocking,
+};
 use discedge_core::store::Record;
 use discedge_lab::fake_llm::FakeLlm;
 use discedge_lab::scenario::file::Scenario;

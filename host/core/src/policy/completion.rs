@@ -8,12 +8,45 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::runtime::{
-    Answer, CallFailure, CompletionRequest, PolicyError, Prepared, Prompt, Settings, Step,
+    Answer, CallFailure, CompletionRequest, PolicyError, Prepared, Prompt, Reply, Settings, Step,
     TurnInput,
 };
 use super::{HostServices, LoadedPolicy, PolicyInstance, PolicyRuntime, check_token_prompt};
-use crate::llm::policy_reply;
 use crate::store::Record;
+
+/// What a policy's `commit` gets of llama-server's `/completion` answer: its content, the
+/// generated ids when the policy asked for them, and why generation stopped. `Err` names
+/// the part the answer lacks, for the caller's own error.
+pub fn policy_reply(answer: &Map<String, Value>, want_tokens: bool) -> Result<Reply, &'static str> {
+    let content = answer
+        .get("content")
+        .and_then(Value::as_str)
+        .ok_or("content")?
+        .to_owned();
+    let tokens = if want_tokens {
+        answer
+            .get("tokens")
+            .and_then(Value::as_array)
+            .and_then(|ids| {
+                ids.iter()
+                    .map(|id| id.as_u64().and_then(|id| u32::try_from(id).ok()))
+                    .collect()
+            })
+            .ok_or("token ids (return_tokens)")?
+    } else {
+        Vec::new()
+    };
+    let stop_type = answer
+        .get("stop_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Reply {
+        content,
+        tokens,
+        stop_type,
+    })
+}
 
 /// `/completion` fields a policy's request may not set: the host sets them.
 const HOST_FIELDS: [&str; 4] = ["prompt", "n_predict", "stream", "return_tokens"];

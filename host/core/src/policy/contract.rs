@@ -7,9 +7,7 @@
 //! Only the host imports and the types come from bindgen; the exports are called through
 //! [`Exports`], one lookup per component, so a call costs the same on either version.
 
-use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
-
-use super::runtime::CallState;
+use wasmtime::component::{Component, ComponentExportIndex};
 
 wasmtime::component::bindgen!({
     path: "../../wit/policy.wit",
@@ -17,7 +15,7 @@ wasmtime::component::bindgen!({
 });
 
 /// The frozen 0.1.0 contract: its host interface, linked under its own versioned name.
-mod v0_1 {
+pub(super) mod v0_1 {
     wasmtime::component::bindgen!({
         path: "../../wit/0.1.0/policy.wit",
         world: "context-policy",
@@ -72,7 +70,7 @@ impl Exports {
         for version in [Version::V0_2, Version::V0_1] {
             let v = version.as_str();
             let Some(policy) =
-                component.get_export_index(None, &format!("discedge:policy/policy@{v}"))
+                component.get_export_index(None, format!("discedge:policy/policy@{v}"))
             else {
                 continue;
             };
@@ -82,7 +80,7 @@ impl Exports {
                     .ok_or_else(|| anyhow::anyhow!("no discedge:policy/policy@{v}#{name}"))
             };
             let render = match component
-                .get_export_index(None, &format!("discedge:policy/history@{v}"))
+                .get_export_index(None, format!("discedge:policy/history@{v}"))
             {
                 None => None,
                 // Exported, so it must be the contract's: a broken one is refused, not ignored.
@@ -101,51 +99,5 @@ impl Exports {
             });
         }
         anyhow::bail!("exports no discedge:policy/policy interface of a version the host speaks")
-    }
-}
-
-/// Links the host's imports of every spoken version (WASI is linked by the runtime).
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> anyhow::Result<()> {
-    ContextPolicy::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    v0_1::ContextPolicy::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-}
-
-impl discedge::policy::types::Host for CallState {}
-
-impl discedge::policy::host::Host for CallState {
-    fn log(&mut self, level: LogLevel, message: String) {
-        self.host_log(level, &message);
-    }
-
-    fn tokenize(&mut self, text: String, parse_special: bool) -> Result<Vec<u32>, String> {
-        self.host_tokenize(&text, parse_special)
-    }
-
-    fn detokenize(&mut self, tokens: Vec<u32>) -> Result<String, String> {
-        self.host_detokenize(&tokens)
-    }
-}
-
-impl v0_1::discedge::policy::host::Host for CallState {
-    fn log(&mut self, level: v0_1::discedge::policy::host::LogLevel, message: String) {
-        use v0_1::discedge::policy::host::LogLevel as Old;
-        let level = match level {
-            Old::Trace => LogLevel::Trace,
-            Old::Debug => LogLevel::Debug,
-            Old::Info => LogLevel::Info,
-            Old::Warn => LogLevel::Warn,
-            Old::Error => LogLevel::Error,
-        };
-        self.host_log(level, &message);
-    }
-
-    fn tokenize(&mut self, text: String, parse_special: bool) -> Result<Vec<u32>, String> {
-        self.host_tokenize(&text, parse_special)
-    }
-
-    fn detokenize(&mut self, tokens: Vec<u32>) -> Result<String, String> {
-        self.host_detokenize(&tokens)
     }
 }

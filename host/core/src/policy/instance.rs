@@ -6,10 +6,10 @@ use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::Instance;
 
+use super::call::{CallFailure, CallState, InstanceSlot, failure};
 use super::contract::{
     Answer, Exports, PolicyError, PolicyInfo, Prepared, Reply, Settings, Step, TurnInput, Version,
 };
-use super::runtime::{CallFailure, CallState, InstanceSlot, failure};
 use crate::store::Record;
 
 /// A live policy instance for one request; dropped afterwards (a trap poisons only this one).

@@ -4,6 +4,7 @@
 //! Requests take an `Arc` of the policy they start with, so a swap never disturbs a request in
 //! flight: it finishes on the old version while the next request gets the new one.
 
+mod call;
 mod completion;
 mod contract;
 mod instance;
@@ -20,7 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-pub use completion::{Driven, completion_body, prepare_blocking};
+pub use completion::{Driven, completion_body, policy_reply, prepare_blocking};
 pub use contract::{SPOKEN as CONTRACT_VERSIONS, Version as ContractVersion};
 pub use runtime::{CallFailure, HostServices, Limits, PolicyInstance, PolicyPre, PolicyRuntime};
 pub use watch::watch;

@@ -1,53 +1,27 @@
-//! Host glue for policy components: the engine, the per-call store, the host imports.
-//! Nothing here knows about HTTP or sessions.
+//! Host glue for policy components: the engine, the sandbox each call's store gets, and
+//! linking a component once. The per-call state and host imports are `call`'s, the calls
+//! `instance`'s. Nothing here knows about HTTP or sessions.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{
-    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
-    WasiView,
-};
+use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
-use super::contract::{self, Exports, LogLevel, Version};
+pub use super::call::{CallFailure, HostServices};
+use super::call::{CallState, InstanceSlot, add_to_linker, instantiate_failure};
 pub use super::contract::{
     Answer, ChatTemplate, CompletionRequest, PolicyError, PolicyInfo, Prepared, Prompt, Reply,
     Settings, Step, TurnInput,
 };
+use super::contract::{Exports, Version};
 pub use super::instance::PolicyInstance;
-
-/// What a policy may ask of the outside world, provided by the proxy (llama-server) or a test.
-pub trait HostServices: Send + Sync + 'static {
-    fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String>;
-    fn detokenize(&self, tokens: &[u32]) -> Result<String, String>;
-
-    /// [`tokenize`](Self::tokenize), given up after `within`: the policy's deadline only
-    /// interrupts wasm, so a host call that can block must bound itself (override this).
-    fn tokenize_within(
-        &self,
-        text: &str,
-        parse_special: bool,
-        within: Duration,
-    ) -> Result<Vec<u32>, String> {
-        let _ = within;
-        self.tokenize(text, parse_special)
-    }
-
-    /// [`detokenize`](Self::detokenize), given up after `within`; see
-    /// [`tokenize_within`](Self::tokenize_within).
-    fn detokenize_within(&self, tokens: &[u32], within: Duration) -> Result<String, String> {
-        let _ = within;
-        self.detokenize(tokens)
-    }
-}
 
 /// Limits every policy call runs under, so a faulty policy cannot stall or starve the node.
 #[derive(Debug, Clone)]
@@ -136,108 +110,6 @@ pub struct PolicyRuntime {
     live: Arc<AtomicU32>,
 }
 
-/// One of the runtime's `instances` slots, given back when the instance is dropped.
-pub(super) struct InstanceSlot(Arc<AtomicU32>);
-
-impl InstanceSlot {
-    fn take(live: &Arc<AtomicU32>, limit: u32) -> Result<Self, CallFailure> {
-        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < limit).then_some(n + 1)
-        })
-        .map_err(|_| CallFailure::Busy(format!("all {limit} policy instances are in use")))?;
-        Ok(Self(live.clone()))
-    }
-}
-
-impl Drop for InstanceSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Per-call state: the store's data. Never shared between calls, so a trap poisons nothing else.
-pub struct CallState {
-    policy: Arc<str>,
-    services: Arc<dyn HostServices>,
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    pub(super) stderr: MemoryOutputPipe,
-    pub(super) call_timeout: Duration,
-    /// When the current call's time is up; host calls get only what is left of it.
-    pub(super) deadline: Instant,
-    /// Set when a host call failed for lack of time: the call's outcome, whatever the guest
-    /// did next (the epoch trap may or may not have fired by the time it returns).
-    pub(super) host_timed_out: Option<String>,
-}
-
-impl CallState {
-    /// Runs a host call within what is left of the policy call's time.
-    fn bounded<T>(
-        &mut self,
-        call: &str,
-        run: impl FnOnce(&dyn HostServices, Duration) -> Result<T, String>,
-    ) -> Result<T, String> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        let result = if left.is_zero() {
-            Err("no time left".to_owned())
-        } else {
-            run(&*self.services, left)
-        };
-        result.map_err(|e| {
-            if Instant::now() >= self.deadline {
-                let timeout = format!(
-                    "{call} did not finish within the policy's time ({} ms): {e}",
-                    self.call_timeout.as_millis()
-                );
-                self.host_timed_out = Some(timeout.clone());
-                timeout
-            } else {
-                e
-            }
-        })
-    }
-}
-
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// The host imports, whichever contract version the guest called them through.
-impl CallState {
-    pub(super) fn host_log(&mut self, level: LogLevel, message: &str) {
-        let policy = &*self.policy;
-        match level {
-            LogLevel::Trace => tracing::trace!(policy, "{message}"),
-            LogLevel::Debug => tracing::debug!(policy, "{message}"),
-            LogLevel::Info => tracing::info!(policy, "{message}"),
-            LogLevel::Warn => tracing::warn!(policy, "{message}"),
-            LogLevel::Error => tracing::error!(policy, "{message}"),
-        }
-    }
-
-    pub(super) fn host_tokenize(
-        &mut self,
-        text: &str,
-        parse_special: bool,
-    ) -> Result<Vec<u32>, String> {
-        self.bounded("tokenize", |services, within| {
-            services.tokenize_within(text, parse_special, within)
-        })
-    }
-
-    pub(super) fn host_detokenize(&mut self, tokens: &[u32]) -> Result<String, String> {
-        self.bounded("detokenize", |services, within| {
-            services.detokenize_within(tokens, within)
-        })
-    }
-}
-
 impl PolicyRuntime {
     /// Builds the engine (pooling allocator when the machine allows it, epoch interruption for
     /// timeouts) and starts the epoch ticker thread.
@@ -251,7 +123,7 @@ impl PolicyRuntime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
-        contract::add_to_linker(&mut linker)?;
+        add_to_linker(&mut linker)?;
         let weak = engine.weak();
         thread::Builder::new()
             .name("policy-epoch".into())
@@ -359,48 +231,6 @@ fn config(limits: &Limits, pooling: bool) -> Config {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
-}
-
-/// Why a policy call did not return a value.
-#[derive(Debug, thiserror::Error)]
-pub enum CallFailure {
-    /// The policy declined with one of the contract's errors.
-    #[error("{0:?}")]
-    Declined(PolicyError),
-    /// The policy trapped (panic, timeout, memory limit) or could not be instantiated.
-    #[error("{0}")]
-    Trapped(String),
-    /// Every policy instance (`Limits::instances`) is in use: not the policy's fault, and it
-    /// passes as turns finish.
-    #[error("{0}")]
-    Busy(String),
-}
-
-/// Describes a trap with whatever the guest wrote to stderr (a panic message, say).
-pub(super) fn failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
-    let what = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => "timed out".to_owned(),
-        Some(trap) => format!("trapped: {trap}"),
-        None => format!("failed: {error:#}"),
-    };
-    let stderr = store.data().stderr.contents();
-    let stderr = String::from_utf8_lossy(&stderr);
-    match stderr.trim() {
-        "" => CallFailure::Trapped(what),
-        text => CallFailure::Trapped(format!("{what}: {text}")),
-    }
-}
-
-/// An instantiation that failed: busy when the pooling allocator ran out of one of its pools
-/// (a component may use more core instances or memories than the count above assumes).
-fn instantiate_failure(store: &Store<CallState>, error: wasmtime::Error) -> CallFailure {
-    if error
-        .chain()
-        .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
-    {
-        return CallFailure::Busy(format!("{error:#}"));
-    }
-    failure(store, error)
 }
 
 /// A component linked against the host, ready to instantiate: see

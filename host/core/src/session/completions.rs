@@ -8,8 +8,8 @@ use std::time::Instant;
 use super::Proxy;
 use super::errors::bad_output;
 use crate::error::{Error, Kind};
-use crate::llm::policy_reply;
 use crate::metrics::TurnTiming;
+use crate::policy::policy_reply;
 use crate::policy::runtime::{Answer, CompletionRequest};
 use crate::policy::{LoadedPolicy, completion_body};
 

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use super::Proxy;
 use super::turn::PreparedTurn;
 use crate::error::{Error, Kind};
-use crate::llm::policy_reply;
+use crate::policy::policy_reply;
 use crate::policy::runtime::Reply;
 
 impl Proxy {
