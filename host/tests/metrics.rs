@@ -66,8 +66,8 @@ async fn a_scrape_shows_the_requests_made() {
         "discedge_requests_total{mode=\"raw\",status=\"200\",code=\"\"} 2",
         "discedge_turn_seconds_count{stage=\"llm\"} 4",
         "discedge_turn_seconds_count{stage=\"store_write\"} 4",
-        "discedge_policies_loaded 4",
-        "discedge_policy_loads_total 4",
+        "discedge_policies_loaded 5",
+        "discedge_policy_loads_total 5",
     ] {
         assert!(
             text.lines().any(|l| l == line),
