@@ -325,6 +325,7 @@ fn the_policy_list_says_which_policies_render_history() {
         [
             ("client-side".into(), false),
             ("raw".into(), true),
+            ("summarize".into(), true),
             ("tokenized".into(), true),
             ("truncate".into(), true),
         ]

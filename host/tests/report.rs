@@ -341,7 +341,8 @@ fn planted_facts_recalled_per_mode() {
     let dir = tempfile::tempdir().unwrap();
     let header = "timestamp,scenario,mode,node,session,turn,round_trip_ms,request_bytes,response_bytes,\
 prompt_chars,context_tokens,prompt_n,prompt_ms,predicted_n,predicted_ms,tokens_cached,tokens_evaluated,\
-store_read_ms,policy_ms,llm_ms,store_write_ms,store_bytes,http_status,retries,error,reply_chars,expect,recalled\n";
+store_read_ms,policy_ms,llm_ms,store_write_ms,store_bytes,http_status,retries,error,reply_chars,expect,recalled,\
+reply,in_context\n";
     let mut csv = header.to_string();
     // turn, expect, truncate (recalled, context), summarize (recalled, context)
     let plan = [
@@ -357,9 +358,14 @@ store_read_ms,policy_ms,llm_ms,store_write_ms,store_bytes,http_status,retries,er
             ("summarize", s_recalled, s_context, 300),
         ] {
             let recalled = recalled.map_or(String::new(), |r: bool| r.to_string());
+            // Every fact was still in summarize's prompts; truncate's held none.
+            let in_context = match expect {
+                "" => String::new(),
+                _ => (mode == "summarize").to_string(),
+            };
             csv.push_str(&format!(
                 "2026-01-01T00:00:00.000Z,Long recall,{mode},local,s-{mode},{turn},{rt},120,900,,\
-{context},40,30.0,64,500.0,,,0.5,0.2,{llm},1.0,{store},200,0,,180,{expect},{recalled}\n",
+{context},40,30.0,64,500.0,,,0.5,0.2,{llm},1.0,{store},200,0,,180,{expect},{recalled},,{in_context}\n",
                 rt = 1000 + 100 * turn,
                 llm = 990 + 100 * turn,
             ));
@@ -374,8 +380,13 @@ store_read_ms,policy_ms,llm_ms,store_write_ms,store_bytes,http_status,retries,er
         let cells = line.split('|').map(|c| c.trim().to_owned());
         cells.filter(|c| !c.is_empty()).collect()
     };
-    assert_eq!(cells("| mode ").last().unwrap(), "planted facts recalled");
-    // mode, ok, round trip, llm, overhead, request, store, evaluated / cached, recalled
+    let header = cells("| mode ");
+    assert_eq!(
+        header[header.len() - 2..],
+        ["planted facts recalled", "planted facts in the prompt"]
+    );
+    // mode, ok, round trip, llm, overhead, request, store, evaluated / cached, recalled,
+    // in the prompt
     assert_eq!(
         cells("| truncate "),
         [
@@ -387,7 +398,8 @@ store_read_ms,policy_ms,llm_ms,store_write_ms,store_bytes,http_status,retries,er
             "120",
             "2500",
             "40 / 1380",
-            "1 of 3"
+            "1 of 3",
+            "0 of 3"
         ]
     );
     assert_eq!(
@@ -401,7 +413,8 @@ store_read_ms,policy_ms,llm_ms,store_write_ms,store_bytes,http_status,retries,er
             "120",
             "1500",
             "40 / 670",
-            "2 of 3"
+            "2 of 3",
+            "3 of 3"
         ]
     );
     assert!(md.contains("## Planted facts"), "{md}");
