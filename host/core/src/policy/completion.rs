@@ -100,10 +100,12 @@ pub fn completion_body(
     Ok(body)
 }
 
-/// A policy's answer to `policy_reply`'s reading of a completion, for [`Answer::reply`].
-fn answer(state: Vec<u8>, reply: &Map<String, Value>) -> Result<Answer, String> {
+/// The [`Answer`] `prepare` gets: the request's `state` and llama-server's completion read
+/// as [`policy_reply`] reads it. `Err` names what the completion lacks. The proxy and
+/// [`prepare_blocking`] both read completions here.
+pub fn answer(state: Vec<u8>, reply: &Map<String, Value>) -> Result<Answer, String> {
     let reply = policy_reply(reply, true)
-        .map_err(|what| format!("the model's answer to a policy completion has no {what}"))?;
+        .map_err(|what| format!("llama-server's answer to a policy completion has no {what}"))?;
     Ok(Answer { state, reply })
 }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-pub use completion::{Driven, completion_body, policy_reply, prepare_blocking};
+pub use completion::{Driven, answer, completion_body, policy_reply, prepare_blocking};
 pub use contract::{SPOKEN as CONTRACT_VERSIONS, Version as ContractVersion};
 pub use runtime::{CallFailure, HostServices, Limits, PolicyInstance, PolicyPre, PolicyRuntime};
 pub use watch::watch;

@@ -9,9 +9,8 @@ use super::Proxy;
 use super::errors::bad_output;
 use crate::error::{Error, Kind};
 use crate::metrics::TurnTiming;
-use crate::policy::policy_reply;
 use crate::policy::runtime::{Answer, CompletionRequest};
-use crate::policy::{LoadedPolicy, completion_body};
+use crate::policy::{LoadedPolicy, answer, completion_body};
 
 impl Proxy {
     /// Runs one completion a policy asked for, before `deadline` (all of a turn's policy
@@ -29,8 +28,8 @@ impl Proxy {
             completion_body(&request, n_ctx, vocab).map_err(|why| bad_output(policy, &why))?;
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
-        let answer = match tokio::time::timeout(left, self.llm.complete(&body)).await {
-            Ok(answer) => answer?,
+        let completion = match tokio::time::timeout(left, self.llm.complete(&body)).await {
+            Ok(completion) => completion?,
             Err(_) => {
                 return Err(Error::new(
                     Kind::Timeout,
@@ -46,17 +45,8 @@ impl Proxy {
         };
         timing.policy_llm += started.elapsed();
         timing.policy_completions += 1;
-        let reply = policy_reply(&answer, true).map_err(|what| {
-            Error::new(
-                Kind::BadGateway,
-                "llm_failed",
-                format!("llama-server's answer to a policy completion has no {what}"),
-            )
-            .with("policy", policy.label())
-        })?;
-        Ok(Answer {
-            state: request.state,
-            reply,
+        answer(request.state, &completion).map_err(|why| {
+            Error::new(Kind::BadGateway, "llm_failed", why).with("policy", policy.label())
         })
     }
 }
