@@ -15,19 +15,12 @@ fn deploy(source: &Path, dir: &Path, name: &str) {
 }
 
 async fn post(url: &str, body: &Value) -> (u16, String, Value) {
-    let reply = common::client()
-        .post(format!("{url}/completion"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = reply.status().as_u16();
-    let policy = reply
-        .headers()
+    let (status, headers, reply) = common::complete_with_headers(url, body).await;
+    let policy = headers
         .get("x-discedge-policy")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    (status, policy, reply.json().await.unwrap())
+    (status, policy, reply)
 }
 
 #[tokio::test(flavor = "multi_thread")]

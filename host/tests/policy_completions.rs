@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{client, complete, error_code, faulty_plugin, metrics_text, start_proxy, turn_body};
+use common::{
+    complete, complete_with_headers, error_code, faulty_plugin, metrics_text, start_proxy,
+    turn_body,
+};
 use discedge_policy_sdk::summary::{self, Summary};
 use serde_json::Value;
 
@@ -21,20 +24,13 @@ fn long_message(turn: u32) -> String {
 
 /// Sends a turn; returns the status, the reply and the policy completions it took.
 async fn send(url: &str, body: &Value) -> (u16, Value, u32) {
-    let reply = client()
-        .post(format!("{url}/completion"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = reply.status().as_u16();
-    let asked = reply
-        .headers()
+    let (status, headers, reply) = complete_with_headers(url, body).await;
+    let asked = headers
         .get("x-discedge-policy-completions")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    (status, reply.json().await.unwrap_or(Value::Null), asked)
+    (status, reply, asked)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,15 +136,8 @@ async fn a_policys_answers_come_back_in_order_and_are_counted() {
     std::fs::copy(faulty_plugin(), plugins.path().join("faulty.wasm")).unwrap();
     let proxy = start_proxy(&["--plugins-dir", plugins.path().to_str().unwrap()]).await;
     let body = turn_body("faulty", None, 1, "ASKTWICE");
-    let reply = client()
-        .post(format!("{}/completion", proxy.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 200);
-    let headers = reply.headers().clone();
-    let reply: Value = reply.json().await.unwrap();
+    let (status, headers, reply) = complete_with_headers(&proxy.url, &body).await;
+    assert_eq!(status, 200, "{reply}");
     assert_eq!(headers["x-discedge-policy-completions"], "2");
     let timing = headers["server-timing"].to_str().unwrap();
     let policy_llm: f64 = timing

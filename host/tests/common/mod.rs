@@ -150,6 +150,21 @@ pub async fn complete(proxy_url: &str, body: &Value) -> (u16, Value) {
     (status, body)
 }
 
+/// [`complete`], with the reply's headers (the policy label, `Server-Timing`, the counts).
+pub async fn complete_with_headers(
+    proxy_url: &str,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let reply = client()
+        .post(format!("{proxy_url}/completion"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (reply.status().as_u16(), reply.headers().clone());
+    (status, headers, reply.json().await.unwrap_or(Value::Null))
+}
+
 /// API keys for the tests of `--api-keys`: alice's and bob's (see [`api_keys`]).
 pub const ALICE_KEY: &str = "alice-key-0123456789";
 pub const BOB_KEY: &str = "bob-key-0123456789ab";
