@@ -61,6 +61,25 @@ macro_rules! token_policy {
                     .collect())
             }
 
+            /// The conversation opening (bos and system message) as ids: what the session's first
+            /// record pins, or on turn 1 (no record yet) the opening tokenized on its own, so its
+            /// length is known.
+            pub fn opening(
+                first: Option<&[u8]>,
+                settings: &Settings,
+            ) -> Result<Vec<u32>, PolicyError> {
+                match first {
+                    Some(record) => Ok($crate::TokenRecord::decode(record)
+                        .map_err(|e| PolicyError::Internal(format!("record 0: {e}")))?
+                        .pinned_tokens()
+                        .to_vec()),
+                    None => tokenize_pieces(&$crate::opening_pieces(
+                        &template(settings),
+                        settings.system_prompt.as_deref(),
+                    )),
+                }
+            }
+
             /// The model's tokenizer on template markup, parsing control tokens since templates write
             /// them as text. Never for what a user or the model wrote: see [`tokenize_pieces`].
             pub fn tokenize(text: &str) -> Result<Vec<u32>, PolicyError> {

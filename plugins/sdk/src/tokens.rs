@@ -58,6 +58,30 @@ impl TokenRecord {
         read(bytes, |_| {})
     }
 
+    /// The record a window policy (`truncate`, `summarize`) carries from `prepare` to
+    /// `commit`: on a session's first turn the opening in front of the new ids, pinned so no
+    /// window drops it; later the new ids and where the window starts.
+    pub fn window_turn(
+        first_turn: bool,
+        opening: Vec<u32>,
+        new: Vec<u32>,
+        window_start: u32,
+    ) -> Self {
+        if first_turn {
+            Self {
+                pinned: opening.len() as u32,
+                window_start: 0,
+                tokens: [opening, new].concat(),
+            }
+        } else {
+            Self {
+                pinned: 0,
+                window_start,
+                tokens: new,
+            }
+        }
+    }
+
     /// The conversation opening this record pins.
     pub fn pinned_tokens(&self) -> &[u32] {
         &self.tokens[..self.pinned_len()]
@@ -176,6 +200,20 @@ fn generated_suffix_len(reply: &[u32], suffix: &[u32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_turn_pins_the_opening_only_on_the_first_turn() {
+        let first = TokenRecord::window_turn(true, vec![1, 2], vec![3], 5);
+        assert_eq!(
+            (first.pinned, first.window_start, first.tokens),
+            (2, 0, vec![1, 2, 3])
+        );
+        let later = TokenRecord::window_turn(false, vec![1, 2], vec![3], 5);
+        assert_eq!(
+            (later.pinned, later.window_start, later.tokens),
+            (0, 5, vec![3])
+        );
+    }
 
     #[test]
     fn append_ids_skips_the_first_ids_and_checks_the_record() {

@@ -16,7 +16,7 @@
 use discedge_policy_sdk::summary::{self, Summary};
 use discedge_policy_sdk::{
     Pieces, TokenRecord, TokenRecordHead, append_ids, check_window_heads, choose_window,
-    decode_records, opening_pieces, parse_messages, user_turn_pieces,
+    decode_records, parse_messages, user_turn_pieces,
 };
 
 discedge_policy_sdk::bindings!("context-policy-with-history");
@@ -131,13 +131,7 @@ impl Guest for Component {
     ) -> Result<Step, PolicyError> {
         let session = Session::read(&records)?;
         let t = token_policy::template(&settings);
-        let opening = match session.turns.first() {
-            Some(first) => TokenRecord::decode(first)
-                .map_err(|e| PolicyError::Internal(format!("record 0: {e}")))?
-                .pinned_tokens()
-                .to_vec(),
-            None => tokenize_pieces(&opening_pieces(&t, settings.system_prompt.as_deref()))?,
-        };
+        let opening = token_policy::opening(session.turns.first().copied(), &settings)?;
         let turn = Turn {
             opening,
             new: tokenize_pieces(&user_turn_pieces(&t, &input.prompt))?,
@@ -179,20 +173,8 @@ impl Guest for Component {
         prompt.extend_from_slice(summary_ids);
         session.append_turns(start..session.turns.len(), &mut prompt)?;
         prompt.extend_from_slice(&turn.new);
-        // Turn 1's record holds the opening in front of its new tokens and pins it.
-        let carried = if records.is_empty() {
-            TokenRecord {
-                pinned: turn.opening.len() as u32,
-                window_start: 0,
-                tokens: [turn.opening, turn.new].concat(),
-            }
-        } else {
-            TokenRecord {
-                pinned: 0,
-                window_start: start as u32,
-                tokens: turn.new,
-            }
-        };
+        let carried =
+            TokenRecord::window_turn(records.is_empty(), turn.opening, turn.new, start as u32);
         Ok(Step::Ready(Prepared {
             prompt: Prompt::Tokens(prompt),
             want_reply_tokens: true,

@@ -7,8 +7,7 @@
 //! changes the prompt's prefix and costs llama-server a full re-evaluation.
 
 use discedge_policy_sdk::{
-    TokenRecord, append_ids, check_window_heads, choose_window, decode_records, opening_pieces,
-    user_turn_pieces,
+    TokenRecord, append_ids, check_window_heads, choose_window, decode_records, user_turn_pieces,
 };
 
 discedge_policy_sdk::bindings!("context-policy-with-history");
@@ -48,14 +47,7 @@ impl Guest for Component {
         check_window_heads(&heads).map_err(PolicyError::Internal)?;
         let t = token_policy::template(&settings);
 
-        // The opening is tokenized on its own on turn 1, so its length (`pinned`) is known.
-        let opening_ids = match heads.first() {
-            Some(_) => TokenRecord::decode(&records[0])
-                .map_err(|e| PolicyError::Internal(format!("record 0: {e}")))?
-                .pinned_tokens()
-                .to_vec(),
-            None => tokenize_pieces(&opening_pieces(&t, settings.system_prompt.as_deref()))?,
-        };
+        let opening_ids = token_policy::opening(records.first().map(Vec::as_slice), &settings)?;
         let new_ids = tokenize_pieces(&user_turn_pieces(&t, &input.prompt))?;
 
         let previous_start = heads.last().map_or(0, |r| r.window_start as usize);
@@ -86,20 +78,8 @@ impl Guest for Component {
                 .map_err(|e| PolicyError::Internal(format!("record {i}: {e}")))?;
         }
         prompt.extend_from_slice(&new_ids);
-        // Turn 1's record holds the opening in front of its new tokens and pins it.
-        let carry = if records.is_empty() {
-            TokenRecord {
-                pinned: opening_ids.len() as u32,
-                window_start: 0,
-                tokens: [opening_ids, new_ids].concat(),
-            }
-        } else {
-            TokenRecord {
-                pinned: 0,
-                window_start: start as u32,
-                tokens: new_ids,
-            }
-        };
+        let carry =
+            TokenRecord::window_turn(records.is_empty(), opening_ids, new_ids, start as u32);
         Ok(Step::Ready(Prepared {
             prompt: Prompt::Tokens(prompt),
             want_reply_tokens: true,
