@@ -21,11 +21,6 @@ use crate::store::{SessionHead, StoreError, check_next_turn};
 /// Most turns written by one group transaction.
 const MAX_GROUP: usize = 256;
 
-/// Groups between two durable database commits (checkpoints). redb frees the pages a commit
-/// replaced only at a durable commit: without checkpoints the file grew by about 65 KB a
-/// group. A checkpoint runs after its group is answered, in a task of its own.
-const CHECKPOINT_GROUPS: u64 = 64;
-
 /// A turn waiting to be written.
 struct Commit {
     id: String,
@@ -41,8 +36,6 @@ pub(super) struct Log {
     pub(super) seq: u64,
     /// Set when a failed frame could not be retracted: every later write fails with it.
     pub(super) broken: Option<String>,
-    /// Groups committed through the journal since the last durable database commit.
-    pub(super) since_checkpoint: u64,
 }
 
 /// The waiting turns and the lock the writing turn holds.
@@ -120,7 +113,7 @@ impl GroupCommit {
         }
         let this = self.clone();
         // A panic drops the group's answer senders: each of its turns hears "aborted".
-        let due = run_blocking(move || {
+        let _ = run_blocking(move || {
             // Only the holder of `writing` gets here, so this lock never waits. A panic inside
             // an earlier write may have left a frame its turns were not told of: refuse writes.
             let mut log = this.log.lock().unwrap_or_else(|poisoned| {
@@ -131,25 +124,8 @@ impl GroupCommit {
             });
             write_group(&this.db, &mut log, group);
             this.groups.fetch_add(1, Ordering::Relaxed);
-            log.since_checkpoint >= CHECKPOINT_GROUPS
         })
         .await;
-        if matches!(due, Ok(true)) {
-            let this = self.clone();
-            tokio::spawn(async move {
-                let _writing = this.writing.lock().await;
-                let inner = this.clone();
-                let _ = run_blocking(move || {
-                    let mut log = inner.log.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Err(e) = checkpoint(&inner.db, &mut log) {
-                        tracing::warn!(
-                            "store checkpoint failed (the journal keeps the turns): {e}"
-                        );
-                    }
-                })
-                .await;
-            });
-        }
     }
 
     /// Where the journal's next frame goes (for tests of the journal's laps).
@@ -242,7 +218,6 @@ fn make_durable(
         txn.commit().map_err(|e| e.to_string())?;
         log.journal.pos = 0;
         log.seq = seq;
-        log.since_checkpoint = 0;
         return Ok(());
     }
     txn.set_durability(Durability::None);
@@ -262,20 +237,6 @@ fn make_durable(
     }
     log.journal.pos = next;
     log.seq = seq;
-    log.since_checkpoint += 1;
-    Ok(())
-}
-
-/// A durable database commit of everything committed so far; the journal starts over.
-fn checkpoint(db: &Database, log: &mut Log) -> Result<(), StoreError> {
-    if log.broken.is_some() || log.since_checkpoint == 0 {
-        return Ok(());
-    }
-    let txn = db.begin_write().map_err(unavailable)?;
-    set_journal_mark(&txn, log.seq, 0)?;
-    txn.commit().map_err(unavailable)?;
-    log.journal.pos = 0;
-    log.since_checkpoint = 0;
     Ok(())
 }
 
