@@ -10,11 +10,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::journal::Journal;
-use super::{HEADS, JOURNAL_MARK, RECORDS, USER_SESSIONS, decode_head, unavailable};
+use super::{HEADS, RECORDS, USER_SESSIONS, decode_head, unavailable};
 use crate::blocking::run_blocking;
 use crate::store::{SessionHead, StoreError, check_next_turn};
 
@@ -29,30 +28,19 @@ struct Commit {
     done: oneshot::Sender<Result<u64, StoreError>>,
 }
 
-/// The journal as the writing turn uses it (only the holder of `writing` touches it).
-pub(super) struct Log {
-    pub(super) journal: Journal,
-    /// The last group written (its frame's sequence number).
-    pub(super) seq: u64,
-    /// Set when a failed frame could not be retracted: every later write fails with it.
-    pub(super) broken: Option<String>,
-}
-
 /// The waiting turns and the lock the writing turn holds.
 pub(super) struct GroupCommit {
     db: Arc<Database>,
     waiting: Mutex<Vec<Commit>>,
     writing: tokio::sync::Mutex<()>,
-    log: Mutex<Log>,
     /// Group transactions written (a turn's commit is in exactly one).
     groups: AtomicU64,
 }
 
 impl GroupCommit {
-    pub(super) fn new(db: Arc<Database>, log: Log) -> Arc<Self> {
+    pub(super) fn new(db: Arc<Database>) -> Arc<Self> {
         Arc::new(Self {
             db,
-            log: Mutex::new(log),
             waiting: Mutex::default(),
             writing: tokio::sync::Mutex::new(()),
             groups: AtomicU64::new(0),
@@ -114,24 +102,10 @@ impl GroupCommit {
         let this = self.clone();
         // A panic drops the group's answer senders: each of its turns hears "aborted".
         let _ = run_blocking(move || {
-            // Only the holder of `writing` gets here, so this lock never waits. A panic inside
-            // an earlier write may have left a frame its turns were not told of: refuse writes.
-            let mut log = this.log.lock().unwrap_or_else(|poisoned| {
-                let mut log = poisoned.into_inner();
-                log.broken
-                    .get_or_insert_with(|| "a store write panicked; restart the node".into());
-                log
-            });
-            write_group(&this.db, &mut log, group);
+            write_group(&this.db, group);
             this.groups.fetch_add(1, Ordering::Relaxed);
         })
         .await;
-    }
-
-    /// Where the journal's next frame goes (for tests of the journal's laps).
-    #[cfg(test)]
-    pub(super) fn journal_pos(&self) -> u64 {
-        self.log.lock().unwrap().journal.pos
     }
 
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<Commit>> {
@@ -157,108 +131,56 @@ impl Drop for Unwritten {
 }
 
 /// Applies every commit of `group` in one transaction, each after its own turn check, makes
-/// it durable (a journal frame, or a durable redb commit when the frame does not fit), and
-/// answers each. A failed check answers that turn only (it wrote nothing); a failed write or
-/// commit answers every turn of the group with the error, and nothing of the group is stored.
-fn write_group(db: &Database, log: &mut Log, group: Vec<Commit>) {
-    let fail_all = |group: Vec<Commit>, e: String| {
-        for c in group {
-            let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
-        }
-    };
-    if let Some(broken) = &log.broken {
-        return fail_all(group, broken.clone());
-    }
+/// it durable, and answers each. A failed check answers that turn only (it wrote nothing); a
+/// failed write or commit answers every turn of the group with the error, and nothing of the
+/// group is stored.
+fn write_group(db: &Database, group: Vec<Commit>) {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
-        Err(e) => return fail_all(group, e.to_string()),
+        Err(e) => {
+            let e = e.to_string();
+            for c in group {
+                let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
+            }
+            return;
+        }
     };
     let mut results = Vec::with_capacity(group.len());
-    let mut frame = Vec::new();
+    let mut failed = None;
     for c in &group {
-        let head_json = serde_json::to_vec(&c.head).expect("a head always serializes");
-        match apply(&txn, &c.id, &c.head, &head_json, c.record.as_deref()) {
-            Err(StoreError::Unavailable(e)) => return fail_all(group, e),
-            Ok(bytes) => {
-                encode(&mut frame, &c.id, &head_json, c.record.as_deref());
-                results.push(Ok(bytes));
+        match apply(&txn, &c.id, &c.head, c.record.as_deref()) {
+            Err(StoreError::Unavailable(e)) => {
+                failed = Some(e);
+                break;
             }
-            refused => results.push(refused),
+            result => results.push(result),
         }
     }
     // Dropping an uncommitted transaction aborts it: nothing half-written.
-    if frame.is_empty() {
-        drop(txn);
-    } else if let Err(e) = make_durable(txn, log, &frame) {
-        return fail_all(group, e);
-    }
-    for (c, result) in group.into_iter().zip(results) {
-        let _ = c.done.send(result);
-    }
-}
-
-/// Commits `txn` (holding a group's writes) durably: through the journal when `frame` fits,
-/// else as a durable redb commit that also checkpoints the journal. On an error nothing of
-/// the group is stored, now or after a restart.
-fn make_durable(
-    mut txn: redb::WriteTransaction,
-    log: &mut Log,
-    frame: &[u8],
-) -> Result<(), String> {
-    let seq = log.seq + 1;
-    let journaled = log.journal.fits(frame.len());
-    let next = if journaled {
-        log.journal.pos + Journal::framed(frame.len())
-    } else {
-        0
+    let failed = match failed {
+        Some(e) => Some(e),
+        None => txn.commit().err().map(|e| e.to_string()),
     };
-    set_journal_mark(&txn, seq, next).map_err(|e| e.to_string())?;
-    if !journaled {
-        txn.set_durability(Durability::Immediate);
-        txn.commit().map_err(|e| e.to_string())?;
-        log.journal.pos = 0;
-        log.seq = seq;
-        return Ok(());
-    }
-    txn.set_durability(Durability::None);
-    let written = log
-        .journal
-        .append(seq, frame)
-        .map_err(|e| format!("journal write: {e}"))
-        .and_then(|_| txn.commit().map_err(|e| e.to_string()));
-    if let Err(e) = written {
-        if let Err(again) = log.journal.retract() {
-            log.broken = Some(format!(
-                "the commit journal could not be repaired after a failed write ({again}); \
-                 the node needs an operator"
-            ));
+    match failed {
+        Some(e) => {
+            for c in group {
+                let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
+            }
         }
-        return Err(e);
+        None => {
+            for (c, result) in group.into_iter().zip(results) {
+                let _ = c.done.send(result);
+            }
+        }
     }
-    log.journal.pos = next;
-    log.seq = seq;
-    Ok(())
-}
-
-/// Records in `txn` the last group it holds and where the journal's next frame goes, so
-/// replay after a crash starts exactly after what the durable database already holds.
-pub(super) fn set_journal_mark(
-    txn: &redb::WriteTransaction,
-    seq: u64,
-    next: u64,
-) -> Result<(), StoreError> {
-    let mut mark = txn.open_table(JOURNAL_MARK).map_err(unavailable)?;
-    mark.insert("next", (seq, next)).map_err(unavailable)?;
-    Ok(())
 }
 
 /// One turn's writes inside a group transaction, if the stored turn is the one before it.
 /// Checks come before writes, so an error other than `Unavailable` wrote nothing.
-pub(super) fn apply(
+fn apply(
     txn: &redb::WriteTransaction,
     id: &str,
     head: &SessionHead,
-    head_json: &[u8],
     record: Option<&[u8]>,
 ) -> Result<u64, StoreError> {
     let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
@@ -278,56 +200,9 @@ pub(super) fn apply(
         let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
         records.insert((id, number), record).map_err(unavailable)?;
     }
-    heads.insert(id, head_json).map_err(unavailable)?;
-    Ok((head_json.len() + record.map_or(0, <[u8]>::len)) as u64)
-}
-
-/// Appends one turn to a journal frame: id, head JSON and record, each length-prefixed
-/// (the record's length + 1, so 0 says "no record").
-fn encode(frame: &mut Vec<u8>, id: &str, head_json: &[u8], record: Option<&[u8]>) {
-    for part in [id.as_bytes(), head_json] {
-        frame.extend_from_slice(&(part.len() as u32).to_le_bytes());
-        frame.extend_from_slice(part);
-    }
-    let record_len = record.map_or(0, |r| r.len() as u32 + 1);
-    frame.extend_from_slice(&record_len.to_le_bytes());
-    frame.extend_from_slice(record.unwrap_or_default());
-}
-
-/// A journal frame's turns, as [`encode`] wrote them.
-pub(super) type Turn<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
-
-/// Reads back the turns of a frame; an error means a frame whose checksum held but whose
-/// contents do not parse (a bug, not a torn write).
-pub(super) fn decode(mut frame: &[u8]) -> Result<Vec<Turn<'_>>, StoreError> {
-    fn take<'a>(frame: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
-        if frame.len() < n {
-            return Err(StoreError::Corrupt(
-                "a journal frame ends inside a turn".into(),
-            ));
-        }
-        let (part, rest) = frame.split_at(n);
-        *frame = rest;
-        Ok(part)
-    }
-    fn len(frame: &mut &[u8]) -> Result<usize, StoreError> {
-        let bytes = take(frame, 4)?;
-        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
-    }
-    let mut turns = Vec::new();
-    while !frame.is_empty() {
-        let n = len(&mut frame)?;
-        let id = std::str::from_utf8(take(&mut frame, n)?)
-            .map_err(|_| StoreError::Corrupt("a journal frame's session id is not UTF-8".into()))?;
-        let n = len(&mut frame)?;
-        let head = take(&mut frame, n)?;
-        let record = match len(&mut frame)? {
-            0 => None,
-            n => Some(take(&mut frame, n - 1)?),
-        };
-        turns.push((id, head, record));
-    }
-    Ok(turns)
+    let bytes = serde_json::to_vec(head).expect("a head always serializes");
+    heads.insert(id, bytes.as_slice()).map_err(unavailable)?;
+    Ok((bytes.len() + record.map_or(0, <[u8]>::len)) as u64)
 }
 
 #[cfg(test)]

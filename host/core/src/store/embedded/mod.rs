@@ -2,11 +2,9 @@
 //!
 //! Turns are committed in groups (`group`): the turns that are ready share one transaction
 //! and one fsync, each with its own turn check. A turn is answered only once the write that
-//! holds it is durable, and a turn whose check fails changes nothing. The fsync is of one
-//! frame in the commit journal (`journal`), replayed into the database after a crash.
+//! holds it is durable, and a turn whose check fails changes nothing.
 
 mod group;
-mod journal;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +14,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{ContextStore, Record, SessionHead, StoreError, StoredSession};
 use crate::blocking::run_blocking;
-use group::{GroupCommit, Log};
-use journal::Journal;
+use group::GroupCommit;
 
 /// Session id -> JSON of its [`SessionHead`].
 const HEADS: TableDefinition<&str, &[u8]> = TableDefinition::new("heads");
@@ -29,10 +26,6 @@ const RECORDS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("recor
 /// with `HEADS`.
 const USER_SESSIONS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_sessions");
 
-/// "next" -> (the last journal frame the database holds, where the next frame goes), written
-/// in every group's transaction: after a crash, replay starts right there.
-const JOURNAL_MARK: TableDefinition<&str, (u64, u64)> = TableDefinition::new("journal_mark");
-
 /// Sessions in one redb file; every commit is in an fsynced transaction.
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -40,9 +33,7 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) `dir/sessions.redb` and its journal `dir/sessions.journal`, and
-    /// replays into the database the turns the journal holds beyond it (those a crash kept
-    /// from a durable database commit); fails if another process holds the database.
+    /// Opens (or creates) `dir/sessions.redb`; fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
@@ -50,26 +41,14 @@ impl EmbeddedStore {
         let path = dir.join("sessions.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let journal_path = dir.join("sessions.journal");
-        let journal = Journal::open(&journal_path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {}: {e}", journal_path.display()))
-        })?;
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(HEADS).map_err(unavailable)?;
         txn.open_table(RECORDS).map_err(unavailable)?;
         index_existing_sessions(&txn)?;
-        let seq = replay(&txn, &journal)?;
-        // A durable commit: everything replayed is in the database, so the journal starts over.
-        group::set_journal_mark(&txn, seq, 0)?;
         txn.commit().map_err(unavailable)?;
         let db = Arc::new(db);
-        let log = Log {
-            journal,
-            seq,
-            broken: None,
-        };
         Ok(Self {
-            commits: GroupCommit::new(db.clone(), log),
+            commits: GroupCommit::new(db.clone()),
             db,
         })
     }
@@ -109,41 +88,6 @@ fn index_existing_sessions(txn: &redb::WriteTransaction) -> Result<(), StoreErro
             .map_err(unavailable)?;
     }
     Ok(())
-}
-
-/// Applies the journal's frames that follow the database's mark; returns the last frame's
-/// sequence number (the mark's when there is none).
-fn replay(txn: &redb::WriteTransaction, journal: &Journal) -> Result<u64, StoreError> {
-    let (seq, pos) = txn
-        .open_table(JOURNAL_MARK)
-        .map_err(unavailable)?
-        .get("next")
-        .map_err(unavailable)?
-        .map_or((0, 0), |mark| mark.value());
-    let frames = journal
-        .replay(pos, seq)
-        .map_err(|e| StoreError::Unavailable(format!("cannot read the commit journal: {e}")))?;
-    let mut turns = 0;
-    for frame in &frames {
-        for (id, head_json, record) in group::decode(&frame.payload)? {
-            let head = decode_head(head_json)?;
-            match group::apply(txn, id, &head, head_json, record) {
-                Ok(_) => turns += 1,
-                // Every turn in a frame passed this check when it was written, in this order.
-                Err(StoreError::Unavailable(e)) => return Err(StoreError::Unavailable(e)),
-                Err(e) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "journal frame {} does not follow the database ({e})",
-                        frame.seq
-                    )));
-                }
-            }
-        }
-    }
-    if turns > 0 {
-        tracing::info!(frames = frames.len(), turns, "replayed the commit journal");
-    }
-    Ok(frames.last().map_or(seq, |f| f.seq))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -354,105 +298,6 @@ mod tests {
             assert_eq!(s.head.turn, 2);
             assert_eq!(s.records, [b"one".to_vec(), b"two".to_vec()]);
         }
-    }
-
-    /// What a power cut at this moment would leave: the database file and the journal as
-    /// they are on disk now, copied while the store is open (nothing closed or flushed).
-    fn crash_copy(from: &Path) -> tempfile::TempDir {
-        let to = tempfile::tempdir().unwrap();
-        for file in ["sessions.redb", "sessions.journal"] {
-            std::fs::copy(from.join(file), to.path().join(file)).unwrap();
-        }
-        to
-    }
-
-    /// The sessions the database file holds by itself, without the journal's replay.
-    fn heads_in_database(dir: &Path) -> usize {
-        let db = Database::create(dir.join("sessions.redb")).unwrap();
-        let txn = db.begin_read().unwrap();
-        let n = txn.open_table(HEADS).unwrap().len().unwrap();
-        n as usize
-    }
-
-    async fn commit(store: &EmbeddedStore, id: &str, turn: u32, record: &[u8]) {
-        store
-            .commit_turn(id, &contract::head(turn, turn), Some(record))
-            .await
-            .unwrap();
-    }
-
-    /// Turns answered after the last durable database commit are in the journal alone; a
-    /// crash then reopening replays them, in order, and the database holds them after.
-    #[tokio::test]
-    async fn a_crash_loses_no_answered_turn() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        commit(&store, "s1", 1, b"one").await;
-        commit(&store, "s1", 2, b"two").await;
-        commit(&store, "s2", 1, b"uno").await;
-        let crashed = crash_copy(dir.path());
-        assert_eq!(
-            heads_in_database(crashed.path()),
-            0,
-            "the turns must be in the journal alone for this test to test replay"
-        );
-        let store = EmbeddedStore::open(crashed.path()).unwrap();
-        let s1 = store.load("s1").await.unwrap().unwrap();
-        assert_eq!(s1.head.turn, 2);
-        assert_eq!(s1.records, [b"one".to_vec(), b"two".to_vec()]);
-        let s2 = store.load("s2").await.unwrap().unwrap();
-        assert_eq!(s2.records, [b"uno".to_vec()]);
-        // Replay ended in a durable commit, and the store goes on from there.
-        commit(&store, "s1", 3, b"three").await;
-        drop(store);
-        assert_eq!(heads_in_database(crashed.path()), 2);
-        let store = EmbeddedStore::open(crashed.path()).unwrap();
-        assert_eq!(store.load("s1").await.unwrap().unwrap().head.turn, 3);
-    }
-
-    /// A frame cut short by the crash (its write never finished) is not replayed: its turn
-    /// was never answered. The frames before it are.
-    #[tokio::test]
-    async fn a_torn_frame_is_not_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        commit(&store, "s1", 1, b"one").await;
-        commit(&store, "s1", 2, b"two").await;
-        let end = store.commits.journal_pos();
-        let crashed = crash_copy(dir.path());
-        let journal = crashed.path().join("sessions.journal");
-        let mut bytes = std::fs::read(&journal).unwrap();
-        bytes[end as usize - 1] ^= 0xff;
-        std::fs::write(&journal, &bytes).unwrap();
-        let store = EmbeddedStore::open(crashed.path()).unwrap();
-        let s1 = store.load("s1").await.unwrap().unwrap();
-        assert_eq!(s1.head.turn, 1);
-        assert_eq!(s1.records, [b"one".to_vec()]);
-    }
-
-    /// More than a journal's worth of turns: the group that does not fit is committed to
-    /// the database durably and the journal starts over, so a crash after that still
-    /// replays exactly the turns the database lacks.
-    #[tokio::test]
-    async fn a_full_journal_starts_over_after_a_durable_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        let record = vec![7u8; 256 << 10];
-        let turns = (journal::JOURNAL_BYTES / record.len() as u64) as u32 + 4;
-        for turn in 1..=turns {
-            commit(&store, "big", turn, &record).await;
-        }
-        let pos = store.commits.journal_pos();
-        assert!(
-            pos < 8 * record.len() as u64,
-            "the journal started over (at {pos})"
-        );
-        let crashed = crash_copy(dir.path());
-        assert_eq!(heads_in_database(crashed.path()), 1);
-        let store = EmbeddedStore::open(crashed.path()).unwrap();
-        let big = store.load("big").await.unwrap().unwrap();
-        assert_eq!(big.head.turn, turns);
-        assert!(big.records.iter().all(|r| r[..] == record[..]));
     }
 
     #[tokio::test]
