@@ -73,6 +73,10 @@ pub trait LlmBackend: Send + Sync + 'static {
     fn detokenize_now(&self, _tokens: &[u32]) -> Option<String> {
         None
     }
+    /// Whether [`Self::tokenize_now`] and [`Self::detokenize_now`] answer now.
+    fn tokenizes_now(&self) -> bool {
+        false
+    }
     /// Gets the tokenizer ready before the first turn needs it (start-up).
     async fn prepare_tokenizer(&self) {}
     /// Which tokenizer serves, for `GET /health`.
@@ -444,6 +448,10 @@ impl LlmBackend for LlamaServer {
         Some(self.facts.local.get()?.detokenize(tokens))
     }
 
+    fn tokenizes_now(&self) -> bool {
+        self.facts.local.get().is_some()
+    }
+
     async fn prepare_tokenizer(&self) {
         self.ensure_local().await;
     }
@@ -557,11 +565,28 @@ impl BlockingTokenizer {
     }
 }
 
+impl BlockingTokenizer {
+    /// Refuses to wait for the runtime from a policy call running on an async worker (the
+    /// local tokenizer went away after the call began there): the turn fails cleanly instead
+    /// of the worker deadlocking.
+    fn may_wait(&self) -> Result<(), String> {
+        if crate::blocking::on_async_worker() {
+            return Err("the local tokenizer went away during the call; retry the turn".into());
+        }
+        Ok(())
+    }
+}
+
 impl crate::policy::HostServices for BlockingTokenizer {
+    fn answers_in_place(&self) -> bool {
+        self.llm.tokenizes_now()
+    }
+
     fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, String> {
         if let Some(ids) = self.llm.tokenize_now(text, parse_special) {
             return Ok(ids);
         }
+        self.may_wait()?;
         self.runtime
             .block_on(self.llm.tokenize(text, parse_special))
             .map_err(|e| e.to_string())
@@ -571,6 +596,7 @@ impl crate::policy::HostServices for BlockingTokenizer {
         if let Some(text) = self.llm.detokenize_now(tokens) {
             return Ok(text);
         }
+        self.may_wait()?;
         self.runtime
             .block_on(self.llm.detokenize(tokens))
             .map_err(|e| e.to_string())
@@ -585,6 +611,7 @@ impl crate::policy::HostServices for BlockingTokenizer {
         if let Some(ids) = self.llm.tokenize_now(text, parse_special) {
             return Ok(ids);
         }
+        self.may_wait()?;
         // The timer is made inside `block_on`, where the runtime's time driver is at hand.
         let call =
             async { tokio::time::timeout(within, self.llm.tokenize(text, parse_special)).await };
@@ -598,6 +625,7 @@ impl crate::policy::HostServices for BlockingTokenizer {
         if let Some(text) = self.llm.detokenize_now(tokens) {
             return Ok(text);
         }
+        self.may_wait()?;
         let call = async { tokio::time::timeout(within, self.llm.detokenize(tokens)).await };
         match self.runtime.block_on(call) {
             Ok(result) => result.map_err(|e| e.to_string()),

@@ -37,6 +37,13 @@ pub trait HostServices: Send + Sync + 'static {
         let _ = within;
         self.detokenize(tokens)
     }
+
+    /// Whether every call answers at once, without waiting on I/O (a tokenizer in memory):
+    /// then a policy call may run right on an async worker, with no hand-off to another
+    /// thread (see [`crate::blocking::run_short`]).
+    fn answers_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// One of the runtime's `instances` slots, given back when the instance is dropped.

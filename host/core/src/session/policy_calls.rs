@@ -120,7 +120,7 @@ impl Proxy {
             self.services.clone(),
         );
         let span = tracing::Span::current();
-        crate::blocking::run_blocking(move || {
+        crate::blocking::run_short(services.answers_in_place(), move || {
             let _in_turn = span.enter();
             let mut instance = policy2.instantiate(&runtime, services)?;
             let step = instance.prepare(
@@ -150,7 +150,7 @@ impl Proxy {
         reply: Reply,
     ) -> Result<Option<Vec<u8>>, Error> {
         let span = tracing::Span::current();
-        crate::blocking::run_blocking(move || {
+        crate::blocking::run_short(self.services.answers_in_place(), move || {
             let _in_turn = span.enter();
             instance.commit(&input, &settings, &carry, &reply)
         })

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
+use super::cache::SessionCache;
 use super::{HEADS, RECORDS, USER_SESSIONS, decode_head, unavailable};
 use crate::blocking::run_blocking;
-use crate::store::{SessionHead, StoreError, check_next_turn};
+use crate::store::{Record, SessionHead, StoreError, check_next_turn};
 
 /// Most turns written by one group transaction.
 const MAX_GROUP: usize = 256;
@@ -24,7 +25,8 @@ const MAX_GROUP: usize = 256;
 struct Commit {
     id: String,
     head: SessionHead,
-    record: Option<Vec<u8>>,
+    /// Shared with the cache once written.
+    record: Option<Record>,
     done: oneshot::Sender<Result<u64, StoreError>>,
 }
 
@@ -33,6 +35,8 @@ pub(super) struct GroupCommit {
     db: Arc<Database>,
     waiting: Mutex<Vec<Commit>>,
     writing: tokio::sync::Mutex<()>,
+    /// Updated by the writer with every turn it stores, whether or not its caller still waits.
+    pub(super) cache: SessionCache,
     /// Group transactions written (a turn's commit is in exactly one).
     groups: AtomicU64,
 }
@@ -43,6 +47,7 @@ impl GroupCommit {
             db,
             waiting: Mutex::default(),
             writing: tokio::sync::Mutex::new(()),
+            cache: SessionCache::new(),
             groups: AtomicU64::new(0),
         })
     }
@@ -62,7 +67,7 @@ impl GroupCommit {
         self.lock_waiting().push(Commit {
             id: id.to_owned(),
             head: head.clone(),
-            record: record.map(<[u8]>::to_vec),
+            record: record.map(Record::copy_from_slice),
             done,
         });
         // Should this future be dropped before its commit is written (a client that went
@@ -102,7 +107,7 @@ impl GroupCommit {
         let this = self.clone();
         // A panic drops the group's answer senders: each of its turns hears "aborted".
         let _ = run_blocking(move || {
-            write_group(&this.db, group);
+            write_group(&this.db, &this.cache, group);
             this.groups.fetch_add(1, Ordering::Relaxed);
         })
         .await;
@@ -134,7 +139,7 @@ impl Drop for Unwritten {
 /// it durable, and answers each. A failed check answers that turn only (it wrote nothing); a
 /// failed write or commit answers every turn of the group with the error, and nothing of the
 /// group is stored.
-fn write_group(db: &Database, group: Vec<Commit>) {
+fn write_group(db: &Database, cache: &SessionCache, group: Vec<Commit>) {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
@@ -169,6 +174,9 @@ fn write_group(db: &Database, group: Vec<Commit>) {
         }
         None => {
             for (c, result) in group.into_iter().zip(results) {
+                if result.is_ok() {
+                    cache.committed(&c.id, &c.head, c.record.as_ref());
+                }
                 let _ = c.done.send(result);
             }
         }

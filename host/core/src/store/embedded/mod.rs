@@ -2,8 +2,10 @@
 //!
 //! Turns are committed in groups (`group`): the turns that are ready share one transaction
 //! and one fsync, each with its own turn check. A turn is answered only once the write that
-//! holds it is durable, and a turn whose check fails changes nothing.
+//! holds it is durable, and a turn whose check fails changes nothing. The sessions used
+//! lately are kept in memory too (`cache`), so a turn's load reads nothing.
 
+mod cache;
 mod group;
 
 use std::path::Path;
@@ -101,33 +103,43 @@ fn decode_head(bytes: &[u8]) -> Result<SessionHead, StoreError> {
 #[async_trait]
 impl ContextStore for EmbeddedStore {
     async fn load(&self, session_id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let cache = &self.commits.cache;
+        if let Some(session) = cache.get(session_id) {
+            return Ok(Some(session));
+        }
+        let epoch = cache.epoch(session_id);
         let id = session_id.to_owned();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let heads = txn.open_table(HEADS).map_err(unavailable)?;
-            let Some(head) = heads.get(id.as_str()).map_err(unavailable)? else {
-                return Ok(None);
-            };
-            let head = decode_head(head.value())?;
-            let table = txn.open_table(RECORDS).map_err(unavailable)?;
-            let mut records = Vec::with_capacity(head.records as usize);
-            for row in table
-                .range((id.as_str(), 0)..(id.as_str(), head.records))
-                .map_err(unavailable)?
-            {
-                let (_, value) = row.map_err(unavailable)?;
-                records.push(Record::copy_from_slice(value.value()));
-            }
-            if records.len() != head.records as usize {
-                return Err(StoreError::Corrupt(format!(
-                    "head says {} records, found {}",
-                    head.records,
-                    records.len()
-                )));
-            }
-            Ok(Some(StoredSession { head, records }))
-        })
-        .await
+        let session = self
+            .blocking(move |db| {
+                let txn = db.begin_read().map_err(unavailable)?;
+                let heads = txn.open_table(HEADS).map_err(unavailable)?;
+                let Some(head) = heads.get(id.as_str()).map_err(unavailable)? else {
+                    return Ok(None);
+                };
+                let head = decode_head(head.value())?;
+                let table = txn.open_table(RECORDS).map_err(unavailable)?;
+                let mut records = Vec::with_capacity(head.records as usize);
+                for row in table
+                    .range((id.as_str(), 0)..(id.as_str(), head.records))
+                    .map_err(unavailable)?
+                {
+                    let (_, value) = row.map_err(unavailable)?;
+                    records.push(Record::copy_from_slice(value.value()));
+                }
+                if records.len() != head.records as usize {
+                    return Err(StoreError::Corrupt(format!(
+                        "head says {} records, found {}",
+                        head.records,
+                        records.len()
+                    )));
+                }
+                Ok(Some(StoredSession { head, records }))
+            })
+            .await?;
+        if let Some(session) = &session {
+            cache.fill(session_id, epoch, session);
+        }
+        Ok(session)
     }
 
     async fn commit_turn(
@@ -141,31 +153,34 @@ impl ContextStore for EmbeddedStore {
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         let id = session_id.to_owned();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let existed = {
-                let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
-                let removed = heads.remove(id.as_str()).map_err(unavailable)?;
-                match removed {
-                    None => false,
-                    Some(bytes) => {
-                        let head = decode_head(bytes.value())?;
-                        let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
-                        for number in 0..head.records {
-                            records.remove((id.as_str(), number)).map_err(unavailable)?;
+        let deleted = self
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(unavailable)?;
+                let existed = {
+                    let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
+                    let removed = heads.remove(id.as_str()).map_err(unavailable)?;
+                    match removed {
+                        None => false,
+                        Some(bytes) => {
+                            let head = decode_head(bytes.value())?;
+                            let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
+                            for number in 0..head.records {
+                                records.remove((id.as_str(), number)).map_err(unavailable)?;
+                            }
+                            let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+                            index
+                                .remove((head.user_id.as_str(), id.as_str()))
+                                .map_err(unavailable)?;
+                            true
                         }
-                        let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
-                        index
-                            .remove((head.user_id.as_str(), id.as_str()))
-                            .map_err(unavailable)?;
-                        true
                     }
-                }
-            };
-            txn.commit().map_err(unavailable)?;
-            Ok(existed)
-        })
-        .await
+                };
+                txn.commit().map_err(unavailable)?;
+                Ok(existed)
+            })
+            .await;
+        self.commits.cache.forget(session_id);
+        deleted
     }
 
     async fn sessions_of(&self, user_id: &str) -> Result<Vec<(String, SessionHead)>, StoreError> {
