@@ -28,6 +28,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "added latency per turn: proxy (embedded store) -> FAKE llama-server, ~{} tokens of context, tokenizer: {tokenizer}",
         args.context_tokens
     );
+    let (floor, floor_p99) = super::floors::fsync_floor(&proxy.data)?;
+    println!(
+        "this machine's floors: one 4 KB write + fdatasync in the store's folder {} (p99 {}), \
+         under every stored turn's write; one loopback HTTP exchange: the `direct` column, and \
+         a proxied turn makes two",
+        super::micros(floor),
+        super::micros(floor_p99)
+    );
     println!(
         "{:<12} {:>7} {:>10} {:>10} {:>10} {:>10} {:>9}",
         "mode", "clients", "median", "p99", "direct", "added", "req/s"

@@ -13,6 +13,7 @@
 
 mod bytes;
 mod conversation;
+mod floors;
 mod latency;
 mod policy_step;
 mod stream;
