@@ -563,9 +563,7 @@ impl BlockingTokenizer {
     pub fn new(llm: std::sync::Arc<dyn LlmBackend>, runtime: tokio::runtime::Handle) -> Self {
         Self { llm, runtime }
     }
-}
 
-impl BlockingTokenizer {
     /// Refuses to wait for the runtime from a policy call running on an async worker (the
     /// local tokenizer went away after the call began there): the turn fails cleanly instead
     /// of the worker deadlocking.

@@ -92,6 +92,60 @@ fn index_existing_sessions(txn: &redb::WriteTransaction) -> Result<(), StoreErro
     Ok(())
 }
 
+/// A session as the database holds it, or `None`.
+fn read_session(db: &Database, id: &str) -> Result<Option<StoredSession>, StoreError> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let heads = txn.open_table(HEADS).map_err(unavailable)?;
+    let Some(head) = heads.get(id).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let head = decode_head(head.value())?;
+    let table = txn.open_table(RECORDS).map_err(unavailable)?;
+    let mut records = Vec::with_capacity(head.records as usize);
+    for row in table
+        .range((id, 0)..(id, head.records))
+        .map_err(unavailable)?
+    {
+        let (_, value) = row.map_err(unavailable)?;
+        records.push(Record::copy_from_slice(value.value()));
+    }
+    if records.len() != head.records as usize {
+        return Err(StoreError::Corrupt(format!(
+            "head says {} records, found {}",
+            head.records,
+            records.len()
+        )));
+    }
+    Ok(Some(StoredSession { head, records }))
+}
+
+/// Removes a session's head, records and index row in one durable transaction; whether it
+/// existed.
+fn delete_session(db: &Database, id: &str) -> Result<bool, StoreError> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    let existed = {
+        let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
+        let removed = heads.remove(id).map_err(unavailable)?;
+        match removed {
+            None => false,
+            Some(bytes) => {
+                let head = decode_head(bytes.value())?;
+                let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
+                for number in 0..head.records {
+                    records.remove((id, number)).map_err(unavailable)?;
+                }
+                let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
+                index
+                    .remove((head.user_id.as_str(), id))
+                    .map_err(unavailable)?;
+                true
+            }
+        }
+    };
+    txn.commit().map_err(unavailable)?;
+    Ok(existed)
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -109,33 +163,7 @@ impl ContextStore for EmbeddedStore {
         }
         let epoch = cache.epoch(session_id);
         let id = session_id.to_owned();
-        let session = self
-            .blocking(move |db| {
-                let txn = db.begin_read().map_err(unavailable)?;
-                let heads = txn.open_table(HEADS).map_err(unavailable)?;
-                let Some(head) = heads.get(id.as_str()).map_err(unavailable)? else {
-                    return Ok(None);
-                };
-                let head = decode_head(head.value())?;
-                let table = txn.open_table(RECORDS).map_err(unavailable)?;
-                let mut records = Vec::with_capacity(head.records as usize);
-                for row in table
-                    .range((id.as_str(), 0)..(id.as_str(), head.records))
-                    .map_err(unavailable)?
-                {
-                    let (_, value) = row.map_err(unavailable)?;
-                    records.push(Record::copy_from_slice(value.value()));
-                }
-                if records.len() != head.records as usize {
-                    return Err(StoreError::Corrupt(format!(
-                        "head says {} records, found {}",
-                        head.records,
-                        records.len()
-                    )));
-                }
-                Ok(Some(StoredSession { head, records }))
-            })
-            .await?;
+        let session = self.blocking(move |db| read_session(db, &id)).await?;
         if let Some(session) = &session {
             cache.fill(session_id, epoch, session);
         }
@@ -153,32 +181,7 @@ impl ContextStore for EmbeddedStore {
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         let id = session_id.to_owned();
-        let deleted = self
-            .blocking(move |db| {
-                let txn = db.begin_write().map_err(unavailable)?;
-                let existed = {
-                    let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
-                    let removed = heads.remove(id.as_str()).map_err(unavailable)?;
-                    match removed {
-                        None => false,
-                        Some(bytes) => {
-                            let head = decode_head(bytes.value())?;
-                            let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
-                            for number in 0..head.records {
-                                records.remove((id.as_str(), number)).map_err(unavailable)?;
-                            }
-                            let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
-                            index
-                                .remove((head.user_id.as_str(), id.as_str()))
-                                .map_err(unavailable)?;
-                            true
-                        }
-                    }
-                };
-                txn.commit().map_err(unavailable)?;
-                Ok(existed)
-            })
-            .await;
+        let deleted = self.blocking(move |db| delete_session(db, &id)).await;
         self.commits.cache.forget(session_id);
         deleted
     }
