@@ -9,6 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use discedge_core::store::least_recently_used;
+
 use super::item::{TurnItem, chain};
 use super::log::SessionLog;
 
@@ -111,13 +113,8 @@ impl SessionCache {
             });
         let fed = self.is_live() && seen_all && agrees;
         if state.entries.len() >= CACHED_SESSIONS && !state.entries.contains_key(session_id) {
-            let mut by_use: Vec<(u64, String)> = state
-                .entries
-                .iter()
-                .map(|(id, e)| (e.used, id.clone()))
-                .collect();
-            by_use.sort_unstable();
-            for (_, id) in by_use.into_iter().take(CACHED_SESSIONS / 10) {
+            let oldest = least_recently_used(&state.entries, |e| e.used);
+            for id in oldest.into_iter().take(CACHED_SESSIONS / 10) {
                 state.entries.remove(&id);
             }
         }

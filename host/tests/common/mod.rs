@@ -139,14 +139,7 @@ pub fn client() -> reqwest::Client {
 
 /// POSTs JSON to `/completion`; returns the status and the JSON body.
 pub async fn complete(proxy_url: &str, body: &Value) -> (u16, Value) {
-    let reply = client()
-        .post(format!("{proxy_url}/completion"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = reply.status().as_u16();
-    let body = reply.json().await.unwrap_or(Value::Null);
+    let (status, _, body) = complete_with_headers(proxy_url, body).await;
     (status, body)
 }
 

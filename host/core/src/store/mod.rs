@@ -136,6 +136,17 @@ pub(crate) fn delta_bytes(head: &SessionHead, record: Option<&[u8]>) -> u64 {
     (head + record.map_or(0, <[u8]>::len)) as u64
 }
 
+/// The ids of a store's in-memory sessions, least recently used first (`used` ticks up on
+/// every use), for a cache that must let some go.
+pub fn least_recently_used<V>(
+    entries: &std::collections::HashMap<String, V>,
+    used: impl Fn(&V) -> u64,
+) -> Vec<String> {
+    let mut by_use: Vec<(u64, &String)> = entries.iter().map(|(id, e)| (used(e), id)).collect();
+    by_use.sort_unstable();
+    by_use.into_iter().map(|(_, id)| id.clone()).collect()
+}
+
 /// Sorts a user's sessions as [`ContextStore::sessions_of`] returns them.
 pub fn newest_first(sessions: &mut [(String, SessionHead)]) {
     sessions.sort_by(|(a_id, a), (b_id, b)| {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
-use crate::store::{Record, SessionHead, StoredSession};
+use crate::store::{Record, SessionHead, StoredSession, least_recently_used};
 
 /// Bytes the cache holds at most (records and heads, see [`weight`]); past it the least
 /// recently used go until a quarter is free.
@@ -87,19 +87,14 @@ impl SessionCache {
             s.head.turn + 1 == head.turn
                 && s.head.records + u32::from(record.is_some()) == head.records
         };
-        let mut session = match state.remove(id) {
-            Some(session) if follows(&session) => session,
-            _ if head.turn == 1 && head.records == u32::from(record.is_some()) => StoredSession {
-                head: head.clone(),
-                records: Vec::with_capacity(1),
-            },
+        let mut records = match state.remove(id) {
+            Some(session) if follows(&session) => session.records,
+            _ if head.turn == 1 && head.records == u32::from(record.is_some()) => Vec::new(),
             _ => return,
         };
-        session.head = head.clone();
-        if let Some(record) = record {
-            session.records.push(record.clone());
-        }
-        state.insert(id, session);
+        records.extend(record.cloned());
+        let head = head.clone();
+        state.insert(id, StoredSession { head, records });
     }
 
     /// A deleted session (or one whose commit failed in a way that leaves doubt).
@@ -141,13 +136,7 @@ impl State {
 
     /// Drops the least recently used sessions until a quarter of the budget is free.
     fn shrink(&mut self) {
-        let mut by_use: Vec<(u64, String)> = self
-            .sessions
-            .iter()
-            .map(|(id, c)| (c.used, id.clone()))
-            .collect();
-        by_use.sort_unstable();
-        for (_, id) in by_use {
+        for id in least_recently_used(&self.sessions, |c| c.used) {
             if self.bytes <= CACHE_BYTES / 4 * 3 {
                 break;
             }
