@@ -62,6 +62,12 @@ impl SessionCache {
         Some(cached.session.clone())
     }
 
+    /// The head of the session as last committed, if the cache holds it (for a commit's
+    /// turn check; not a use, so the session does not move up the eviction order).
+    pub(super) fn head(&self, id: &str) -> Option<SessionHead> {
+        Some(self.lock().sessions.get(id)?.session.head.clone())
+    }
+
     /// The change count of `id`'s shard, taken before a database read that may fill.
     pub(super) fn epoch(&self, id: &str) -> u64 {
         let shard = self.shard(id);

@@ -1,52 +1,75 @@
 //! Group commit without a writer thread: the turns waiting to be stored take turns at writing.
 //!
 //! A turn puts its commit in the waiting list and then either gets its answer (another turn
-//! wrote it) or the write lock. The lock holder writes every waiting commit (up to
-//! [`MAX_GROUP`]) in one transaction with one fsync, answers each, and lets the lock go; the
-//! next holder writes whatever queued meanwhile. At one client a turn writes its own commit
-//! on its own thread (no hand-off to a writer thread and back); under load, many turns share
-//! one fsync, as before.
+//! wrote it) or the write lock. The lock holder checks every waiting commit (up to
+//! [`MAX_GROUP`]) against the newest state, writes those that pass as one journal frame with
+//! one fdatasync, and only then puts them in the pending layer and the cache and answers
+//! each; the next holder writes whatever queued meanwhile. At one client a turn writes its
+//! own commit on its own thread; under load, many turns share one fdatasync. The database
+//! gets the changes later, many groups at a time (`checkpoint`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{Database, ReadableTable};
+use redb::Database;
 use tokio::sync::oneshot;
 
 use super::cache::SessionCache;
-use super::{HEADS, RECORDS, USER_SESSIONS, decode_head, unavailable};
+use super::checkpoint::Checkpointer;
+use super::journal::Log;
+use super::layers::{self, Change, Layers};
+use super::ops::{self, Op};
+use super::{HEADS, decode_head, unavailable};
 use crate::blocking::run_blocking;
 use crate::store::{Record, SessionHead, StoreError, check_next_turn};
 
-/// Most turns written by one group transaction.
+/// Most turns written by one group.
 const MAX_GROUP: usize = 256;
 
-/// A turn waiting to be written.
+/// What a waiting commit asks for.
+enum Request {
+    Turn {
+        head: SessionHead,
+        /// Shared with the layers and the cache once written.
+        record: Option<Record>,
+    },
+    Delete,
+}
+
+/// A commit waiting to be written; its answer is the bytes a turn wrote, or 1 if a delete
+/// found the session and 0 if not.
 struct Commit {
     id: String,
-    head: SessionHead,
-    /// Shared with the cache once written.
-    record: Option<Record>,
+    request: Request,
     done: oneshot::Sender<Result<u64, StoreError>>,
 }
 
-/// The waiting turns and the lock the writing turn holds.
+/// The waiting commits, the lock the writing turn holds, and what the writes left in memory.
 pub(super) struct GroupCommit {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
     waiting: Mutex<Vec<Commit>>,
-    writing: tokio::sync::Mutex<()>,
+    pub(super) writing: tokio::sync::Mutex<()>,
+    log: Mutex<Log>,
+    /// Journaled changes the database does not hold yet.
+    pub(super) layers: Arc<Mutex<Layers>>,
+    pub(super) checkpoints: Arc<Checkpointer>,
     /// Updated by the writer with every turn it stores, whether or not its caller still waits.
     pub(super) cache: SessionCache,
-    /// Group transactions written (a turn's commit is in exactly one).
+    /// Groups written (a commit is in exactly one).
     groups: AtomicU64,
 }
 
 impl GroupCommit {
-    pub(super) fn new(db: Arc<Database>) -> Arc<Self> {
+    pub(super) fn new(db: Arc<Database>, log: Log) -> Arc<Self> {
+        let layers = Arc::new(Mutex::default());
         Arc::new(Self {
+            checkpoints: Arc::new(Checkpointer::new(db.clone(), layers.clone())),
             db,
             waiting: Mutex::default(),
             writing: tokio::sync::Mutex::new(()),
+            log: Mutex::new(log),
+            layers,
             cache: SessionCache::new(),
             groups: AtomicU64::new(0),
         })
@@ -56,18 +79,30 @@ impl GroupCommit {
         self.groups.load(Ordering::Relaxed)
     }
 
-    /// Stores one turn; answers once the transaction holding it is durable.
-    pub(super) async fn commit(
+    /// Stores one turn; answers once the frame holding it is durable.
+    pub(super) async fn commit_turn(
         self: &Arc<Self>,
         id: &str,
         head: &SessionHead,
         record: Option<&[u8]>,
     ) -> Result<u64, StoreError> {
+        let request = Request::Turn {
+            head: head.clone(),
+            record: record.map(Record::copy_from_slice),
+        };
+        self.commit(id, request).await
+    }
+
+    /// Deletes a session; answers once the frame holding the delete is durable.
+    pub(super) async fn delete(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
+        Ok(self.commit(id, Request::Delete).await? == 1)
+    }
+
+    async fn commit(self: &Arc<Self>, id: &str, request: Request) -> Result<u64, StoreError> {
         let (done, mut answer) = oneshot::channel();
         self.lock_waiting().push(Commit {
             id: id.to_owned(),
-            head: head.clone(),
-            record: record.map(Record::copy_from_slice),
+            request,
             done,
         });
         // Should this future be dropped before its commit is written (a client that went
@@ -107,15 +142,51 @@ impl GroupCommit {
         let this = self.clone();
         // A panic drops the group's answer senders: each of its turns hears "aborted".
         let _ = run_blocking(move || {
-            write_group(&this.db, &this.cache, group);
+            let mut log = this.lock_log();
+            write_group(&this, &mut log, group);
             this.groups.fetch_add(1, Ordering::Relaxed);
+            this.checkpoints.start_if_due(&mut log);
         })
         .await;
     }
 
-    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<Commit>> {
+    /// The journal; only the holder of `writing` takes it, so it never waits.
+    pub(super) fn lock_log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|poisoned| {
+            // A panic inside an earlier write may have left a frame its turns were not told
+            // of: refuse writes from now on.
+            let mut log = poisoned.into_inner();
+            log.broken
+                .get_or_insert_with(|| "a store write panicked; restart the node".into());
+            log
+        })
+    }
+
+    pub(super) fn lock_layers(&self) -> MutexGuard<'_, Layers> {
+        layers::lock(&self.layers)
+    }
+
+    fn lock_waiting(&self) -> MutexGuard<'_, Vec<Commit>> {
         // Nothing panics while holding it; a poisoned list is still a valid list.
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest head of `id` the store holds: the layers', the cache's, or the database's.
+    fn newest_head(&self, id: &str) -> Result<Option<SessionHead>, StoreError> {
+        if let Some(head) = self.lock_layers().head(id) {
+            return Ok(head);
+        }
+        if let Some(head) = self.cache.head(id) {
+            return Ok(Some(head));
+        }
+        // Neither layer holds `id`, so no checkpoint under way changes it: the database's
+        // head is the newest.
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let heads = txn.open_table(HEADS).map_err(unavailable)?;
+        match heads.get(id).map_err(unavailable)? {
+            Some(bytes) => Ok(Some(decode_head(bytes.value())?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -135,82 +206,108 @@ impl Drop for Unwritten {
     }
 }
 
-/// Applies every commit of `group` in one transaction, each after its own turn check, makes
-/// it durable, and answers each. A failed check answers that turn only (it wrote nothing); a
-/// failed write or commit answers every turn of the group with the error, and nothing of the
-/// group is stored.
-fn write_group(db: &Database, cache: &SessionCache, group: Vec<Commit>) {
-    let txn = match db.begin_write() {
-        Ok(txn) => txn,
-        Err(e) => {
-            let e = e.to_string();
-            for c in group {
-                let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
-            }
-            return;
+/// Checks every commit of `group` in order against the newest state (and the group's own
+/// earlier commits), writes those that pass as one journal frame, makes it durable, then
+/// puts them in the pending layer and the cache, and answers each. A failed check answers
+/// that commit only; a failed write answers every commit of the group with the error, and
+/// nothing of the group is stored, now or after a restart.
+fn write_group(commits: &GroupCommit, log: &mut Log, group: Vec<Commit>) {
+    let fail_all = |group: Vec<Commit>, e: String| {
+        for c in group {
+            let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
         }
     };
+    if let Some(broken) = &log.broken {
+        return fail_all(group, broken.clone());
+    }
+    let mut changes: HashMap<&str, Change> = HashMap::new();
     let mut results = Vec::with_capacity(group.len());
-    let mut failed = None;
+    let mut payload = Vec::new();
     for c in &group {
-        match apply(&txn, &c.id, &c.head, c.record.as_deref()) {
-            Err(StoreError::Unavailable(e)) => {
-                failed = Some(e);
-                break;
+        let below = match changes.get(c.id.as_str()) {
+            Some(change) => Ok(change.head.clone()),
+            None => commits.newest_head(&c.id),
+        };
+        let result = below.and_then(|below| check(&c.id, &c.request, below, &mut payload));
+        results.push(result.map(|(written, change)| {
+            if let Some(change) = change {
+                match changes.get_mut(c.id.as_str()) {
+                    Some(held) => held.then(change),
+                    None => {
+                        changes.insert(&c.id, change);
+                    }
+                }
             }
-            result => results.push(result),
+            written
+        }));
+    }
+    if !payload.is_empty() {
+        let seq = log.seq + 1;
+        let journal = &log.files[log.current];
+        match journal.append(log.pos, seq, &payload) {
+            Ok(next) => {
+                log.pos = next;
+                log.seq = seq;
+            }
+            Err(e) => {
+                if let Err(again) = journal.retract(log.pos) {
+                    log.broken = Some(format!(
+                        "the commit journal could not be repaired after a failed write \
+                         ({again}); the node needs an operator"
+                    ));
+                }
+                return fail_all(group, format!("journal write: {e}"));
+            }
+        }
+        // Durable now. The layers first, then the cache: a load that sees the cache's
+        // change count unchanged must also have seen the layers without this group.
+        let mut layers = commits.lock_layers();
+        for (id, change) in changes {
+            layers.pending.add(id.to_owned(), change, seq);
         }
     }
-    // Dropping an uncommitted transaction aborts it: nothing half-written.
-    let failed = match failed {
-        Some(e) => Some(e),
-        None => txn.commit().err().map(|e| e.to_string()),
-    };
-    match failed {
-        Some(e) => {
-            for c in group {
-                let _ = c.done.send(Err(StoreError::Unavailable(e.clone())));
-            }
-        }
-        None => {
-            for (c, result) in group.into_iter().zip(results) {
-                if result.is_ok() {
-                    cache.committed(&c.id, &c.head, c.record.as_ref());
+    for (c, result) in group.into_iter().zip(results) {
+        if result.is_ok() {
+            match &c.request {
+                Request::Turn { head, record } => {
+                    commits.cache.committed(&c.id, head, record.as_ref())
                 }
-                let _ = c.done.send(result);
+                Request::Delete => commits.cache.forget(&c.id),
             }
         }
+        let _ = c.done.send(result);
     }
 }
 
-/// One turn's writes inside a group transaction, if the stored turn is the one before it.
-/// Checks come before writes, so an error other than `Unavailable` wrote nothing.
-fn apply(
-    txn: &redb::WriteTransaction,
+/// Checks one commit against the session's newest head and, if it passes, adds its op to
+/// the frame's `payload`; returns its answer and its change (none for a delete of nothing).
+fn check(
     id: &str,
-    head: &SessionHead,
-    record: Option<&[u8]>,
-) -> Result<u64, StoreError> {
-    let mut heads = txn.open_table(HEADS).map_err(unavailable)?;
-    let stored = match heads.get(id).map_err(unavailable)? {
-        Some(bytes) => Some(decode_head(bytes.value())?),
-        None => None,
-    };
-    check_next_turn(stored.as_ref(), head)?;
-    if stored.is_none() {
-        let mut index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
-        index
-            .insert((head.user_id.as_str(), id), ())
-            .map_err(unavailable)?;
+    request: &Request,
+    below: Option<SessionHead>,
+    payload: &mut Vec<u8>,
+) -> Result<(u64, Option<Change>), StoreError> {
+    match request {
+        Request::Turn { head, record } => {
+            check_next_turn(below.as_ref(), head)?;
+            let head_json = serde_json::to_vec(head).expect("a head always serializes");
+            let op = Op::Turn {
+                id,
+                head_json: &head_json,
+                record: record.as_deref(),
+            };
+            ops::encode(payload, &op);
+            let written = head_json.len() + record.as_ref().map_or(0, |r| r.len());
+            let records_below = below.map_or(0, |h| h.records);
+            let change = Change::turn(records_below, head.clone(), record.clone());
+            Ok((written as u64, Some(change)))
+        }
+        Request::Delete if below.is_none() => Ok((0, None)),
+        Request::Delete => {
+            ops::encode(payload, &Op::Delete { id });
+            Ok((1, Some(Change::delete())))
+        }
     }
-    if let Some(record) = record {
-        let number = stored.as_ref().map_or(0, |h| h.records);
-        let mut records = txn.open_table(RECORDS).map_err(unavailable)?;
-        records.insert((id, number), record).map_err(unavailable)?;
-    }
-    let bytes = serde_json::to_vec(head).expect("a head always serializes");
-    heads.insert(id, bytes.as_slice()).map_err(unavailable)?;
-    Ok((bytes.len() + record.map_or(0, <[u8]>::len)) as u64)
 }
 
 #[cfg(test)]
