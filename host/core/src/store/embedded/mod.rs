@@ -489,6 +489,44 @@ mod tests {
         }
     }
 
+    /// Reads that miss the cache while checkpoints move turns to the database always see a
+    /// whole session (as many records as its head says) and never an older turn than before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_racing_checkpoints_see_whole_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let record = vec![1u8; 48 << 10];
+        let turns = 4 * (checkpoint::CHECKPOINT_BYTES / record.len() as u64) as u32;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for turn in 1..=turns {
+                    for id in ["a", "b"] {
+                        commit(&store, id, turn, &record).await;
+                    }
+                }
+            })
+        };
+        let mut seen = [0u32; 2];
+        let mut raced = 0;
+        while !writer.is_finished() {
+            for (i, id) in ["a", "b"].into_iter().enumerate() {
+                store.commits.cache.forget(id);
+                raced += usize::from(store.commits.lock_layers().flushing.is_some());
+                let Some(s) = store.load(id).await.unwrap() else {
+                    continue;
+                };
+                assert_eq!(s.records.len(), s.head.records as usize, "{id} read whole");
+                assert!(s.head.turn >= seen[i], "{id} went back");
+                seen[i] = s.head.turn;
+            }
+        }
+        writer.await.unwrap();
+        store.commits.checkpoints.wait();
+        assert!(store.commits.checkpoints.written() >= 1);
+        assert!(raced > 0, "no read came while a checkpoint ran");
+    }
+
     /// A session whose older turns are in the database and newer ones only journaled reads
     /// whole when the cache does not hold it; a delete and a new first turn read right too.
     #[tokio::test]
