@@ -8,7 +8,6 @@
 //! own commit on its own thread; under load, many turns share one fdatasync. The database
 //! gets the changes later, many groups at a time (`checkpoint`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,7 +17,7 @@ use tokio::sync::oneshot;
 use super::cache::SessionCache;
 use super::checkpoint::Checkpointer;
 use super::journal::Log;
-use super::layers::{self, Change, Layers};
+use super::layers::{self, Change, Layer, Layers};
 use super::ops::{self, Op};
 use super::{HEADS, decode_head, unavailable};
 use crate::blocking::run_blocking;
@@ -47,7 +46,7 @@ struct Commit {
 
 /// The waiting commits, the lock the writing turn holds, and what the writes left in memory.
 pub(super) struct GroupCommit {
-    pub(super) db: Arc<Database>,
+    db: Arc<Database>,
     waiting: Mutex<Vec<Commit>>,
     pub(super) writing: tokio::sync::Mutex<()>,
     log: Mutex<Log>,
@@ -220,23 +219,19 @@ fn write_group(commits: &GroupCommit, log: &mut Log, group: Vec<Commit>) {
     if let Some(broken) = &log.broken {
         return fail_all(group, broken.clone());
     }
-    let mut changes: HashMap<&str, Change> = HashMap::new();
+    // The group's own changes, folded per session as the pending layer folds them.
+    let mut changes = Layer::default();
     let mut results = Vec::with_capacity(group.len());
     let mut payload = Vec::new();
     for c in &group {
-        let below = match changes.get(c.id.as_str()) {
+        let below = match changes.changes.get(&c.id) {
             Some(change) => Ok(change.head.clone()),
             None => commits.newest_head(&c.id),
         };
         let result = below.and_then(|below| check(&c.id, &c.request, below, &mut payload));
         results.push(result.map(|(written, change)| {
             if let Some(change) = change {
-                match changes.get_mut(c.id.as_str()) {
-                    Some(held) => held.then(change),
-                    None => {
-                        changes.insert(&c.id, change);
-                    }
-                }
+                changes.add(c.id.clone(), change, 0);
             }
             written
         }));
@@ -262,8 +257,8 @@ fn write_group(commits: &GroupCommit, log: &mut Log, group: Vec<Commit>) {
         // Durable now. The layers first, then the cache: a load that sees the cache's
         // change count unchanged must also have seen the layers without this group.
         let mut layers = commits.lock_layers();
-        for (id, change) in changes {
-            layers.pending.add(id.to_owned(), change, seq);
+        for (id, change) in changes.changes {
+            layers.pending.add(id, change, seq);
         }
     }
     for (c, result) in group.into_iter().zip(results) {

@@ -85,7 +85,8 @@ impl EmbeddedStore {
         })
     }
 
-    /// Group transactions written so far (for tests and benchmarks: turns per fsync).
+    /// Groups written so far, each one journal frame and one fdatasync (for tests and
+    /// benchmarks: turns per fsync).
     pub fn groups_written(&self) -> u64 {
         self.commits.groups_written()
     }
