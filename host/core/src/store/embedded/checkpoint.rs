@@ -18,6 +18,11 @@ use crate::store::StoreError;
 /// fewer, bigger database commits, and more memory and replay on opening.
 pub(super) const CHECKPOINT_BYTES: u64 = 2 << 20;
 
+/// Journal bytes in the current file past which the writer waits for the running checkpoint
+/// before writing more: turns not in the database are held in memory, and a checkpoint that
+/// cannot keep up (a slow or failing disk) must hold writes back rather than let them pile up.
+pub(super) const BACKLOG_BYTES: u64 = 8 * CHECKPOINT_BYTES;
+
 /// Runs checkpoints, one at a time, each in a thread of its own.
 pub(super) struct Checkpointer {
     db: Arc<Database>,
@@ -52,8 +57,16 @@ impl Checkpointer {
     }
 
     /// After a group: starts a checkpoint if the current journal file holds enough and none
-    /// runs, or starts again one that failed. The caller holds the write lock.
+    /// runs, or starts again one that failed. Past [`BACKLOG_BYTES`] it first waits for the
+    /// running one. The caller holds the write lock, so waiting holds back the next group.
     pub(super) fn start_if_due(self: &Arc<Self>, log: &mut Log) {
+        if log.pos >= BACKLOG_BYTES {
+            tracing::warn!(
+                journal_bytes = log.pos,
+                "store checkpoints do not keep up; writes wait for the running one"
+            );
+            self.wait();
+        }
         self.start(log, false);
     }
 

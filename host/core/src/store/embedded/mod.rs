@@ -528,6 +528,50 @@ mod tests {
         assert!(raced > 0, "no read came while a checkpoint ran");
     }
 
+    /// A checkpoint that cannot finish (here: the database's write lock is held) holds the
+    /// writes back once the journal's backlog is full, instead of letting turns pile up in
+    /// memory; they go on when it finishes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_checkpoint_holds_writes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let record = vec![5u8; 256 << 10];
+        let backlog_turns = (checkpoint::BACKLOG_BYTES / record.len() as u64) as u32;
+        let stall = store.db.begin_write().unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let writer = {
+            let (store, done, record) = (store.clone(), done.clone(), record.clone());
+            tokio::spawn(async move {
+                for turn in 1..=backlog_turns + 8 {
+                    commit(&store, "s", turn, &record).await;
+                    done.store(turn, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        // Until no turn was answered for 200 ms (or 10 s went by).
+        let (mut stuck_at, mut quiet) = (0, 0);
+        for _ in 0..500 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let now = done.load(std::sync::atomic::Ordering::SeqCst);
+            quiet = if now == stuck_at { quiet + 1 } else { 0 };
+            stuck_at = now;
+            if quiet == 10 || writer.is_finished() {
+                break;
+            }
+        }
+        assert!(!writer.is_finished(), "writes went on past the backlog");
+        // The first file's turns wait for the stalled checkpoint; the backlog fills behind them.
+        let per_checkpoint = (checkpoint::CHECKPOINT_BYTES / record.len() as u64) as u32;
+        assert!(
+            stuck_at <= per_checkpoint + backlog_turns + 1,
+            "{stuck_at} turns written while the checkpoint stalled"
+        );
+        drop(stall);
+        writer.await.unwrap();
+        let s = store.load("s").await.unwrap().unwrap();
+        assert_eq!(s.head.turn, backlog_turns + 8);
+    }
+
     /// A session whose older turns are in the database and newer ones only journaled reads
     /// whole when the cache does not hold it; a delete and a new first turn read right too.
     #[tokio::test]
