@@ -8,7 +8,7 @@
 //! extent and the fdatasync writes data only; a frame past the end simply extends the file.
 //!
 //! A frame: magic `DJ02`, its sequence number (u64), its payload length (u32), a CRC-32 of
-//! the three (u32), then the payload. A file's frames follow each other from offset 0 with
+//! the number, the length and the payload (u32), then the payload. A file's frames follow each other from offset 0 with
 //! consecutive sequence numbers; reading stops at the first frame that is torn, retracted,
 //! or not the next number (an older lap's leftovers).
 
