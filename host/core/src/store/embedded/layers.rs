@@ -134,14 +134,15 @@ impl Layers {
             .collect()
     }
 
-    /// Every session's newest head in each layer, bottom first (for listing a user's).
-    pub(super) fn heads(&self) -> Vec<(u64, String, Option<SessionHead>)> {
+    /// Every session's newest head in each layer, bottom first, for listing `user`'s: the
+    /// head if the session is `user`'s, `None` if it is deleted or someone else's.
+    pub(super) fn heads_of(&self, user: &str) -> Vec<(u64, String, Option<SessionHead>)> {
         self.bottom_up()
             .flat_map(|layer| {
-                layer
-                    .changes
-                    .iter()
-                    .map(|(id, c)| (layer.last_seq, id.clone(), c.head.clone()))
+                layer.changes.iter().map(|(id, c)| {
+                    let head = c.head.as_ref().filter(|h| h.user_id == user).cloned();
+                    (layer.last_seq, id.clone(), head)
+                })
             })
             .collect()
     }

@@ -234,7 +234,7 @@ impl ContextStore for EmbeddedStore {
     }
 
     async fn sessions_of(&self, user_id: &str) -> Result<Vec<(String, SessionHead)>, StoreError> {
-        let seen = self.commits.lock_layers().heads();
+        let seen = self.commits.lock_layers().heads_of(user_id);
         let user = user_id.to_owned();
         let (stored, mark) = self.blocking(move |db| read_sessions_of(db, &user)).await?;
         let mut sessions: std::collections::HashMap<String, SessionHead> =
@@ -244,10 +244,10 @@ impl ContextStore for EmbeddedStore {
                 continue;
             }
             match head {
-                Some(head) if head.user_id == user_id => {
+                Some(head) => {
                     sessions.insert(id, head);
                 }
-                _ => {
+                None => {
                     sessions.remove(&id);
                 }
             }
