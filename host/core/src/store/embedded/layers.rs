@@ -215,7 +215,10 @@ mod tests {
             records: vec![Record::from_static(b"old"); 4],
         };
         let mut change = Change::delete();
-        assert_eq!(settle(Some(stored.clone()), 0, vec![(3, change.clone())]).unwrap(), None);
+        assert_eq!(
+            settle(Some(stored.clone()), 0, vec![(3, change.clone())]).unwrap(),
+            None
+        );
         change.then(Change::turn(0, head(1, 1), record(b"new")));
         let session = settle(Some(stored), 0, vec![(3, change)]).unwrap().unwrap();
         assert_eq!(session.records, [&b"new"[..]]);

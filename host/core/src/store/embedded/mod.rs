@@ -416,7 +416,10 @@ mod tests {
         assert_eq!(s1.head.turn, 2);
         assert_eq!(s1.records, [b"one".to_vec(), b"two".to_vec()]);
         assert_eq!(store.load("s2").await.unwrap(), None);
-        assert_eq!(store.load("s3").await.unwrap().unwrap().records, [b"eins".to_vec()]);
+        assert_eq!(
+            store.load("s3").await.unwrap().unwrap().records,
+            [b"eins".to_vec()]
+        );
         // Replay ended in a durable commit, and the store goes on from there.
         commit(&store, "s1", 3, b"three").await;
         drop(store);
@@ -591,7 +594,10 @@ mod tests {
         assert!(store.commits.cache.get("s1").is_none());
         let s1 = store.load("s1").await.unwrap().unwrap();
         assert_eq!(s1.head.turn, 3);
-        assert_eq!(s1.records, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            s1.records,
+            [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
 
         assert!(store.delete("gone").await.unwrap());
         assert!(!store.delete("gone").await.unwrap());
@@ -602,7 +608,10 @@ mod tests {
         let stale = store
             .commit_turn("s1", &contract::head(2, 2), Some(b"late"))
             .await;
-        assert!(matches!(stale, Err(StoreError::Conflict { stored_turn: 3 })));
+        assert!(matches!(
+            stale,
+            Err(StoreError::Conflict { stored_turn: 3 })
+        ));
         commit(&store, "gone", 1, b"again").await;
         store.commits.cache.forget("gone");
         let again = store.load("gone").await.unwrap().unwrap();
