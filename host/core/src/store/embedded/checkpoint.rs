@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, WriteTransaction};
 
 use super::journal::{Frame, Journal, Log};
 use super::layers::{self, Layers};
 use super::ops;
-use super::{JOURNAL_MARK, unavailable};
+use super::{JOURNAL_MARK, journal_mark, unavailable};
 use crate::store::StoreError;
 
 /// Journal bytes in the current file past which its frames go to the database. Larger means
@@ -186,9 +186,7 @@ fn apply(txn: &WriteTransaction, mark: u64, frames: &[Frame]) -> Result<u64, Sto
 
 /// The last journal frame the database holds.
 fn mark(txn: &WriteTransaction) -> Result<u64, StoreError> {
-    let table = txn.open_table(JOURNAL_MARK).map_err(unavailable)?;
-    let mark = table.get("applied").map_err(unavailable)?;
-    Ok(mark.map_or(0, |m| m.value()))
+    journal_mark(&txn.open_table(JOURNAL_MARK).map_err(unavailable)?)
 }
 
 fn unreadable(e: std::io::Error) -> StoreError {

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{ContextStore, Record, SessionHead, StoreError, StoredSession};
 use crate::blocking::run_blocking;
@@ -134,7 +134,7 @@ fn index_existing_sessions(txn: &redb::WriteTransaction) -> Result<(), StoreErro
 /// A session as the database holds it, or `None`, and the database's journal mark.
 fn read_session(db: &Database, id: &str) -> Result<(Option<StoredSession>, u64), StoreError> {
     let txn = db.begin_read().map_err(unavailable)?;
-    let mark = read_mark(&txn)?;
+    let mark = journal_mark(&txn.open_table(JOURNAL_MARK).map_err(unavailable)?)?;
     let heads = txn.open_table(HEADS).map_err(unavailable)?;
     let Some(head) = heads.get(id).map_err(unavailable)? else {
         return Ok((None, mark));
@@ -165,7 +165,7 @@ fn read_sessions_of(
     user: &str,
 ) -> Result<(Vec<(String, SessionHead)>, u64), StoreError> {
     let txn = db.begin_read().map_err(unavailable)?;
-    let mark = read_mark(&txn)?;
+    let mark = journal_mark(&txn.open_table(JOURNAL_MARK).map_err(unavailable)?)?;
     let index = txn.open_table(USER_SESSIONS).map_err(unavailable)?;
     let heads = txn.open_table(HEADS).map_err(unavailable)?;
     let mut sessions = Vec::new();
@@ -186,8 +186,9 @@ fn read_sessions_of(
     Ok((sessions, mark))
 }
 
-fn read_mark(txn: &ReadTransaction) -> Result<u64, StoreError> {
-    let table = txn.open_table(JOURNAL_MARK).map_err(unavailable)?;
+/// The last journal frame the database holds, as `JOURNAL_MARK` (opened by a read or a
+/// write transaction) says.
+fn journal_mark(table: &impl ReadableTable<&'static str, u64>) -> Result<u64, StoreError> {
     let mark = table.get("applied").map_err(unavailable)?;
     Ok(mark.map_or(0, |m| m.value()))
 }
